@@ -1,0 +1,234 @@
+#include "drainer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+namespace stepwire {
+namespace {
+
+std::atomic<std::uint64_t> g_next_uid{1};
+
+std::size_t round_up_pow2(std::size_t n) {
+    std::size_t p = 1024;
+    while (p < n) p <<= 1;
+    return p;
+}
+
+constexpr auto kIdlePoll = std::chrono::milliseconds(1);
+
+}  // namespace
+
+double wall_clock_now() noexcept {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+Stream::Stream(StreamConfig cfg) : cfg_(cfg), uid_(g_next_uid.fetch_add(1)) {
+    thread_ = std::thread([this] { run(); });
+}
+
+Stream::~Stream() { close(); }
+
+std::uint32_t Stream::define(std::string name, SeriesKind kind) {
+    std::lock_guard lock(mu_);
+    const std::uint32_t id = next_series_++;
+    pending_defs_.push_back(SeriesDef{id, std::move(name), kind});
+    return id;
+}
+
+Ring* Stream::ring_for_this_thread() {
+    thread_local std::uint64_t cached_uid = 0;
+    thread_local Ring* cached_ring = nullptr;
+    if (cached_uid == uid_) return cached_ring;
+    cached_ring = register_ring();
+    cached_uid = uid_;
+    return cached_ring;
+}
+
+Ring* Stream::register_ring() {
+    std::lock_guard lock(rings_mu_);
+    auto [it, inserted] = ring_of_thread_.try_emplace(std::this_thread::get_id(), nullptr);
+    if (inserted) {
+        rings_.push_back(std::make_unique<Ring>(round_up_pow2(cfg_.ring_capacity)));
+        it->second = rings_.back().get();
+    }
+    return it->second;
+}
+
+void Stream::count_dropped() noexcept { extra_dropped_.fetch_add(1, std::memory_order_relaxed); }
+
+bool Stream::push_blocking(const Record& r) {
+    extra_blocked_.fetch_add(1, std::memory_order_relaxed);
+    for (;;) {
+        switch (try_push(r)) {
+            case PushResult::Ok:
+                return true;
+            case PushResult::Closed:
+                return false;
+            case PushResult::Full:
+                wake_drainer_.notify_one();
+                std::this_thread::sleep_for(std::chrono::microseconds(50));
+        }
+    }
+}
+
+bool Stream::push_histogram(HistogramRecord&& h) {
+    const std::size_t bytes = histogram_bytes(h.hist);
+    std::unique_lock lock(mu_);
+    if (closing_) return false;
+    if (!pending_hists_.empty() && pending_hist_bytes_ + bytes > cfg_.max_pending_histogram_bytes) {
+        if (cfg_.drop_when_full) {
+            extra_dropped_.fetch_add(1, std::memory_order_relaxed);
+            return false;
+        }
+        extra_blocked_.fetch_add(1, std::memory_order_relaxed);
+        wake_drainer_.notify_one();
+        room_.wait(lock, [&] {
+            return closing_ || pending_hists_.empty() || pending_hist_bytes_ + bytes <= cfg_.max_pending_histogram_bytes;
+        });
+    }
+    pending_hist_bytes_ += bytes;
+    pending_hists_.push_back(std::move(h));
+    hist_logged_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+}
+
+std::optional<SealedBatch> Stream::next_batch(double timeout_s) {
+    std::unique_lock lock(mu_);
+    batch_ready_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] { return !sealed_.empty() || closed_; });
+    if (sealed_.empty()) return std::nullopt;
+    SealedBatch b = std::move(sealed_.front());
+    sealed_.pop_front();
+    wake_drainer_.notify_one();
+    return b;
+}
+
+std::uint64_t Stream::flush() {
+    std::unique_lock lock(mu_);
+    if (closed_) return next_sequence_ - 1;
+    const std::uint64_t ticket = ++flush_requested_;
+    wake_drainer_.notify_one();
+    batch_ready_.wait(lock, [&] { return flush_served_ >= ticket || closed_; });
+    return next_sequence_ - 1;
+}
+
+void Stream::close() {
+    {
+        std::lock_guard lock(mu_);
+        closing_ = true;
+        closed_for_producers_.store(true);
+    }
+    wake_drainer_.notify_all();
+    room_.notify_all();
+    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+}
+
+bool Stream::exhausted() {
+    std::lock_guard lock(mu_);
+    return closed_ && sealed_.empty();
+}
+
+StreamStats Stream::stats() {
+    StreamStats s;
+    {
+        std::lock_guard lock(rings_mu_);
+        for (const auto& ring : rings_) {
+            s.logged += ring->logged.load(std::memory_order_relaxed);
+        }
+    }
+    s.logged += hist_logged_.load(std::memory_order_relaxed);
+    s.dropped = extra_dropped_.load(std::memory_order_relaxed);
+    s.blocked = extra_blocked_.load(std::memory_order_relaxed);
+    std::lock_guard lock(mu_);
+    s.sealed_batches = sealed_stats_.sealed_batches;
+    s.sealed_items = sealed_stats_.sealed_items;
+    return s;
+}
+
+std::size_t Stream::drain(std::size_t max_records) {
+    std::vector<Ring*> rings;
+    {
+        std::lock_guard lock(rings_mu_);
+        rings.reserve(rings_.size());
+        for (const auto& r : rings_) rings.push_back(r.get());
+    }
+    std::size_t total = 0;
+    for (Ring* ring : rings) {
+        if (total >= max_records) break;
+        const std::size_t before = drained_.size();
+        const std::size_t want = std::min(ring->size(), max_records - total);
+        drained_.resize(before + want);
+        const std::size_t got = ring->pop(drained_.data() + before, want);
+        drained_.resize(before + got);
+        total += got;
+    }
+    return total;
+}
+
+void Stream::seal_locked(std::unique_lock<std::mutex>&) {
+    const std::uint64_t items = drained_.size() + drained_hists_;
+    SealedBatch b = encoder_.seal(drained_, std::move(pending_defs_), next_sequence_++);
+    pending_defs_.clear();
+    drained_.clear();
+    drained_hist_bytes_ = 0;
+    drained_hists_ = 0;
+    oldest_ = 0.0;
+    sealed_stats_.sealed_batches += 1;
+    sealed_stats_.sealed_items += items;
+    sealed_.push_back(std::move(b));
+    batch_ready_.notify_all();
+}
+
+void Stream::run() {
+    const std::size_t max_records = std::max<std::size_t>(1, cfg_.batch_bytes / kPointBytes);
+    std::unique_lock lock(mu_);
+    for (;;) {
+        const bool closing = closing_;
+        const std::uint64_t flush_target = flush_requested_;
+        if (sealed_.size() >= cfg_.max_sealed && !closing) {
+            // back-pressure: the sender is behind; producers fill their rings, then block or drop
+            wake_drainer_.wait_for(lock, kIdlePoll);
+            continue;
+        }
+        lock.unlock();
+        const std::size_t room = max_records - std::min(max_records - 1, drained_.size());
+        const std::size_t got = drain(room);
+        lock.lock();
+
+        for (HistogramRecord& h : pending_hists_) {
+            drained_hist_bytes_ += histogram_bytes(h.hist);
+            ++drained_hists_;
+            encoder_.add_histogram(std::move(h));
+        }
+        if (!pending_hists_.empty()) {
+            pending_hists_.clear();
+            pending_hist_bytes_ = 0;
+            room_.notify_all();
+        }
+
+        const double now = wall_clock_now();
+        const std::size_t bytes = drained_.size() * kPointBytes + drained_hist_bytes_;
+        if (bytes > 0 && oldest_ == 0.0) oldest_ = now;
+        const bool rings_empty = got < room;
+        const bool flushing = flush_target > flush_served_ || closing;
+        const bool due = bytes >= cfg_.batch_bytes || (bytes > 0 && now - oldest_ >= cfg_.flush_interval_s) ||
+                         (flushing && rings_empty);
+        if (due && (bytes > 0 || !pending_defs_.empty())) seal_locked(lock);
+
+        if (rings_empty && flush_target > flush_served_) {
+            flush_served_ = flush_target;
+            batch_ready_.notify_all();
+        }
+        if (closing && rings_empty && drained_.empty() && drained_hists_ == 0 && pending_hists_.empty() &&
+            pending_defs_.empty()) {
+            closed_ = true;
+            flush_served_ = flush_requested_;
+            batch_ready_.notify_all();
+            room_.notify_all();
+            return;
+        }
+        if (got == 0) wake_drainer_.wait_for(lock, kIdlePoll);
+    }
+}
+
+}  // namespace stepwire

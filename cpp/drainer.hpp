@@ -1,0 +1,125 @@
+// One stream of a run: the per-thread rings its producers write, and the drainer thread that empties
+// them into sealed columnar batches for the sender.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "encoder.hpp"
+#include "ring.hpp"
+
+namespace stepwire {
+
+struct StreamConfig {
+    std::size_t ring_capacity = 1 << 16;     // records per producing thread (rounded up to a power of two)
+    bool drop_when_full = false;             // false: block the producer (lossless); true: drop and count
+    std::size_t batch_bytes = 1 << 20;       // seal once a batch holds this many bytes
+    double flush_interval_s = 0.1;           // ... or once its oldest item is this old
+    std::size_t max_sealed = 32;             // sealed batches waiting for the sender before draining pauses
+    std::size_t max_pending_histogram_bytes = 64u << 20;
+};
+
+struct StreamStats {
+    std::uint64_t logged = 0;    // scalar points and histograms accepted
+    std::uint64_t dropped = 0;   // refused because a ring or the histogram queue was full (drop policy)
+    std::uint64_t blocked = 0;   // times a producer had to wait for room (block policy)
+    std::uint64_t sealed_batches = 0;
+    std::uint64_t sealed_items = 0;
+};
+
+enum class PushResult { Ok, Full, Closed };
+
+class Stream {
+public:
+    explicit Stream(StreamConfig cfg);
+    ~Stream();
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+
+    // Registers a series and returns its id; the definition travels with the next sealed batch.
+    std::uint32_t define(std::string name, SeriesKind kind);
+
+    // Producer fast path: lock-free on this thread's ring.
+    PushResult try_push(const Record& r) noexcept {
+        if (closed_for_producers_.load(std::memory_order_relaxed)) [[unlikely]] return PushResult::Closed;
+        Ring* ring = ring_for_this_thread();
+        if (ring->try_push(r)) {
+            ring->logged.store(ring->logged.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+            return PushResult::Ok;
+        }
+        return PushResult::Full;
+    }
+    void count_dropped() noexcept;
+    // Waits until r fits (block policy); false if the stream closed meanwhile. Call without the GIL.
+    bool push_blocking(const Record& r);
+    bool drop_when_full() const noexcept { return cfg_.drop_when_full; }
+
+    // Queues a binned histogram; false when dropped under the drop policy. May wait (block policy).
+    bool push_histogram(HistogramRecord&& h);
+
+    // Sender side: the next sealed batch, or nothing after timeout_s (or once closed and empty).
+    std::optional<SealedBatch> next_batch(double timeout_s);
+    // Seals everything logged before this call; returns the last sequence number sealed so far.
+    std::uint64_t flush();
+    // Seals what is left and stops the drainer; next_batch still returns what is queued.
+    void close();
+    // True once closed and every sealed batch has been taken.
+    bool exhausted();
+
+    StreamStats stats();
+
+private:
+    Ring* ring_for_this_thread();
+    Ring* register_ring();
+    void run();
+    std::size_t drain(std::size_t max_records);
+    void seal_locked(std::unique_lock<std::mutex>& lock);
+
+    const StreamConfig cfg_;
+    const std::uint64_t uid_;
+
+    std::mutex rings_mu_;
+    std::vector<std::unique_ptr<Ring>> rings_;
+    std::unordered_map<std::thread::id, Ring*> ring_of_thread_;
+    std::atomic<std::uint64_t> extra_dropped_{0};
+    std::atomic<std::uint64_t> extra_blocked_{0};
+    std::atomic<std::uint64_t> hist_logged_{0};
+    std::atomic<bool> closed_for_producers_{false};
+
+    std::mutex mu_;  // guards everything below
+    std::condition_variable wake_drainer_;
+    std::condition_variable batch_ready_;
+    std::condition_variable room_;
+    std::vector<SeriesDef> pending_defs_;
+    std::vector<HistogramRecord> pending_hists_;
+    std::size_t pending_hist_bytes_ = 0;
+    std::deque<SealedBatch> sealed_;
+    std::uint64_t next_sequence_ = 1;
+    std::uint64_t flush_requested_ = 0;
+    std::uint64_t flush_served_ = 0;
+    bool closing_ = false;
+    bool closed_ = false;
+    StreamStats sealed_stats_;
+
+    // drainer-thread state
+    Encoder encoder_;
+    std::vector<Record> drained_;
+    std::size_t drained_hist_bytes_ = 0;
+    std::size_t drained_hists_ = 0;
+    double oldest_ = 0.0;
+    std::uint32_t next_series_ = 0;
+
+    std::thread thread_;
+};
+
+double wall_clock_now() noexcept;
+
+}  // namespace stepwire

@@ -1,0 +1,286 @@
+#include "hotpath.hpp"
+
+#include <pybind11/pybind11.h>
+
+#include <memory>
+#include <vector>
+
+#include "drainer.hpp"
+
+namespace py = pybind11;
+
+namespace stepwire {
+namespace {
+
+struct ProducerObject {
+    PyObject_HEAD
+    std::shared_ptr<Stream>* stream;  // owned; null until __init__
+    PyObject* ids;                    // dict: scalar series name -> id
+    long long next_step;              // the step an auto-stepped call will use
+};
+
+PyObject* str_log_slow;
+PyObject* str_log_scalar_slow;
+
+// Returns false with RuntimeError set once the run is finished.
+bool push(Stream& stream, const Record& r) {
+    const PushResult res = stream.try_push(r);
+    if (res == PushResult::Ok) [[likely]] return true;
+    bool ok = res != PushResult::Closed;
+    if (ok && stream.drop_when_full()) {
+        stream.count_dropped();
+        return true;
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS ok = stream.push_blocking(r);
+        Py_END_ALLOW_THREADS
+    }
+    if (!ok) PyErr_SetString(PyExc_RuntimeError, "the run is finished: nothing more can be logged to it");
+    return ok;
+}
+
+// Resolves the step argument: None -> the auto counter. Returns false with an exception set.
+bool resolve_step(ProducerObject* self, PyObject* step, long long* out) {
+    long long s;
+    if (step == nullptr || step == Py_None) {
+        s = self->next_step;
+    } else {
+        if (PyLong_CheckExact(step)) {
+            s = PyLong_AsLongLong(step);
+        } else if (PyIndex_Check(step) && !PyBool_Check(step)) {
+            PyObject* idx = PyNumber_Index(step);
+            if (idx == nullptr) return false;
+            s = PyLong_AsLongLong(idx);
+            Py_DECREF(idx);
+        } else {
+            PyErr_Format(PyExc_TypeError, "step must be an int, got %.100s", Py_TYPE(step)->tp_name);
+            return false;
+        }
+        if (s == -1 && PyErr_Occurred()) return false;
+        if (s < 0) {
+            PyErr_Format(PyExc_ValueError, "step must be >= 0, got %lld", s);
+            return false;
+        }
+    }
+    *out = s;
+    if (s >= self->next_step) self->next_step = s + 1;
+    return true;
+}
+
+// Fast conversion of exact floats and ints; anything else takes the Python slow path.
+bool fast_value(PyObject* v, double* out) {
+    if (PyFloat_CheckExact(v)) {
+        *out = PyFloat_AS_DOUBLE(v);
+        return true;
+    }
+    if (PyLong_CheckExact(v)) {
+        *out = PyLong_AsDouble(v);
+        if (*out == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return false;
+        }
+        return true;
+    }
+    return false;
+}
+
+bool lookup_id(ProducerObject* self, PyObject* name, std::uint32_t* id) {
+    if (!PyUnicode_CheckExact(name)) return false;
+    PyObject* v = PyDict_GetItemWithError(self->ids, name);
+    if (v == nullptr) {
+        PyErr_Clear();
+        return false;
+    }
+    *id = static_cast<std::uint32_t>(PyLong_AsUnsignedLong(v));
+    return true;
+}
+
+bool ready(ProducerObject* self) {
+    if (self->stream != nullptr) return true;
+    PyErr_SetString(PyExc_RuntimeError, "Producer.__init__ was not called");
+    return false;
+}
+
+// Parses (args, kwnames) against positional-or-keyword names; missing optionals stay null.
+bool parse(const char* fn, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, const char* const* names,
+           int required, int total, PyObject** out) {
+    for (int i = 0; i < total; ++i) out[i] = nullptr;
+    if (nargs > total) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fn, total, nargs);
+        return false;
+    }
+    for (Py_ssize_t i = 0; i < nargs; ++i) out[i] = args[i];
+    const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t j = 0; j < nkw; ++j) {
+        PyObject* key = PyTuple_GET_ITEM(kwnames, j);
+        int slot = -1;
+        for (int i = 0; i < total; ++i) {
+            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) slot = i;
+        }
+        if (slot < 0 || out[slot] != nullptr) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected or repeated keyword argument '%U'", fn, key);
+            return false;
+        }
+        out[slot] = args[nargs + j];
+    }
+    for (int i = 0; i < required; ++i) {
+        if (out[i] == nullptr) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fn, names[i]);
+            return false;
+        }
+    }
+    return true;
+}
+
+PyObject* producer_log_scalar(PyObject* op, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+    auto* self = reinterpret_cast<ProducerObject*>(op);
+    static const char* const names[] = {"name", "value", "step"};
+    PyObject* a[3];
+    if (!ready(self) || !parse("log_scalar", args, nargs, kwnames, names, 2, 3, a)) return nullptr;
+    std::uint32_t id;
+    double value;
+    if (!lookup_id(self, a[0], &id) || !fast_value(a[1], &value)) {
+        return PyObject_CallMethodObjArgs(op, str_log_scalar_slow, a[0], a[1], a[2] ? a[2] : Py_None, nullptr);
+    }
+    long long step;
+    if (!resolve_step(self, a[2], &step)) return nullptr;
+    if (!push(**self->stream, Record{id, 0, step, value, wall_clock_now()})) return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject* producer_log(PyObject* op, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+    auto* self = reinterpret_cast<ProducerObject*>(op);
+    static const char* const names[] = {"data", "step"};
+    PyObject* a[2];
+    if (!ready(self) || !parse("log", args, nargs, kwnames, names, 1, 2, a)) return nullptr;
+    PyObject* data = a[0];
+    PyObject* step_arg = a[1] ? a[1] : Py_None;
+    if (!PyDict_CheckExact(data)) return PyObject_CallMethodObjArgs(op, str_log_slow, data, step_arg, nullptr);
+
+    thread_local std::vector<std::pair<std::uint32_t, double>> items;
+    items.clear();
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(data, &pos, &key, &value)) {
+        std::uint32_t id;
+        double v;
+        if (!lookup_id(self, key, &id) || !fast_value(value, &v)) {
+            return PyObject_CallMethodObjArgs(op, str_log_slow, data, step_arg, nullptr);
+        }
+        items.emplace_back(id, v);
+    }
+    long long step;
+    if (!resolve_step(self, step_arg, &step)) return nullptr;
+    const double wall = wall_clock_now();
+    Stream& stream = **self->stream;
+    for (const auto& [id, v] : items) {
+        if (!push(stream, Record{id, 0, step, v, wall})) return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject* producer_take_step(PyObject* op, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+    auto* self = reinterpret_cast<ProducerObject*>(op);
+    static const char* const names[] = {"step"};
+    PyObject* a[1];
+    if (!parse("_take_step", args, nargs, kwnames, names, 0, 1, a)) return nullptr;
+    long long step;
+    if (!resolve_step(self, a[0], &step)) return nullptr;
+    return PyLong_FromLongLong(step);
+}
+
+int producer_init(PyObject* op, PyObject* args, PyObject* kwargs) {
+    auto* self = reinterpret_cast<ProducerObject*>(op);
+    static const char* kwlist[] = {"stream", nullptr};
+    PyObject* stream_obj;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:Producer", const_cast<char**>(kwlist), &stream_obj)) return -1;
+    std::shared_ptr<Stream> stream;
+    try {
+        stream = py::cast<std::shared_ptr<Stream>>(py::handle(stream_obj));
+    } catch (const py::cast_error&) {
+        PyErr_SetString(PyExc_TypeError, "Producer(stream): stream must be a stepwire._core.Stream");
+        return -1;
+    }
+    delete self->stream;
+    self->stream = new std::shared_ptr<Stream>(std::move(stream));
+    Py_XSETREF(self->ids, PyDict_New());
+    if (self->ids == nullptr) return -1;
+    self->next_step = 0;
+    return 0;
+}
+
+PyObject* producer_new(PyTypeObject* type, PyObject*, PyObject*) {
+    auto* self = reinterpret_cast<ProducerObject*>(type->tp_alloc(type, 0));
+    if (self != nullptr) {
+        self->stream = nullptr;
+        self->ids = nullptr;
+        self->next_step = 0;
+    }
+    return reinterpret_cast<PyObject*>(self);
+}
+
+void producer_dealloc(PyObject* op) {
+    auto* self = reinterpret_cast<ProducerObject*>(op);
+    PyTypeObject* tp = Py_TYPE(op);
+    delete self->stream;
+    Py_CLEAR(self->ids);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+PyObject* producer_get_ids(PyObject* op, void*) {
+    auto* self = reinterpret_cast<ProducerObject*>(op);
+    if (!ready(self)) return nullptr;
+    return Py_NewRef(self->ids);
+}
+
+PyObject* producer_get_step(PyObject* op, void*) {
+    return PyLong_FromLongLong(reinterpret_cast<ProducerObject*>(op)->next_step);
+}
+
+PyMethodDef producer_methods[] = {
+    {"log_scalar", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(producer_log_scalar)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "log_scalar(name, value, step=None)\n--\n\nLogs one scalar point; step defaults to the auto counter."},
+    {"log", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(producer_log)), METH_FASTCALL | METH_KEYWORDS,
+     "log(data, step=None)\n--\n\nLogs every entry of data at one step; step defaults to the auto counter."},
+    {"_take_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(producer_take_step)),
+     METH_FASTCALL | METH_KEYWORDS, "Resolves a step argument the way log() does and advances the counter."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyGetSetDef producer_getset[] = {
+    {"_scalar_ids", producer_get_ids, nullptr, "dict of interned scalar names to series ids", nullptr},
+    {"step", producer_get_step, nullptr, "the step the next call without an explicit step will use", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+PyType_Slot producer_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(producer_new)},
+    {Py_tp_init, reinterpret_cast<void*>(producer_init)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(producer_dealloc)},
+    {Py_tp_methods, producer_methods},
+    {Py_tp_getset, producer_getset},
+    {Py_tp_doc, const_cast<char*>("Per-point logging entry points over a Stream; subclassed by stepwire.Run.")},
+    {0, nullptr},
+};
+
+PyType_Spec producer_spec = {
+    "stepwire._core.Producer",
+    sizeof(ProducerObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    producer_slots,
+};
+
+}  // namespace
+
+int add_producer_type(PyObject* module) {
+    str_log_slow = PyUnicode_InternFromString("_log_slow");
+    str_log_scalar_slow = PyUnicode_InternFromString("_log_scalar_slow");
+    PyObject* type = PyType_FromSpec(&producer_spec);
+    if (type == nullptr) return -1;
+    return PyModule_AddObject(module, "Producer", type);
+}
+
+}  // namespace stepwire

@@ -1,0 +1,179 @@
+// pybind11 bindings for everything that is not per-point; the per-point entry points live in hotpath.cpp.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "drainer.hpp"
+#include "histogram.hpp"
+#include "hotpath.hpp"
+
+namespace py = pybind11;
+using namespace stepwire;
+
+namespace {
+
+template <typename T>
+py::bytes column(const std::vector<T>& v) {
+    return py::bytes(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+template <typename T>
+py::array_t<T> array(const std::vector<T>& v) {
+    return py::array_t<T>(static_cast<py::ssize_t>(v.size()), v.data());
+}
+
+// Validates a buffer of floats and says how to read it.
+FloatFormat buffer_format(const py::buffer_info& info, bool bfloat16) {
+    std::string f = info.format;
+    if (!f.empty() && (f[0] == '<' || f[0] == '=' || f[0] == '@')) f = f.substr(1);
+    FloatFormat fmt;
+    if (bfloat16 && (f == "H" || f == "h")) {
+        fmt = FloatFormat::BF16;
+    } else if (f == "f") {
+        fmt = FloatFormat::F32;
+    } else if (f == "d") {
+        fmt = FloatFormat::F64;
+    } else if (f == "e") {
+        fmt = FloatFormat::F16;
+    } else {
+        throw py::type_error("histogram values must be float16, bfloat16, float32 or float64, got buffer format '" +
+                             info.format + "'");
+    }
+    py::ssize_t expected = info.itemsize;
+    for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+        if (info.shape[static_cast<std::size_t>(d)] > 1 && info.strides[static_cast<std::size_t>(d)] != expected) {
+            throw py::value_error("histogram values must be C-contiguous");
+        }
+        expected *= info.shape[static_cast<std::size_t>(d)];
+    }
+    return fmt;
+}
+
+Histogram bin_buffer(const py::buffer& values, int k, bool bfloat16) {
+    const py::buffer_info info = values.request();
+    const FloatFormat fmt = buffer_format(info, bfloat16);
+    const auto n = static_cast<std::size_t>(info.size);
+    py::gil_scoped_release release;
+    return bin_values(info.ptr, n, fmt, k);
+}
+
+py::dict histogram_dict(const Histogram& h) {
+    py::dict d;
+    d["k"] = h.k;
+    d["indices"] = array(h.indices);
+    d["counts"] = array(h.counts);
+    d["count"] = h.count;
+    d["sum"] = h.sum;
+    d["min"] = h.min;
+    d["max"] = h.max;
+    d["nan"] = h.nan;
+    d["pos_inf"] = h.pos_inf;
+    d["neg_inf"] = h.neg_inf;
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "stepwire's native core: per-thread rings, the drainer thread, histogram binning, batch encoding.";
+    m.attr("DEFAULT_K") = kDefaultMantissaBits;
+    m.attr("MAX_K") = kMaxMantissaBits;
+    m.attr("MAX_NAME_BYTES") = kMaxNameBytes;
+    m.attr("KIND_SCALAR") = static_cast<int>(SeriesKind::Scalar);
+    m.attr("KIND_HISTOGRAM") = static_cast<int>(SeriesKind::Histogram);
+
+    m.def(
+        "bin_values",
+        [](const py::buffer& values, int k, bool bfloat16) { return histogram_dict(bin_buffer(values, k, bfloat16)); },
+        py::arg("values"), py::arg("k") = kDefaultMantissaBits, py::arg("bfloat16") = false,
+        "Bins a contiguous float buffer (GIL released); returns k, indices, counts and exact statistics.");
+    m.def("bucket_index", &bucket_index, py::arg("x"), py::arg("k") = kDefaultMantissaBits,
+          "Bucket index of one value in the log-linear scheme.");
+
+    py::class_<SealedBatch>(m, "SealedBatch", "A sealed columnar batch, ready to be compressed and sent.")
+        .def_readonly("sequence", &SealedBatch::sequence)
+        .def_property_readonly("point_count", &SealedBatch::point_count)
+        .def_property_readonly("histogram_count", &SealedBatch::histogram_count)
+        .def_property_readonly("defs",
+                               [](const SealedBatch& b) {
+                                   py::list out;
+                                   for (const auto& d : b.defs) {
+                                       out.append(py::make_tuple(d.id, d.name, static_cast<int>(d.kind)));
+                                   }
+                                   return out;
+                               })
+        .def("scalar_columns",
+             [](const SealedBatch& b) {
+                 py::dict d;
+                 d["series_ids"] = column(b.group_series);
+                 d["group_lengths"] = column(b.group_lengths);
+                 d["steps"] = column(b.steps);
+                 d["values"] = column(b.values);
+                 d["wall_times"] = column(b.wall_times);
+                 return d;
+             })
+        .def("histogram_columns", [](const SealedBatch& b) {
+            py::dict d;
+            d["series_ids"] = column(b.hist_series);
+            d["steps"] = column(b.hist_steps);
+            d["wall_times"] = column(b.hist_wall_times);
+            d["k"] = column(b.hist_k);
+            d["count"] = column(b.hist_count);
+            d["sum"] = column(b.hist_sum);
+            d["min"] = column(b.hist_min);
+            d["max"] = column(b.hist_max);
+            d["nan"] = column(b.hist_nan);
+            d["pos_inf"] = column(b.hist_pos_inf);
+            d["neg_inf"] = column(b.hist_neg_inf);
+            d["bucket_lengths"] = column(b.hist_lengths);
+            d["bucket_indices"] = column(b.bucket_indices);
+            d["bucket_counts"] = column(b.bucket_counts);
+            return d;
+        });
+
+    py::class_<Stream, std::shared_ptr<Stream>>(m, "Stream", "Rings, drainer thread and sealed-batch queue of a run.")
+        .def(py::init([](std::size_t ring_capacity, bool drop_when_full, std::size_t batch_bytes,
+                         double flush_interval, std::size_t max_sealed) {
+                 if (batch_bytes < 1024) throw py::value_error("batch_bytes must be at least 1024");
+                 if (!(flush_interval > 0)) throw py::value_error("flush_interval must be > 0");
+                 StreamConfig cfg;
+                 cfg.ring_capacity = ring_capacity;
+                 cfg.drop_when_full = drop_when_full;
+                 cfg.batch_bytes = batch_bytes;
+                 cfg.flush_interval_s = flush_interval;
+                 cfg.max_sealed = max_sealed;
+                 return std::make_shared<Stream>(cfg);
+             }),
+             py::arg("ring_capacity") = 1 << 16, py::arg("drop_when_full") = false, py::arg("batch_bytes") = 1 << 20,
+             py::arg("flush_interval") = 0.1, py::arg("max_sealed") = 32)
+        .def(
+            "define", [](Stream& s, std::string name, int kind) { return s.define(std::move(name), SeriesKind(kind)); },
+            py::arg("name"), py::arg("kind"))
+        .def(
+            "push_histogram",
+            [](Stream& s, std::uint32_t series, std::int64_t step, const py::buffer& values, int k, bool bfloat16) {
+                Histogram h = bin_buffer(values, k, bfloat16);
+                py::gil_scoped_release release;
+                return s.push_histogram(HistogramRecord{series, step, wall_clock_now(), std::move(h)});
+            },
+            py::arg("series"), py::arg("step"), py::arg("values"), py::arg("k") = kDefaultMantissaBits,
+            py::arg("bfloat16") = false)
+        .def("next_batch", &Stream::next_batch, py::arg("timeout"), py::call_guard<py::gil_scoped_release>())
+        .def("flush", &Stream::flush, py::call_guard<py::gil_scoped_release>())
+        .def("close", &Stream::close, py::call_guard<py::gil_scoped_release>())
+        .def("exhausted", &Stream::exhausted)
+        .def("stats", [](Stream& s) {
+            const StreamStats st = s.stats();
+            py::dict d;
+            d["logged"] = st.logged;
+            d["dropped"] = st.dropped;
+            d["blocked"] = st.blocked;
+            d["sealed_batches"] = st.sealed_batches;
+            d["sealed_items"] = st.sealed_items;
+            return d;
+        });
+
+    if (add_producer_type(m.ptr()) < 0) throw py::error_already_set();
+}

@@ -1,0 +1,12 @@
+"""stepwire: metrics logging for large-scale training that costs the training loop next to nothing.
+
+Start a run with :func:`init`, log with ``Run.log``/``log_scalar``/``log_histogram``, read back with :class:`Api`.
+"""
+
+from stepwire.api import Api, RunView
+from stepwire.histogram import Histogram
+from stepwire.run import Run, init
+
+__version__ = "0.1.0"
+
+__all__ = ["Api", "Histogram", "Run", "RunView", "__version__", "init"]

@@ -1,0 +1,66 @@
+"""Typed face of the native extension ``stepwire._core``."""
+
+from typing import Any
+
+import numpy.typing as npt
+
+DEFAULT_K: int
+MAX_K: int
+MAX_NAME_BYTES: int
+KIND_SCALAR: int
+KIND_HISTOGRAM: int
+
+def bin_values(values: Any, k: int = ..., bfloat16: bool = ...) -> dict[str, Any]:
+    """Bins a contiguous float buffer (GIL released); returns k, indices, counts and exact statistics."""
+
+def bucket_index(x: float, k: int = ...) -> int:
+    """Bucket index of one value in the log-linear scheme."""
+
+class SealedBatch:
+    """A sealed columnar batch, ready to be compressed and sent."""
+
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def point_count(self) -> int: ...
+    @property
+    def histogram_count(self) -> int: ...
+    @property
+    def defs(self) -> list[tuple[int, str, int]]: ...
+    def scalar_columns(self) -> dict[str, bytes]: ...
+    def histogram_columns(self) -> dict[str, bytes]: ...
+
+class Stream:
+    """Rings, drainer thread and sealed-batch queue of a run."""
+
+    def __init__(self, ring_capacity: int = ..., drop_when_full: bool = ..., batch_bytes: int = ...,
+                 flush_interval: float = ..., max_sealed: int = ...) -> None: ...
+    def define(self, name: str, kind: int) -> int: ...
+    def push_histogram(self, series: int, step: int, values: npt.NDArray[Any], k: int = ...,
+                       bfloat16: bool = ...) -> bool: ...
+    def next_batch(self, timeout: float) -> SealedBatch | None: ...
+    def flush(self) -> int: ...
+    def close(self) -> None: ...
+    def exhausted(self) -> bool: ...
+    def stats(self) -> dict[str, int]: ...
+
+class Producer:
+    """Per-point logging entry points over a Stream; subclassed by stepwire.Run."""
+
+    def __init__(self, stream: Stream) -> None: ...
+    def log_scalar(self, name: str, value: float, step: int | None = None) -> None:
+        """Log one scalar point; ``step`` defaults to the auto-incrementing counter (one step per call)."""
+    def log(self, data: dict[str, Any], step: int | None = None) -> None:
+        """Log every entry of ``data`` at one step; ``step`` defaults to the auto-incrementing counter.
+
+        Numbers become scalar points, numpy arrays histograms, nested dicts ``outer/inner`` names. The call
+        is all-or-nothing: a bad name or value raises ``TypeError``/``ValueError`` naming its key, and nothing
+        of that call is logged.
+        """
+    def _take_step(self, step: int | None = None) -> int: ...
+    @property
+    def _scalar_ids(self) -> dict[str, int]: ...
+    @property
+    def step(self) -> int:
+        """The step the next call without an explicit step will use."""
+

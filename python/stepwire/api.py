@@ -1,0 +1,105 @@
+"""``Api``: read runs, scalars, summaries and histograms back, per rank or aggregated across ranks."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from stepwire.collector.embedded import data_dir, running_collector
+from stepwire.histogram import Histogram, merge_by_step
+from stepwire.query_client import LocalReader, RemoteReader
+from stepwire.store.base import Reader, RunRecord, SeriesRecord
+
+AGGREGATIONS = ("mean", "min", "max", "sum")
+
+
+class RunView:
+    """One stored run: its metadata as attributes, its data through methods."""
+
+    def __init__(self, reader: Reader, record: RunRecord) -> None:
+        self._reader = reader
+        self.id = record.id
+        self.project = record.project
+        self.name = record.name
+        self.tags = record.tags
+        self.config = record.config
+        self.created = record.created
+        self.status = record.status
+        self.finished = record.finished
+
+    def series(self) -> list[SeriesRecord]:
+        """Every series name of the run with its kind, ranks and item count."""
+        return self._reader.series(self.id)
+
+    def scalars(self, name: str, ranks: list[int] | None = None, agg: str | None = None
+                ) -> dict[str, npt.NDArray[Any]]:
+        """Points of ``name`` as numpy arrays ``step``, ``value``, ``wall_time``, ``rank``, sorted by step.
+
+        With ``agg`` in mean/min/max/sum: one row per step across ranks, plus ``count`` (points at that step);
+        ``rank`` is then the rank holding the min/max (-1 for mean/sum) and ``wall_time`` the latest one.
+        min/max skip NaN unless a step has nothing else; mean/sum propagate NaN.
+        """
+        pts = self._reader.scalars(self.id, name, ranks)
+        if agg is None:
+            return {"step": pts.step, "value": pts.value, "wall_time": pts.wall_time, "rank": pts.rank}
+        if agg not in AGGREGATIONS:
+            raise ValueError(f"agg must be one of {AGGREGATIONS} or None, got {agg!r}")
+        if len(pts.step) == 0:
+            empty = {"step": pts.step, "value": pts.value, "wall_time": pts.wall_time}
+            return {**empty, "rank": np.empty(0, np.int64), "count": np.empty(0, np.int64)}
+        starts = np.flatnonzero(np.r_[True, pts.step[1:] != pts.step[:-1]])
+        count = np.diff(np.r_[starts, len(pts.step)])
+        rank = np.full(len(starts), -1, dtype=np.int64)
+        if agg in ("mean", "sum"):
+            value = np.add.reduceat(pts.value, starts)
+            if agg == "mean":
+                value = value / count
+        else:
+            key = pts.value if agg == "min" else -pts.value
+            order = np.lexsort((key, pts.step))  # NaN sorts last: picked only when a step has nothing else
+            first = order[starts]
+            value, rank = pts.value[first], pts.rank[first].astype(np.int64)
+        return {"step": pts.step[starts], "value": value, "wall_time": np.maximum.reduceat(pts.wall_time, starts),
+                "rank": rank, "count": count}
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """``{name: {"last", "min", "max"}}`` for every scalar series (last = value at the highest step)."""
+        return {e.name: {"last": e.last, "min": e.min, "max": e.max} for e in self._reader.summary(self.id)}
+
+    def histograms(self, name: str, merge_ranks: bool = True) -> list[Histogram]:
+        """Histograms of ``name`` by step; merged exactly across ranks (``rank`` None) unless ``merge_ranks=False``."""
+        hists = self._reader.histograms(self.id, name)
+        return merge_by_step(hists) if merge_ranks else hists
+
+    def __repr__(self) -> str:
+        return f"<stepwire.RunView {self.id} project={self.project!r} name={self.name!r} status={self.status}>"
+
+
+class Api:
+    """Read access to stored runs: ``Api(dir=...)`` (the embedded default) or ``Api(address="host:port")``.
+
+    With ``dir`` (else ``$STEPWIRE_DIR``, else ``./stepwire-data``) it asks the directory's running collector,
+    or reads the store file directly when none runs.
+    """
+
+    def __init__(self, dir: str | os.PathLike[str] | None = None, address: str | None = None) -> None:
+        if address is not None:
+            self._reader: Reader = RemoteReader(address)
+            return
+        directory = data_dir(dir)
+        running = running_collector(directory)
+        self._reader = RemoteReader(running) if running else LocalReader(directory)
+
+    def runs(self, project: str | None = None) -> list[RunView]:
+        """Every run (of ``project`` if given), oldest first."""
+        return [RunView(self._reader, r) for r in self._reader.runs(project)]
+
+    def run(self, run_id: str) -> RunView:
+        """The run with id ``run_id`` (``KeyError`` if there is none)."""
+        for r in self._reader.runs():
+            if r.id == run_id:
+                return RunView(self._reader, r)
+        raise KeyError(f"no run {run_id!r}")

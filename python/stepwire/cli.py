@@ -1,0 +1,125 @@
+"""The ``stepwire`` command: collector, runs, show, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from rich.console import Console
+from rich.table import Table
+
+from stepwire.collector.embedded import data_dir
+
+
+def _reader_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")
+    p.add_argument("--address", help="host:port of a collector to query instead of a directory")
+
+
+def _api(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from stepwire.api import Api
+
+    return Api(dir=args.dir, address=args.address)
+
+
+def cmd_collector(args: argparse.Namespace) -> int:
+    from stepwire.collector.server import Collector
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    collector = Collector(data_dir(args.dir), listen=args.listen)
+    collector.start()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        collector.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"stepwire collector listening on {collector.address}, store {collector.store.path}", flush=True)
+    collector.serve(exit_when_idle=args.exit_when_idle)
+    return 0
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = _api(args).runs(args.project)
+    table = Table(title=f"{len(runs)} runs")
+    for col in ("id", "project", "name", "status", "created", "tags"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(r.id, r.project, r.name, r.status, _when(r.created), ", ".join(r.tags))
+    Console().print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run = _api(args).run(args.run)
+    console = Console()
+    console.print(f"[bold]{run.name}[/] ({run.id}) project={run.project} status={run.status} "
+                  f"created={_when(run.created)} config={run.config}")
+    series = {s.name: s for s in run.series()}
+    table = Table(title="scalars")
+    for col in ("name", "points", "ranks", "last", "min", "max"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for name, s in run.summary().items():
+        info = series.get(name)
+        table.add_row(name, str(info.items if info else ""), ",".join(map(str, info.ranks)) if info else "",
+                      f"{s['last']:.6g}", f"{s['min']:.6g}", f"{s['max']:.6g}")
+    console.print(table)
+    hists = [s for s in series.values() if s.kind == "histogram"]
+    if hists:
+        ht = Table(title="histograms")
+        for col in ("name", "histograms", "ranks"):
+            ht.add_column(col)
+        for s in hists:
+            ht.add_row(s.name, str(s.items), ",".join(map(str, s.ranks)))
+        console.print(ht)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stepwire.demo import run_demo
+
+    return run_demo(dir=args.dir, epochs=args.epochs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stepwire`` console script."""
+    parser = argparse.ArgumentParser(prog="stepwire", description="stepwire: metrics logging for training")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("collector", help="run a collector (gRPC Ingest + Query) over a data directory")
+    p.add_argument("--listen", default="127.0.0.1:7717", help="address to bind (default: loopback, port 7717)")
+    p.add_argument("--dir", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")
+    p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                   help="exit after this long with no client and no request")
+    p.set_defaults(fn=cmd_collector)
+
+    p = sub.add_parser("runs", help="list runs")
+    _reader_args(p)
+    p.add_argument("--project")
+    p.set_defaults(fn=cmd_runs)
+
+    p = sub.add_parser("show", help="summary table of one run")
+    p.add_argument("run", help="run id")
+    _reader_args(p)
+    p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("demo", help="train a small model and log it to the embedded default")
+    p.add_argument("--dir", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.set_defaults(fn=cmd_demo)
+
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except (KeyError, FileNotFoundError, ConnectionError) as exc:
+        print(f"stepwire: {exc}", file=sys.stderr)
+        return 1

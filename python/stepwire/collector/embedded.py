@@ -1,0 +1,91 @@
+"""The embedded default: find the local collector of a data directory, or start one that exits when idle."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from stepwire.collector.server import ADDRESS_FILE, GRPC_OPTIONS
+
+DEFAULT_DIR = "stepwire-data"
+IDLE_EXIT_S = 10.0
+"""An embedded collector exits after this many seconds with no client lease and no RPC."""
+
+START_TIMEOUT_S = 60.0
+
+
+def data_dir(directory: str | os.PathLike[str] | None = None) -> Path:
+    """The data directory: ``directory``, else ``$STEPWIRE_DIR``, else ``./stepwire-data``."""
+    return Path(directory or os.environ.get("STEPWIRE_DIR") or DEFAULT_DIR).resolve()
+
+
+def reachable(address: str, timeout: float) -> bool:
+    """True if a gRPC server answers at ``address`` within ``timeout`` seconds."""
+    with grpc.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return False
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a collector that exited but is not yet reaped is a zombie: not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def running_collector(directory: Path, pid: int | None = None) -> str | None:
+    """The address of the live collector serving ``directory``, if any (optionally only if it is ``pid``)."""
+    try:
+        info = json.loads((directory / ADDRESS_FILE).read_text())
+        address, owner = str(info["address"]), int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if (pid is not None and owner != pid) or not _pid_alive(owner):
+        return None
+    return address if reachable(address, timeout=2.0) else None
+
+
+def local_collector(directory: Path, idle_exit: float = IDLE_EXIT_S) -> str:
+    """Join the collector of ``directory``, starting one if none runs; returns its address.
+
+    A lock file serialises the check-and-start, so processes starting together share one collector.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "collector.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        address = running_collector(directory)
+        if address:
+            return address
+        with open(directory / "collector.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "stepwire", "collector", "--dir", str(directory), "--listen", "127.0.0.1:0",
+                 "--exit-when-idle", str(idle_exit)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            address = running_collector(directory, pid=proc.pid)
+            if address:
+                return address
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        proc.kill()
+        raise RuntimeError(f"the local stepwire collector for {directory} did not start; "
+                           f"see {directory / 'collector.log'}")

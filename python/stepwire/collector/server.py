@@ -1,0 +1,227 @@
+"""The collector process: gRPC ``Ingest`` and ``Query`` services over a store, plus its lifetime rules."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from stepwire.collector.decode import BatchError, decode_batch
+from stepwire.store.base import RunRecord, Store
+from stepwire.store.duckdb_store import DuckDBStore
+from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
+
+log = logging.getLogger("stepwire.collector")
+
+MAX_MESSAGE_BYTES = 64 << 20
+"""Largest gRPC message either end accepts; the client seals batches far below it (1 MiB by default)."""
+
+SCALAR_SLICE_POINTS = 1 << 17
+"""Points per streamed ``ScalarPoints`` message (~3.5 MiB)."""
+
+LEASE_TTL_S = 15.0
+"""A client that has not sent a heartbeat for this long no longer keeps an idle collector alive."""
+
+ADDRESS_FILE = "collector.json"
+
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+class Activity:
+    """Client leases and the time of the last RPC: an idle collector may exit on its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[str, float] = {}
+        self.last_rpc = time.monotonic()
+
+    def touch(self, client_id: str = "") -> None:
+        """Record an RPC, renewing the caller's lease when it names one."""
+        now = time.monotonic()
+        with self._lock:
+            self.last_rpc = now
+            if client_id:
+                self._leases[client_id] = now + LEASE_TTL_S
+
+    def release(self, client_id: str) -> None:
+        """Drop a lease: the client has finished."""
+        with self._lock:
+            self._leases.pop(client_id, None)
+            self.last_rpc = time.monotonic()
+
+    def idle_for(self) -> float:
+        """Seconds without a live lease or any RPC (0 while a lease is live)."""
+        now = time.monotonic()
+        with self._lock:
+            self._leases = {c: t for c, t in self._leases.items() if t > now}
+            return 0.0 if self._leases else now - self.last_rpc
+
+
+def _run_info(r: RunRecord) -> ingest_pb2.RunInfo:
+    return ingest_pb2.RunInfo(run_id=r.id, project=r.project, name=r.name, tags=r.tags,
+                              config_json=json.dumps(r.config), created=r.created, status=r.status,
+                              finished=r.finished)
+
+
+def _config(raw: str, context: grpc.ServicerContext) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"config_json is not JSON: {exc}")
+    if not isinstance(value, dict):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config_json must be a JSON object")
+    return value
+
+
+class IngestService(ingest_pb2_grpc.IngestServicer):
+    """Receives runs and batches; a batch is acknowledged only once it is committed to the store."""
+
+    def __init__(self, store: Store, activity: Activity) -> None:
+        self.store = store
+        self.activity = activity
+
+    def OpenRun(self, request: ingest_pb2.RunInfo, context: grpc.ServicerContext) -> ingest_pb2.RunInfo:
+        self.activity.touch(request.client_id)
+        if not request.run_id:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "run_id is required")
+        run = RunRecord(id=request.run_id, project=request.project or "default", name=request.name or request.run_id,
+                        tags=list(request.tags), config=_config(request.config_json, context),
+                        created=request.created or time.time(), status=request.status or "running")
+        return _run_info(self.store.open_run(run))
+
+    def UpdateRun(self, request: ingest_pb2.RunUpdate, context: grpc.ServicerContext) -> ingest_pb2.Empty:
+        self.activity.touch()
+        try:
+            self.store.update_run(request.run_id, _config(request.config_json, context), request.status or None,
+                                  request.finished or None)
+        except KeyError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return ingest_pb2.Empty()
+
+    def Push(self, request: ingest_pb2.Batch, context: grpc.ServicerContext) -> ingest_pb2.Ack:
+        self.activity.touch()
+        try:
+            batch = decode_batch(request)
+            stored = self.store.append(batch)
+        except BatchError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"rejected batch {request.sequence}: {exc}")
+        return ingest_pb2.Ack(sequence=request.sequence, duplicate=not stored, items=batch.items)
+
+    def Heartbeat(self, request: ingest_pb2.Lease, context: grpc.ServicerContext) -> ingest_pb2.Empty:
+        if request.release:
+            self.activity.release(request.client_id)
+        else:
+            self.activity.touch(request.client_id)
+        return ingest_pb2.Empty()
+
+
+class QueryService(query_pb2_grpc.QueryServicer):
+    """Answers reads from the store; arrays travel as raw little-endian bytes."""
+
+    def __init__(self, store: Store, activity: Activity) -> None:
+        self.store = store
+        self.activity = activity
+
+    def ListRuns(self, request: query_pb2.ListRunsRequest, context: grpc.ServicerContext) -> query_pb2.RunList:
+        self.activity.touch()
+        return query_pb2.RunList(runs=[_run_info(r) for r in self.store.runs(request.project or None)])
+
+    def ListSeries(self, request: query_pb2.RunRef, context: grpc.ServicerContext) -> query_pb2.SeriesList:
+        self.activity.touch()
+        kinds = {"scalar": ingest_pb2.SERIES_KIND_SCALAR, "histogram": ingest_pb2.SERIES_KIND_HISTOGRAM}
+        return query_pb2.SeriesList(series=[
+            query_pb2.SeriesInfo(name=s.name, kind=kinds[s.kind], ranks=s.ranks, items=s.items)
+            for s in self.store.series(request.run_id)])
+
+    def Scalars(self, request: query_pb2.SeriesRequest, context: grpc.ServicerContext
+                ) -> Iterator[query_pb2.ScalarPoints]:
+        self.activity.touch()
+        pts = self.store.scalars(request.run_id, request.name, list(request.ranks) or None)
+        for a in range(0, max(len(pts.step), 1), SCALAR_SLICE_POINTS):
+            b = a + SCALAR_SLICE_POINTS
+            yield query_pb2.ScalarPoints(steps=pts.step[a:b].tobytes(), values=pts.value[a:b].tobytes(),
+                                         wall_times=pts.wall_time[a:b].tobytes(), ranks=pts.rank[a:b].tobytes())
+
+    def Histograms(self, request: query_pb2.SeriesRequest, context: grpc.ServicerContext
+                   ) -> query_pb2.HistogramList:
+        self.activity.touch()
+        hists = self.store.histograms(request.run_id, request.name, list(request.ranks) or None)
+        return query_pb2.HistogramList(histograms=[
+            query_pb2.HistogramEntry(rank=h.rank or 0, step=h.step, wall_time=h.wall_time, k=h.k, count=h.count,
+                                     sum=h.sum, min=h.min, max=h.max, nan=h.nan, pos_inf=h.pos_inf,
+                                     neg_inf=h.neg_inf, indices=np.ascontiguousarray(h.indices).tobytes(),
+                                     counts=np.ascontiguousarray(h.counts).tobytes())
+            for h in hists])
+
+    def Summarize(self, request: query_pb2.RunRef, context: grpc.ServicerContext) -> query_pb2.Summary:
+        self.activity.touch()
+        return query_pb2.Summary(entries=[
+            query_pb2.SummaryEntry(name=e.name, last=e.last, min=e.min, max=e.max, count=e.count,
+                                   last_step=e.last_step)
+            for e in self.store.summary(request.run_id)])
+
+
+class Collector:
+    """A running collector: store, gRPC server, and (for the embedded default) its address file."""
+
+    def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = 8) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.store = DuckDBStore(self.directory)
+        self.activity = Activity()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS)
+        ingest_pb2_grpc.add_IngestServicer_to_server(IngestService(self.store, self.activity), self.server)
+        query_pb2_grpc.add_QueryServicer_to_server(QueryService(self.store, self.activity), self.server)
+        port = self.server.add_insecure_port(listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        host = listen.rsplit(":", 1)[0]
+        self.address = f"{host}:{port}"
+        self._stopped = threading.Event()
+        self._closed = False
+
+    def start(self, write_address_file: bool = True) -> None:
+        """Start serving; with ``write_address_file`` clients of the same directory can find it."""
+        self.server.start()
+        if write_address_file:
+            tmp = self.directory / f".{ADDRESS_FILE}.{os.getpid()}"
+            tmp.write_text(json.dumps({"address": self.address, "pid": os.getpid()}))
+            os.replace(tmp, self.directory / ADDRESS_FILE)
+        log.info("collector for %s listening on %s", self.directory, self.address)
+
+    def serve(self, exit_when_idle: float | None = None) -> None:
+        """Serve until stopped, or until idle (no lease, no RPC) for ``exit_when_idle`` seconds."""
+        while not self._stopped.wait(0.25):
+            if exit_when_idle is not None and self.activity.idle_for() >= exit_when_idle:
+                log.info("idle for %.1f s: exiting", exit_when_idle)
+                break
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop serving, remove the address file if it is ours, and close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopped.set()
+        path = self.directory / ADDRESS_FILE
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+        self.server.stop(grace=2.0).wait()
+        self.store.close()

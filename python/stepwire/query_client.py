@@ -1,0 +1,91 @@
+"""Readers for ``Api``: the Query service of a running collector, or a store file opened read-only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import numpy as np
+
+from stepwire.collector.server import GRPC_OPTIONS
+from stepwire.histogram import Histogram
+from stepwire.store.base import RunRecord, ScalarPoints, SeriesRecord, SummaryEntry
+from stepwire.store.duckdb_store import STORE_FILE, DuckDBStore
+from stepwire.v1 import ingest_pb2, query_pb2, query_pb2_grpc
+
+T = TypeVar("T")
+_KINDS = {ingest_pb2.SERIES_KIND_SCALAR: "scalar", ingest_pb2.SERIES_KIND_HISTOGRAM: "histogram"}
+
+
+class RemoteReader:
+    """Reads through the ``Query`` service at ``address``."""
+
+    def __init__(self, address: str, timeout: float = 60.0) -> None:
+        self.address = address
+        self._channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+        self._stub = query_pb2_grpc.QueryStub(self._channel)
+        self._timeout = timeout
+
+    def runs(self, project: str | None = None) -> list[RunRecord]:
+        reply = self._stub.ListRuns(query_pb2.ListRunsRequest(project=project or ""), timeout=self._timeout)
+        return [RunRecord(id=r.run_id, project=r.project, name=r.name, tags=list(r.tags),
+                          config=json.loads(r.config_json or "{}"), created=r.created, status=r.status,
+                          finished=r.finished) for r in reply.runs]
+
+    def series(self, run_id: str) -> list[SeriesRecord]:
+        reply = self._stub.ListSeries(query_pb2.RunRef(run_id=run_id), timeout=self._timeout)
+        return [SeriesRecord(s.name, _KINDS[s.kind], list(s.ranks), s.items) for s in reply.series]
+
+    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> ScalarPoints:
+        req = query_pb2.SeriesRequest(run_id=run_id, name=name, ranks=list(ranks or []))
+        parts = [ScalarPoints(np.frombuffer(p.steps, np.int64), np.frombuffer(p.values, np.float64),
+                              np.frombuffer(p.wall_times, np.float64), np.frombuffer(p.ranks, np.uint32))
+                 for p in self._stub.Scalars(req, timeout=self._timeout)]
+        return ScalarPoints.concat(parts)
+
+    def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:
+        req = query_pb2.SeriesRequest(run_id=run_id, name=name, ranks=list(ranks or []))
+        reply = self._stub.Histograms(req, timeout=self._timeout)
+        return [Histogram(step=h.step, k=h.k, indices=np.frombuffer(h.indices, np.int32),
+                          counts=np.frombuffer(h.counts, np.int64), count=h.count, sum=h.sum, min=h.min,
+                          max=h.max, nan=h.nan, pos_inf=h.pos_inf, neg_inf=h.neg_inf, rank=h.rank,
+                          wall_time=h.wall_time) for h in reply.histograms]
+
+    def summary(self, run_id: str) -> list[SummaryEntry]:
+        reply = self._stub.Summarize(query_pb2.RunRef(run_id=run_id), timeout=self._timeout)
+        return [SummaryEntry(e.name, e.last, e.min, e.max, e.count, e.last_step) for e in reply.entries]
+
+
+class LocalReader:
+    """Reads the store file of a directory with no collector running; opens it read-only for each call,
+    so that a collector can start meanwhile."""
+
+    def __init__(self, directory: Path) -> None:
+        if not (directory / STORE_FILE).exists():
+            raise FileNotFoundError(f"no stepwire store in {directory} (expected {directory / STORE_FILE})")
+        self.directory = directory
+
+    def _with(self, fn: Callable[[DuckDBStore], T]) -> T:
+        store = DuckDBStore(self.directory, read_only=True)
+        try:
+            return fn(store)
+        finally:
+            store.close()
+
+    def runs(self, project: str | None = None) -> list[RunRecord]:
+        return self._with(lambda s: s.runs(project))
+
+    def series(self, run_id: str) -> list[SeriesRecord]:
+        return self._with(lambda s: s.series(run_id))
+
+    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> ScalarPoints:
+        return self._with(lambda s: s.scalars(run_id, name, ranks))
+
+    def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:
+        return self._with(lambda s: s.histograms(run_id, name, ranks))
+
+    def summary(self, run_id: str) -> list[SummaryEntry]:
+        return self._with(lambda s: s.summary(run_id))

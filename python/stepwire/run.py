@@ -1,0 +1,270 @@
+"""``init()`` and ``Run``: the client a training script holds."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import numbers
+import os
+import time
+import uuid
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from stepwire import _core
+from stepwire.collector.embedded import data_dir, local_collector, reachable
+from stepwire.collector.server import GRPC_OPTIONS
+from stepwire.histogram import DEFAULT_K
+from stepwire.names import check_name
+from stepwire.sender import Sender
+from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
+
+log = logging.getLogger("stepwire")
+
+_live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+_HIST_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def _to_float(key: str, value: object) -> float:
+    """A number as float, or TypeError naming ``key``."""
+    if isinstance(value, (numbers.Real, np.bool_)) or (isinstance(value, np.ndarray) and value.ndim == 0
+                                                        and value.dtype.kind in "biuf"):
+        return float(value)  # type: ignore[arg-type]
+    raise TypeError(f"value for {key!r} must be a real number, got {type(value).__name__}: {value!r:.80}")
+
+
+def _float_array(key: str, values: object) -> npt.NDArray[Any]:
+    """A contiguous float16/32/64 array for binning, or TypeError naming ``key``."""
+    try:
+        arr = np.ascontiguousarray(values)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"histogram values for {key!r} are not an array of numbers: {exc}") from None
+    if arr.dtype.kind in "biu":
+        arr = arr.astype(np.float64)
+    elif arr.dtype.type not in _HIST_DTYPES:
+        raise TypeError(f"histogram values for {key!r} must be float16/32/64 or integers, got dtype {arr.dtype}")
+    return arr
+
+
+def _flatten(data: Mapping[Any, Any], prefix: str = "") -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            check_name(key)
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}" if prefix and isinstance(key, str) else key] = value
+    return out
+
+
+class Run(_core.Producer):
+    """A run being logged: call ``log``/``log_scalar``/``log_histogram``, then ``finish`` (or use ``with``).
+
+    Logging calls only append to a per-thread ring (about 100 ns per scalar); batching, compression and
+    delivery happen on the core's drainer thread and the sender thread.
+    """
+
+    def __init__(self, *, project: str, name: str | None, config: Mapping[str, Any] | None,
+                 tags: list[str] | None, address: str | None, dir: str | os.PathLike[str] | None,
+                 rank: int, policy: str, batch_bytes: int, flush_interval: float, ring_capacity: int, k: int,
+                 finish_timeout: float, connect_timeout: float) -> None:
+        if policy not in ("block", "drop"):
+            raise ValueError(f"policy must be 'block' or 'drop', got {policy!r}")
+        if not 0 <= k <= _core.MAX_K:
+            raise ValueError(f"k must be between 0 and {_core.MAX_K}, got {k}")
+        self.id: str = uuid.uuid4().hex[:16]
+        """The run id: pass it to ``Api().run(id)``."""
+        self.project = project
+        self.name = name or f"run-{self.id[:6]}"
+        self.rank = rank
+        self.dir: Path | None = None if address else data_dir(dir)
+        self._k = k
+        self._finish_timeout = finish_timeout
+        self._kinds: dict[str, int] = {}
+        self._hist_ids: dict[str, int] = {}
+        self._finished = False
+        self._stream_id = uuid.uuid4().hex
+        self._t0 = time.time()
+
+        if address is None:
+            assert self.dir is not None
+            address = local_collector(self.dir)
+        elif not reachable(address, connect_timeout):
+            raise ConnectionError(f"cannot reach a stepwire collector at {address} within {connect_timeout:g} s")
+        self.address = address
+        self._channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+        self._ingest = ingest_pb2_grpc.IngestStub(self._channel)
+        info = ingest_pb2.RunInfo(run_id=self.id, project=project, name=self.name, tags=list(tags or []),
+                                  config_json=json.dumps(dict(config or {}), default=str), created=self._t0,
+                                  status="running", client_id=self._stream_id)
+        try:
+            self._ingest.OpenRun(info, timeout=connect_timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            self._channel.close()
+            raise ConnectionError(f"stepwire collector at {address} did not open the run: {exc}") from None
+
+        self._stream = _core.Stream(ring_capacity=ring_capacity, drop_when_full=policy == "drop",
+                                    batch_bytes=batch_bytes, flush_interval=flush_interval)
+        super().__init__(self._stream)
+        self._sender = Sender(self._stream, self._channel, self.id, rank, self._stream_id)
+        _live_runs.add(self)
+
+    # -- slow paths of the native fast calls ------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._finished:
+            raise RuntimeError(f"run {self.id} is finished")
+
+    def _define(self, name: object, kind: int) -> int:
+        key = check_name(name)
+        known = self._kinds.get(key)
+        if known is not None and known != kind:
+            what = {_core.KIND_SCALAR: "scalar", _core.KIND_HISTOGRAM: "histogram"}
+            raise ValueError(f"{key!r} is already logged as a {what[known]}, not a {what[kind]}")
+        if known is None:
+            sid = self._stream.define(key, kind)
+            self._kinds[key] = kind
+            if kind == _core.KIND_SCALAR:
+                self._scalar_ids[key] = sid
+            else:
+                self._hist_ids[key] = sid
+        return self._scalar_ids[key] if kind == _core.KIND_SCALAR else self._hist_ids[key]
+
+    def _log_scalar_slow(self, name: object, value: object, step: object) -> None:
+        self._check_open()
+        self._define(name, _core.KIND_SCALAR)
+        self.log_scalar(name, _to_float(str(name), value), step)  # type: ignore[arg-type]
+
+    def _log_slow(self, data: object, step: object) -> None:
+        self._check_open()
+        if not isinstance(data, Mapping):
+            raise TypeError(f"log() takes a dict of name -> value, got {type(data).__name__}")
+        scalars: dict[str, float] = {}
+        hists: list[tuple[str, npt.NDArray[Any]]] = []
+        for key, value in _flatten(data).items():
+            name = check_name(key)
+            if isinstance(value, np.ndarray) and value.ndim > 0:
+                hists.append((name, _float_array(name, value)))
+            else:
+                scalars[name] = _to_float(name, value)
+        for name in scalars:
+            self._define(name, _core.KIND_SCALAR)
+        hist_ids = [(self._define(name, _core.KIND_HISTOGRAM), arr) for name, arr in hists]
+        resolved = self._take_step(step)  # type: ignore[arg-type]
+        super().log(scalars, resolved)
+        for sid, arr in hist_ids:
+            self._stream.push_histogram(sid, resolved, arr, self._k)
+
+    # -- public API ---------------------------------------------------------------------------------------
+    def log_histogram(self, name: str, values: npt.ArrayLike, step: int | None = None) -> None:
+        """Log the histogram of ``values`` (array or sequence of numbers) under ``name``.
+
+        Values are binned right away in the fixed log-linear scheme (GIL released), so later changes to the
+        array do not affect what is logged. NaN and infinities are counted, never dropped.
+        """
+        self._check_open()
+        sid = self._define(name, _core.KIND_HISTOGRAM)
+        arr = _float_array(name, values)
+        self._stream.push_histogram(sid, self._take_step(step), arr, self._k)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Merge ``params`` into the run's config (hyper-parameters); values that are not JSON become strings."""
+        self._check_open()
+        if not isinstance(params, Mapping):
+            raise TypeError(f"log_params() takes a dict, got {type(params).__name__}")
+        self._ingest.UpdateRun(ingest_pb2.RunUpdate(run_id=self.id, config_json=json.dumps(dict(params),
+                                                                                           default=str)),
+                               timeout=30.0)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Seal everything logged so far and wait until the collector acknowledged it; False on timeout."""
+        if self._finished:
+            return True
+        seq = self._stream.flush()
+        return self._sender.wait(seq, self._finish_timeout if timeout is None else timeout)
+
+    def finish(self, status: str = "finished") -> None:
+        """Flush, mark the run ``status`` and release the collector. Idempotent; also runs at exit."""
+        if self._finished:
+            return
+        delivered = self.flush()
+        self._finished = True
+        if not delivered:
+            self._sender.abandon()
+        self._stream.close()
+        self._sender.join(timeout=self._finish_timeout)
+        stats = self.stats()
+        lost = stats["undelivered"] + stats["rejected"]
+        if lost:
+            log.warning("run %s: %d logged items were not stored (collector unreachable or rejected them)",
+                        self.id, lost)
+        try:
+            self._ingest.UpdateRun(ingest_pb2.RunUpdate(run_id=self.id, status=status, finished=time.time()),
+                                   timeout=10.0)
+            self._ingest.Heartbeat(ingest_pb2.Lease(client_id=self._stream_id, release=True), timeout=5.0)
+        except grpc.RpcError as exc:
+            log.warning("run %s: could not record its end with the collector: %s", self.id, exc)
+        self._channel.close()
+        _live_runs.discard(self)
+
+    def stats(self) -> dict[str, int]:
+        """Counts of items (scalar points and histograms): logged, dropped, blocked, sent, acknowledged, ..."""
+        core = self._stream.stats()
+        return {
+            "logged": core["logged"],
+            "dropped": core["dropped"],
+            "blocked": core["blocked"],
+            "sent": self._sender.sent,
+            "acknowledged": self._sender.acknowledged,
+            "rejected": self._sender.rejected,
+            "undelivered": self._sender.undelivered,
+        }
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.finish("failed" if exc_type is not None else "finished")
+
+    def __repr__(self) -> str:
+        return f"<stepwire.Run {self.id} project={self.project!r} name={self.name!r}>"
+
+
+def init(project: str = "default", name: str | None = None, config: Mapping[str, Any] | None = None,
+         tags: list[str] | None = None, address: str | None = None, dir: str | os.PathLike[str] | None = None,
+         mode: str = "online", *, rank: int | None = None, policy: str = "block", batch_bytes: int = 1 << 20,
+         flush_interval: float = 0.1, ring_capacity: int = 1 << 16, k: int = DEFAULT_K,
+         finish_timeout: float = 60.0, connect_timeout: float = 10.0) -> Run:
+    """Start a run and return it.
+
+    With no ``address`` the run goes to the local collector of the data directory (``dir``, else
+    ``$STEPWIRE_DIR``, else ``./stepwire-data``), started on demand and shared by every process using that
+    directory; it exits by itself once idle. With ``address`` (``host:port``) a collector must answer there
+    within ``connect_timeout`` seconds, else ``ConnectionError``.
+
+    ``policy`` says what a full ring does: ``"block"`` waits (lossless), ``"drop"`` drops and counts.
+    Batches are sealed every ``flush_interval`` seconds or at ``batch_bytes``. ``rank`` defaults to ``$RANK``.
+    """
+    if mode != "online":
+        raise ValueError(f"mode {mode!r} is not supported by this version; use mode='online'")
+    return Run(project=project, name=name, config=config, tags=tags, address=address, dir=dir,
+               rank=int(os.environ.get("RANK", "0")) if rank is None else rank, policy=policy,
+               batch_bytes=batch_bytes, flush_interval=flush_interval, ring_capacity=ring_capacity, k=k,
+               finish_timeout=finish_timeout, connect_timeout=connect_timeout)
+
+
+@atexit.register
+def _finish_live_runs() -> None:
+    for run in list(_live_runs):
+        try:
+            run.finish()
+        except Exception as exc:  # never let one run's failure stop the others from flushing
+            log.error("run %s failed to finish at exit: %s", run.id, exc)

@@ -1,0 +1,142 @@
+"""The store interface: what the collector writes through and what readers read through."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from stepwire.collector.decode import DecodedBatch
+from stepwire.histogram import Histogram
+
+
+@dataclass
+class RunRecord:
+    """A run as stored: ``created``/``finished`` in seconds since the Unix epoch (``finished`` 0 while running)."""
+
+    id: str
+    project: str
+    name: str
+    tags: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0
+    status: str = "running"
+    finished: float = 0.0
+
+
+@dataclass
+class SeriesRecord:
+    """One series name of a run: its kind (``"scalar"``/``"histogram"``), ranks and stored items."""
+
+    name: str
+    kind: str
+    ranks: list[int]
+    items: int
+
+
+@dataclass
+class ScalarPoints:
+    """Points of one scalar series, sorted by (step, rank, logged order)."""
+
+    step: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+    wall_time: npt.NDArray[np.float64]
+    rank: npt.NDArray[np.uint32]
+
+    @classmethod
+    def empty(cls) -> ScalarPoints:
+        """No points."""
+        return cls(np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.float64), np.empty(0, np.uint32))
+
+    @classmethod
+    def concat(cls, parts: Sequence[ScalarPoints]) -> ScalarPoints:
+        """Concatenate and sort by (step, rank), keeping logged order within ties."""
+        if not parts:
+            return cls.empty()
+        step = np.concatenate([p.step for p in parts])
+        value = np.concatenate([p.value for p in parts])
+        wall = np.concatenate([p.wall_time for p in parts])
+        rank = np.concatenate([p.rank for p in parts])
+        order = np.lexsort((rank, step))
+        return cls(step[order], value[order], wall[order], rank[order])
+
+
+@dataclass
+class SummaryEntry:
+    """Last (value at the highest step; lowest rank on ties), min and max of a scalar series, NaN-aware."""
+
+    name: str
+    last: float
+    min: float
+    max: float
+    count: int
+    last_step: int
+
+
+class Reader(Protocol):
+    """Read side of a store: local (DuckDB file) or remote (Query service)."""
+
+    def runs(self, project: str | None = None) -> list[RunRecord]:
+        """Runs, oldest first."""
+        ...
+
+    def series(self, run_id: str) -> list[SeriesRecord]:
+        """Series names of a run."""
+        ...
+
+    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> ScalarPoints:
+        """Points of one scalar series."""
+        ...
+
+    def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:
+        """Histograms of one series, by (step, rank)."""
+        ...
+
+    def summary(self, run_id: str) -> list[SummaryEntry]:
+        """Last/min/max of every scalar series."""
+        ...
+
+
+class Store(ABC):
+    """A writable store. Implementations serialise writes themselves; every method is thread-safe."""
+
+    @abstractmethod
+    def open_run(self, run: RunRecord) -> RunRecord:
+        """Create the run, or return it as stored if it exists (a rank joining, or a resume)."""
+
+    @abstractmethod
+    def update_run(self, run_id: str, config: dict[str, Any] | None = None, status: str | None = None,
+                   finished: float | None = None) -> None:
+        """Merge ``config`` into the stored config and set status/finished when given."""
+
+    @abstractmethod
+    def append(self, batch: DecodedBatch) -> bool:
+        """Store a batch atomically; False (and nothing written) if (stream, sequence) is already stored."""
+
+    @abstractmethod
+    def runs(self, project: str | None = None) -> list[RunRecord]:
+        """Runs, oldest first."""
+
+    @abstractmethod
+    def series(self, run_id: str) -> list[SeriesRecord]:
+        """Series names of a run."""
+
+    @abstractmethod
+    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> ScalarPoints:
+        """Points of one scalar series."""
+
+    @abstractmethod
+    def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:
+        """Histograms of one series, by (step, rank)."""
+
+    @abstractmethod
+    def summary(self, run_id: str) -> list[SummaryEntry]:
+        """Last/min/max of every scalar series."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Commit and release the store."""

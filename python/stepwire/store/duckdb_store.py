@@ -1,0 +1,313 @@
+"""The embedded default store: one DuckDB file per data directory, scalars kept as per-series chunks.
+
+A chunk is one row per series per batch holding the packed step/value/wall-time arrays plus their step range
+and min/max/last, which inserts several times faster than one row per point and keeps series reads cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from stepwire import _core
+from stepwire.collector.decode import BatchError, DecodedBatch
+from stepwire.histogram import Histogram
+from stepwire.store.base import RunRecord, ScalarPoints, SeriesRecord, Store, SummaryEntry
+
+STORE_FILE = "stepwire.duckdb"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, project VARCHAR, name VARCHAR, tags VARCHAR, config VARCHAR,
+    created DOUBLE, status VARCHAR, finished DOUBLE);
+CREATE TABLE IF NOT EXISTS streams (stream_id VARCHAR PRIMARY KEY, run_id VARCHAR, rank INTEGER);
+CREATE TABLE IF NOT EXISTS series (
+    stream_id VARCHAR, series_id UINTEGER, name VARCHAR, kind TINYINT, PRIMARY KEY (stream_id, series_id));
+CREATE TABLE IF NOT EXISTS batches (
+    stream_id VARCHAR, sequence UBIGINT, items UBIGINT, received DOUBLE, PRIMARY KEY (stream_id, sequence));
+CREATE TABLE IF NOT EXISTS scalar_chunks (
+    run_id VARCHAR, rank INTEGER, name VARCHAR, stream_id VARCHAR, sequence UBIGINT, n INTEGER,
+    step_min BIGINT, step_max BIGINT, vmin DOUBLE, vmax DOUBLE, last DOUBLE,
+    steps BLOB, vals BLOB, walls BLOB);
+CREATE TABLE IF NOT EXISTS histograms (
+    run_id VARCHAR, rank INTEGER, name VARCHAR, stream_id VARCHAR, sequence UBIGINT, step BIGINT,
+    wall_time DOUBLE, k UTINYINT, count BIGINT, sum DOUBLE, min DOUBLE, max DOUBLE,
+    nan BIGINT, pos_inf BIGINT, neg_inf BIGINT, indices BLOB, counts BLOB);
+"""
+
+_KIND_NAMES = {_core.KIND_SCALAR: "scalar", _core.KIND_HISTOGRAM: "histogram"}
+
+
+def _rank_filter(ranks: Sequence[int] | None) -> tuple[str, list[Any]]:
+    if not ranks:
+        return "", []
+    return f" AND rank IN ({','.join('?' * len(ranks))})", [int(r) for r in ranks]
+
+
+def _nan_if_none(v: float | None) -> float:
+    return float("nan") if v is None else float(v)
+
+
+class DuckDBStore(Store):
+    """A store in ``directory/stepwire.duckdb``. ``read_only`` opens an existing file without writing."""
+
+    def __init__(self, directory: str | Path, read_only: bool = False, open_timeout: float = 10.0) -> None:
+        self.path = Path(directory) / STORE_FILE
+        self._lock = threading.RLock()
+        deadline = time.monotonic() + open_timeout
+        while True:
+            try:
+                self._con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException:
+                # another process holds the file (a reader closing, or a collector exiting): wait briefly
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        if not read_only:
+            self._con.execute(_SCHEMA)
+        self._defs: dict[str, dict[int, tuple[str, int]]] = {}  # stream -> series id -> (name, kind)
+        self._streams: dict[str, tuple[str, int]] = {}  # stream -> (run, rank)
+
+    # -- writes -------------------------------------------------------------------------------------------
+    def open_run(self, run: RunRecord) -> RunRecord:
+        with self._lock:
+            row = self._con.execute("SELECT run_id FROM runs WHERE run_id = ?", [run.id]).fetchone()
+            if row is None:
+                self._con.execute(
+                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [run.id, run.project, run.name, json.dumps(run.tags), json.dumps(run.config), run.created,
+                     run.status, run.finished])
+            else:
+                self._con.execute("UPDATE runs SET status = ?, finished = 0 WHERE run_id = ?", [run.status, run.id])
+            return self._run(run.id)
+
+    def update_run(self, run_id: str, config: dict[str, Any] | None = None, status: str | None = None,
+                   finished: float | None = None) -> None:
+        with self._lock:
+            current = self._run(run_id)
+            if config:
+                current.config.update(config)
+            self._con.execute(
+                "UPDATE runs SET config = ?, status = ?, finished = ? WHERE run_id = ?",
+                [json.dumps(current.config), status or current.status,
+                 current.finished if finished is None else finished, run_id])
+
+    def append(self, batch: DecodedBatch) -> bool:
+        with self._lock:
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if con.execute("SELECT 1 FROM batches WHERE stream_id = ? AND sequence = ?",
+                               [batch.stream_id, batch.sequence]).fetchone():
+                    con.execute("ROLLBACK")
+                    return False
+                self._ensure_run_and_stream(batch)
+                defs = self._stream_defs(batch.stream_id)
+                for sid, name, kind in batch.defs:
+                    known = defs.get(sid)
+                    if known is not None and known != (name, kind):
+                        raise BatchError(f"series id {sid} redefined from {known[0]!r} to {name!r}")
+                new_defs = [(sid, name, kind) for sid, name, kind in batch.defs if sid not in defs]
+                if new_defs:
+                    con.executemany("INSERT INTO series VALUES (?, ?, ?, ?)",
+                                    [(batch.stream_id, sid, name, kind) for sid, name, kind in new_defs])
+                staged = dict(defs)
+                staged.update({sid: (name, kind) for sid, name, kind in new_defs})
+                self._insert_scalars(batch, staged)
+                self._insert_histograms(batch, staged)
+                con.execute("INSERT INTO batches VALUES (?, ?, ?, ?)",
+                            [batch.stream_id, batch.sequence, batch.items, time.time()])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                self._streams.pop(batch.stream_id, None)
+                raise
+            defs.update(staged)
+            return True
+
+    def _ensure_run_and_stream(self, batch: DecodedBatch) -> None:
+        known = self._streams.get(batch.stream_id)
+        if known is None:
+            row = self._con.execute("SELECT run_id, rank FROM streams WHERE stream_id = ?",
+                                    [batch.stream_id]).fetchone()
+            if row is None:
+                if self._con.execute("SELECT 1 FROM runs WHERE run_id = ?", [batch.run_id]).fetchone() is None:
+                    # a batch can outlive its OpenRun (replayed later): keep the data under a placeholder run
+                    self._con.execute("INSERT INTO runs VALUES (?, 'default', ?, '[]', '{}', ?, 'running', 0)",
+                                      [batch.run_id, batch.run_id, time.time()])
+                self._con.execute("INSERT INTO streams VALUES (?, ?, ?)",
+                                  [batch.stream_id, batch.run_id, batch.rank])
+                row = (batch.run_id, batch.rank)
+            known = (str(row[0]), int(row[1]))
+            self._streams[batch.stream_id] = known
+        if known != (batch.run_id, batch.rank):
+            raise BatchError(f"stream {batch.stream_id} belongs to run {known[0]} rank {known[1]}")
+
+    def _stream_defs(self, stream_id: str) -> dict[int, tuple[str, int]]:
+        defs = self._defs.get(stream_id)
+        if defs is None:
+            rows = self._con.execute("SELECT series_id, name, kind FROM series WHERE stream_id = ?",
+                                     [stream_id]).fetchall()
+            defs = {int(r[0]): (str(r[1]), int(r[2])) for r in rows}
+            self._defs[stream_id] = defs
+        return defs
+
+    @staticmethod
+    def _names(ids: np.ndarray, defs: dict[int, tuple[str, int]], kind: int) -> np.ndarray:
+        names = np.empty(len(ids), dtype=object)
+        for i, sid in enumerate(ids.tolist()):
+            d = defs.get(sid)
+            if d is None:
+                raise BatchError(f"series id {sid} is used before it is defined")
+            if d[1] != kind:
+                raise BatchError(f"series {d[0]!r} is a {_KIND_NAMES[d[1]]}, not a {_KIND_NAMES[kind]}")
+            names[i] = d[0]
+        return names
+
+    def _insert_scalars(self, batch: DecodedBatch, defs: dict[int, tuple[str, int]]) -> None:
+        g = len(batch.group_series)
+        if g == 0:
+            return
+        names = self._names(batch.group_series, defs, _core.KIND_SCALAR)
+        ends = np.cumsum(batch.group_lengths, dtype=np.int64)
+        starts = ends - batch.group_lengths
+        steps, values, walls = batch.steps, batch.values, batch.wall_times
+        step_max = np.maximum.reduceat(steps, starts)
+        with np.errstate(invalid="ignore"):
+            vmin = np.fmin.reduceat(values, starts)
+            vmax = np.fmax.reduceat(values, starts)
+        last_idx = ends - 1
+        # "last" is the value at the highest step; logged steps are usually ascending, so check before searching
+        for gi in np.flatnonzero(steps[last_idx] != step_max).tolist():
+            seg = steps[starts[gi]:ends[gi]]
+            last_idx[gi] = starts[gi] + len(seg) - 1 - int(np.argmax(seg[::-1]))
+        bounds = list(zip(starts.tolist(), ends.tolist(), strict=True))
+        rows = {
+            "run_id": np.full(g, batch.run_id, dtype=object),
+            "rank": np.full(g, batch.rank, dtype=np.int32),
+            "name": names,
+            "stream_id": np.full(g, batch.stream_id, dtype=object),
+            "sequence": np.full(g, batch.sequence, dtype=np.uint64),
+            "n": batch.group_lengths.astype(np.int32),
+            "step_min": np.minimum.reduceat(steps, starts),
+            "step_max": step_max,
+            "vmin": vmin,
+            "vmax": vmax,
+            "last": values[last_idx],
+            "steps": np.array([steps[a:b].tobytes() for a, b in bounds], dtype=object),
+            "vals": np.array([values[a:b].tobytes() for a, b in bounds], dtype=object),
+            "walls": np.array([walls[a:b].tobytes() for a, b in bounds], dtype=object),
+        }
+        self._con.register("_chunks", rows)
+        try:
+            self._con.execute("INSERT INTO scalar_chunks SELECT * FROM _chunks")
+        finally:
+            self._con.unregister("_chunks")
+
+    def _insert_histograms(self, batch: DecodedBatch, defs: dict[int, tuple[str, int]]) -> None:
+        h = batch.hist
+        m = batch.histogram_count
+        if m == 0:
+            return
+        names = self._names(h["series_ids"], defs, _core.KIND_HISTOGRAM)
+        ends = np.cumsum(h["bucket_lengths"], dtype=np.int64)
+        starts = ends - h["bucket_lengths"]
+        idx, cnt = h["bucket_indices"], h["bucket_counts"]
+        rows = {
+            "run_id": np.full(m, batch.run_id, dtype=object),
+            "rank": np.full(m, batch.rank, dtype=np.int32),
+            "name": names,
+            "stream_id": np.full(m, batch.stream_id, dtype=object),
+            "sequence": np.full(m, batch.sequence, dtype=np.uint64),
+            "step": h["steps"], "wall_time": h["wall_times"], "k": h["k"], "count": h["count"], "sum": h["sum"],
+            "min": h["min"], "max": h["max"], "nan": h["nan"], "pos_inf": h["pos_inf"], "neg_inf": h["neg_inf"],
+            "indices": np.array([idx[a:b].tobytes() for a, b in zip(starts, ends, strict=True)], dtype=object),
+            "counts": np.array([cnt[a:b].tobytes() for a, b in zip(starts, ends, strict=True)], dtype=object),
+        }
+        self._con.register("_hists", rows)
+        try:
+            self._con.execute("INSERT INTO histograms SELECT * FROM _hists")
+        finally:
+            self._con.unregister("_hists")
+
+    # -- reads --------------------------------------------------------------------------------------------
+    def _run(self, run_id: str) -> RunRecord:
+        rows = self._query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if not rows:
+            raise KeyError(f"no run {run_id!r}")
+        return self._run_record(rows[0])
+
+    @staticmethod
+    def _run_record(r: tuple[Any, ...]) -> RunRecord:
+        return RunRecord(id=r[0], project=r[1], name=r[2], tags=json.loads(r[3]), config=json.loads(r[4]),
+                         created=r[5], status=r[6], finished=r[7])
+
+    def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._lock:
+            if not self._has_schema():
+                return []
+            return self._con.execute(sql, params or []).fetchall()
+
+    def _has_schema(self) -> bool:
+        return bool(self._con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'").fetchone()[0])
+
+    def runs(self, project: str | None = None) -> list[RunRecord]:
+        where, params = ("WHERE project = ?", [project]) if project else ("", [])
+        rows = self._query(f"SELECT * FROM runs {where} ORDER BY created, run_id", params)
+        return [self._run_record(r) for r in rows]
+
+    def series(self, run_id: str) -> list[SeriesRecord]:
+        rows = self._query(
+            """SELECT name, 'scalar', list(DISTINCT rank ORDER BY rank), sum(n) FROM scalar_chunks
+                   WHERE run_id = ? GROUP BY name
+               UNION ALL
+               SELECT name, 'histogram', list(DISTINCT rank ORDER BY rank), count(*) FROM histograms
+                   WHERE run_id = ? GROUP BY name
+               ORDER BY 1""", [run_id, run_id])
+        return [SeriesRecord(r[0], r[1], [int(x) for x in r[2]], int(r[3])) for r in rows]
+
+    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> ScalarPoints:
+        where, params = _rank_filter(ranks)
+        rows = self._query(
+            f"SELECT rank, n, steps, vals, walls FROM scalar_chunks WHERE run_id = ? AND name = ?{where}",
+            [run_id, name, *params])
+        if not rows:
+            return ScalarPoints.empty()
+        parts = [ScalarPoints(np.frombuffer(r[2], np.int64), np.frombuffer(r[3], np.float64),
+                              np.frombuffer(r[4], np.float64), np.full(r[1], r[0], dtype=np.uint32)) for r in rows]
+        return ScalarPoints.concat(parts)
+
+    def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:
+        where, params = _rank_filter(ranks)
+        rows = self._query(
+            f"""SELECT rank, step, wall_time, k, count, sum, min, max, nan, pos_inf, neg_inf, indices, counts
+                FROM histograms WHERE run_id = ? AND name = ?{where} ORDER BY step, rank, wall_time""",
+            [run_id, name, *params])
+        return [Histogram(step=r[1], k=r[3], indices=np.frombuffer(r[11], np.int32),
+                          counts=np.frombuffer(r[12], np.int64), count=r[4], sum=r[5], min=_nan_if_none(r[6]),
+                          max=_nan_if_none(r[7]), nan=r[8], pos_inf=r[9], neg_inf=r[10], rank=r[0], wall_time=r[2])
+                for r in rows]
+
+    def summary(self, run_id: str) -> list[SummaryEntry]:
+        rows = self._query(
+            """SELECT name,
+                      arg_max(last, [step_max, -rank, sequence]) AS last,
+                      min(vmin) FILTER (WHERE NOT isnan(vmin)),
+                      max(vmax) FILTER (WHERE NOT isnan(vmax)),
+                      sum(n), max(step_max)
+               FROM scalar_chunks WHERE run_id = ? GROUP BY name ORDER BY name""", [run_id])
+        return [SummaryEntry(r[0], _nan_if_none(r[1]), _nan_if_none(r[2]), _nan_if_none(r[3]), int(r[4]), int(r[5]))
+                for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
