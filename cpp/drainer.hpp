@@ -57,6 +57,14 @@ public:
         }
         return PushResult::Full;
     }
+    // Producer fast path for many records: returns how many were pushed (all of them unless the ring filled).
+    std::size_t try_push_many(const Record* r, std::size_t n) noexcept {
+        if (closed_for_producers_.load(std::memory_order_relaxed)) [[unlikely]] return 0;
+        Ring* ring = ring_for_this_thread();
+        const std::size_t pushed = ring->try_push_many(r, n);
+        ring->logged.store(ring->logged.load(std::memory_order_relaxed) + pushed, std::memory_order_relaxed);
+        return pushed;
+    }
     void count_dropped() noexcept;
     // Waits until r fits (block policy); false if the stream closed meanwhile. Call without the GIL.
     bool push_blocking(const Record& r);

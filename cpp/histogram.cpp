@@ -13,50 +13,46 @@
 namespace stepwire {
 namespace {
 
-constexpr int kLanes = 4;                  // independent counter tables: neighbouring equal values don't serialise
+constexpr int kLanes = 2;                     // independent counter tables: equal neighbours don't serialise
+constexpr std::size_t kBlock = 4096;          // values per pass pair; a block stays in L1 between the passes
 constexpr std::size_t kFoldEvery = 1u << 30;  // fold uint32 lane counters into int64 before they can overflow
-constexpr std::size_t kConvertBlock = 2048;   // float16/bfloat16 are widened to float32 bits in blocks this size
 
+// Counts float32 bit patterns by `bits >> (23 - k)`: with the sign bit on top, one table of 2^(9+k) slots
+// holds both signs (negatives from 2^(8+k) on); slots at or above 255 << k are NaN/Inf and are dropped.
 class Accumulator {
 public:
     explicit Accumulator(int k)
-        : k_(k), shift_(23 - k), nb_(255u << k), lanes_(static_cast<std::size_t>(kLanes) * 2 * nb_, 0),
-          totals_(2 * nb_, 0) {
-        sum_.fill(0.0);
-        min_.fill(std::numeric_limits<double>::infinity());
-        max_.fill(-std::numeric_limits<double>::infinity());
-    }
+        : k_(k), shift_(23 - k), half_(1u << (8 + k)), finite_(255u << k),
+          lanes_(static_cast<std::size_t>(kLanes) * 2 * half_, 0), totals_(2 * half_, 0) {}
 
     void add_f32_bits(const std::uint32_t* bits, std::size_t n) {
-        while (n > 0) {
-            const std::size_t take = std::min(n, kFoldEvery - pending_);
-            run_f32(bits, take);
-            bits += take;
-            n -= take;
-            pending_ += take;
-            if (pending_ == kFoldEvery) fold();
+        for (std::size_t off = 0; off < n; off += kBlock) {
+            const std::size_t m = std::min(kBlock, n - off);
+            stats_f32(bits + off, m);
+            count_f32(bits + off, m);
+            pending_ += m;
+            if (pending_ >= kFoldEvery) fold();
         }
+        count_ += static_cast<std::int64_t>(n);
     }
 
     void add_f64(const double* values, std::size_t n) {
         for (std::size_t i = 0; i < n; ++i) {
             const double x = values[i];
-            std::uint64_t u;
-            std::memcpy(&u, &x, sizeof u);
-            if ((u & 0x7fffffffffffffffULL) >= 0x7ff0000000000000ULL) {
+            if (!std::isfinite(x)) {
                 special(std::isnan(x), x > 0);
                 continue;
             }
             const std::int32_t idx = bucket_index(x, k_);
             const std::uint32_t mag = static_cast<std::uint32_t>(idx < 0 ? -idx : idx);
-            if (mag < nb_) {
-                ++totals_[(u >> 63) * nb_ + mag];
+            if (mag < finite_) {
+                ++totals_[(std::signbit(x) ? half_ : 0) + mag];
             } else {
                 ++overflow_[idx];  // finite doubles beyond float32's range keep their own buckets
             }
-            sum_[0] += x;
-            min_[0] = std::min(min_[0], x);
-            max_[0] = std::max(max_[0], x);
+            sum_ += x;
+            min_ = std::min(min_, x);
+            max_ = std::max(max_, x);
         }
         count_ += static_cast<std::int64_t>(n);
     }
@@ -69,12 +65,10 @@ public:
         h.nan = nan_;
         h.pos_inf = pos_inf_;
         h.neg_inf = neg_inf_;
-        h.sum = sum_[0] + sum_[1] + sum_[2] + sum_[3];
-        const double mn = *std::min_element(min_.begin(), min_.end());
-        const double mx = *std::max_element(max_.begin(), max_.end());
-        const bool any_finite = mn <= mx;
-        h.min = any_finite ? mn : std::numeric_limits<double>::quiet_NaN();
-        h.max = any_finite ? mx : std::numeric_limits<double>::quiet_NaN();
+        h.sum = sum_;
+        const bool any_finite = min_ <= max_;
+        h.min = any_finite ? min_ : std::numeric_limits<double>::quiet_NaN();
+        h.max = any_finite ? max_ : std::numeric_limits<double>::quiet_NaN();
         auto emit = [&h](std::int32_t idx, std::int64_t c) {
             if (c != 0) {
                 h.indices.push_back(idx);
@@ -82,9 +76,9 @@ public:
             }
         };
         for (auto it = overflow_.begin(); it != overflow_.end() && it->first < 0; ++it) emit(it->first, it->second);
-        for (std::uint32_t m = nb_ - 1; m >= 1; --m) emit(-static_cast<std::int32_t>(m), totals_[nb_ + m]);
-        emit(0, totals_[0] + totals_[nb_]);  // +0 and -0 (and the smallest denormals) share bucket 0
-        for (std::uint32_t m = 1; m < nb_; ++m) emit(static_cast<std::int32_t>(m), totals_[m]);
+        for (std::uint32_t m = finite_ - 1; m >= 1; --m) emit(-static_cast<std::int32_t>(m), totals_[half_ + m]);
+        emit(0, totals_[0] + totals_[half_]);  // +0 and -0 (and the smallest denormals) share bucket 0
+        for (std::uint32_t m = 1; m < finite_; ++m) emit(static_cast<std::int32_t>(m), totals_[m]);
         for (const auto& [idx, c] : overflow_) {
             if (idx > 0) emit(idx, c);
         }
@@ -102,65 +96,98 @@ private:
         }
     }
 
-    void run_f32(const std::uint32_t* bits, std::size_t n) {
-        std::uint32_t* lane[kLanes];
-        for (int l = 0; l < kLanes; ++l) lane[l] = lanes_.data() + static_cast<std::size_t>(l) * 2 * nb_;
-        std::array<double, kLanes> sum = sum_;
-        std::array<float, kLanes> mn, mx;
-        for (int l = 0; l < kLanes; ++l) {
-            mn[l] = static_cast<float>(std::min(min_[l], static_cast<double>(std::numeric_limits<float>::infinity())));
-            mx[l] = static_cast<float>(std::max(max_[l], -static_cast<double>(std::numeric_limits<float>::infinity())));
-        }
-        auto one = [&](int l, std::uint32_t u) {
-            const std::uint32_t a = u & 0x7fffffffu;
-            if (a >= 0x7f800000u) [[unlikely]] {
-                special(a > 0x7f800000u, (u >> 31) == 0);
-                return;
-            }
-            ++lane[l][(u >> 31) * nb_ + (a >> shift_)];
-            float f;
-            std::memcpy(&f, &u, sizeof f);
-            sum[l] += f;
-            mn[l] = f < mn[l] ? f : mn[l];
-            mx[l] = f > mx[l] ? f : mx[l];
-        };
+    // Sum, min and max of a block. The fast pass assumes every value is finite (it vectorises: 16 float lanes,
+    // summed in float32 over runs of 64 values and then in float64, relative error ~1e-6); a block holding
+    // NaN or Inf is redone exactly by a scalar pass that counts and skips them.
+    void stats_f32(const std::uint32_t* bits, std::size_t m) {
+        constexpr std::size_t W = 16;
+        constexpr std::size_t kRun = 64 * W;
+        const auto* x = reinterpret_cast<const float*>(bits);
+        double sum = 0.0;
+        float lo[W], hi[W];
+        std::uint32_t non_finite[W] = {};
+        std::fill(lo, lo + W, std::numeric_limits<float>::infinity());
+        std::fill(hi, hi + W, -std::numeric_limits<float>::infinity());
         std::size_t i = 0;
-        for (; i + kLanes <= n; i += kLanes) {
-            one(0, bits[i]);
-            one(1, bits[i + 1]);
-            one(2, bits[i + 2]);
-            one(3, bits[i + 3]);
+        while (i + W <= m) {
+            float acc[W] = {};
+            const std::size_t end = std::min(m - m % W, i + kRun);
+            for (; i < end; i += W) {
+                for (std::size_t j = 0; j < W; ++j) {
+                    const float f = x[i + j];
+                    acc[j] += f;
+                    lo[j] = f < lo[j] ? f : lo[j];
+                    hi[j] = f > hi[j] ? f : hi[j];
+                    non_finite[j] += (bits[i + j] & 0x7fffffffu) >= 0x7f800000u ? 1u : 0u;
+                }
+            }
+            for (std::size_t j = 0; j < W; ++j) sum += acc[j];
         }
-        for (; i < n; ++i) one(0, bits[i]);
-        sum_ = sum;
-        for (int l = 0; l < kLanes; ++l) {
-            min_[l] = mn[l];
-            max_[l] = mx[l];
+        std::uint32_t specials = 0;
+        for (; i < m; ++i) {
+            specials += (bits[i] & 0x7fffffffu) >= 0x7f800000u ? 1u : 0u;
+            sum += x[i];
+            lo[0] = std::min(lo[0], x[i]);
+            hi[0] = std::max(hi[0], x[i]);
         }
-        count_ += static_cast<std::int64_t>(n);
+        for (std::size_t j = 0; j < W; ++j) specials += non_finite[j];
+        if (specials != 0) [[unlikely]] {
+            exact_stats_f32(x, bits, m);
+            return;
+        }
+        sum_ += sum;
+        min_ = std::min(min_, static_cast<double>(*std::min_element(lo, lo + W)));
+        max_ = std::max(max_, static_cast<double>(*std::max_element(hi, hi + W)));
+    }
+
+    void exact_stats_f32(const float* x, const std::uint32_t* bits, std::size_t m) {
+        for (std::size_t i = 0; i < m; ++i) {
+            const std::uint32_t a = bits[i] & 0x7fffffffu;
+            if (a >= 0x7f800000u) {
+                special(a > 0x7f800000u, (bits[i] >> 31) == 0);
+                continue;
+            }
+            sum_ += x[i];
+            min_ = std::min(min_, static_cast<double>(x[i]));
+            max_ = std::max(max_, static_cast<double>(x[i]));
+        }
+    }
+
+    void count_f32(const std::uint32_t* bits, std::size_t m) {
+        std::uint32_t* lane0 = lanes_.data();
+        std::uint32_t* lane1 = lane0 + 2 * half_;
+        const int shift = shift_;  // a local: stores through uint32_t* could alias the member
+        std::size_t i = 0;
+        for (; i + 2 <= m; i += 2) {
+            ++lane0[bits[i] >> shift];
+            ++lane1[bits[i + 1] >> shift];
+        }
+        if (i < m) ++lane0[bits[i] >> shift];
     }
 
     void fold() {
-        if (pending_ == 0) return;
         for (int l = 0; l < kLanes; ++l) {
-            std::uint32_t* t = lanes_.data() + static_cast<std::size_t>(l) * 2 * nb_;
-            for (std::size_t i = 0; i < 2 * nb_; ++i) {
-                totals_[i] += t[i];
-                t[i] = 0;
+            std::uint32_t* t = lanes_.data() + static_cast<std::size_t>(l) * 2 * half_;
+            for (std::uint32_t sign = 0; sign < 2; ++sign) {
+                for (std::uint32_t mag = 0; mag < finite_; ++mag) totals_[sign * half_ + mag] += t[sign * half_ + mag];
             }
+            std::fill(t, t + 2 * half_, 0u);
         }
         pending_ = 0;
     }
 
     int k_;
     int shift_;
-    std::uint32_t nb_;                     // buckets per sign for float32's finite range
-    std::vector<std::uint32_t> lanes_;     // kLanes x (positive | negative) x nb_
-    std::vector<std::int64_t> totals_;     // (positive | negative) x nb_
+    std::uint32_t half_;                   // slots per sign
+    std::uint32_t finite_;                 // slots per sign holding finite float32 values
+    std::vector<std::uint32_t> lanes_;     // kLanes x 2 x half_
+    std::vector<std::int64_t> totals_;     // 2 x half_
     std::map<std::int32_t, std::int64_t> overflow_;
     std::size_t pending_ = 0;
     std::int64_t count_ = 0, nan_ = 0, pos_inf_ = 0, neg_inf_ = 0;
-    std::array<double, kLanes> sum_{}, min_{}, max_{};
+    double sum_ = 0.0;
+    double min_ = std::numeric_limits<double>::infinity();
+    double max_ = -std::numeric_limits<double>::infinity();
 };
 
 std::uint32_t half_to_float_bits(std::uint16_t h) {
@@ -207,9 +234,9 @@ Histogram bin_values(const void* data, std::size_t n, FloatFormat format, int k)
         case FloatFormat::F16:
         case FloatFormat::BF16: {
             const auto* src = static_cast<const std::uint16_t*>(data);
-            std::array<std::uint32_t, kConvertBlock> block;
-            for (std::size_t i = 0; i < n; i += kConvertBlock) {
-                const std::size_t m = std::min(kConvertBlock, n - i);
+            std::array<std::uint32_t, kBlock> block;
+            for (std::size_t i = 0; i < n; i += kBlock) {
+                const std::size_t m = std::min(kBlock, n - i);
                 for (std::size_t j = 0; j < m; ++j) {
                     block[j] = format == FloatFormat::F16 ? half_to_float_bits(src[i + j])
                                                           : static_cast<std::uint32_t>(src[i + j]) << 16;

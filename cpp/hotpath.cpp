@@ -157,8 +157,8 @@ PyObject* producer_log(PyObject* op, PyObject* const* args, Py_ssize_t nargs, Py
     PyObject* step_arg = a[1] ? a[1] : Py_None;
     if (!PyDict_CheckExact(data)) return PyObject_CallMethodObjArgs(op, str_log_slow, data, step_arg, nullptr);
 
-    thread_local std::vector<std::pair<std::uint32_t, double>> items;
-    items.clear();
+    thread_local std::vector<Record> records;
+    records.clear();
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (PyDict_Next(data, &pos, &key, &value)) {
@@ -167,14 +167,19 @@ PyObject* producer_log(PyObject* op, PyObject* const* args, Py_ssize_t nargs, Py
         if (!lookup_id(self, key, &id) || !fast_value(value, &v)) {
             return PyObject_CallMethodObjArgs(op, str_log_slow, data, step_arg, nullptr);
         }
-        items.emplace_back(id, v);
+        records.push_back(Record{id, 0, 0, v, 0.0});
     }
     long long step;
     if (!resolve_step(self, step_arg, &step)) return nullptr;
     const double wall = wall_clock_now();
+    for (Record& r : records) {
+        r.step = step;
+        r.wall_time = wall;
+    }
     Stream& stream = **self->stream;
-    for (const auto& [id, v] : items) {
-        if (!push(stream, Record{id, 0, step, v, wall})) return nullptr;
+    const std::size_t pushed = stream.try_push_many(records.data(), records.size());
+    for (std::size_t i = pushed; i < records.size(); ++i) {
+        if (!push(stream, records[i])) return nullptr;
     }
     Py_RETURN_NONE;
 }

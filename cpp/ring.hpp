@@ -26,6 +26,20 @@ public:
         return true;
     }
 
+    // Producer side: pushes as many of r[0..n) as fit, with one release store; returns how many.
+    std::size_t try_push_many(const Record* r, std::size_t n) noexcept {
+        const std::uint64_t head = head_.load(std::memory_order_relaxed);
+        std::size_t room = static_cast<std::size_t>(mask_ + 1 - (head - cached_tail_));
+        if (room < n) {
+            cached_tail_ = tail_.load(std::memory_order_acquire);
+            room = static_cast<std::size_t>(mask_ + 1 - (head - cached_tail_));
+        }
+        if (n > room) n = room;
+        for (std::size_t i = 0; i < n; ++i) buf_[(head + i) & mask_] = r[i];
+        head_.store(head + n, std::memory_order_release);
+        return n;
+    }
+
     // Consumer side: copies up to max records out, returns how many.
     std::size_t pop(Record* out, std::size_t max) noexcept {
         const std::uint64_t tail = tail_.load(std::memory_order_relaxed);
