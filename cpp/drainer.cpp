@@ -103,12 +103,15 @@ std::optional<SealedBatch> Stream::next_batch(double timeout_s) {
     return b;
 }
 
-std::uint64_t Stream::flush() {
+std::optional<std::uint64_t> Stream::flush(double timeout_s) {
     std::unique_lock lock(mu_);
     if (closed_) return next_sequence_ - 1;
     const std::uint64_t ticket = ++flush_requested_;
     wake_drainer_.notify_one();
-    batch_ready_.wait(lock, [&] { return flush_served_ >= ticket || closed_; });
+    if (!batch_ready_.wait_for(lock, std::chrono::duration<double>(timeout_s),
+                               [&] { return flush_served_ >= ticket || closed_; })) {
+        return std::nullopt;
+    }
     return next_sequence_ - 1;
 }
 
@@ -191,8 +194,8 @@ void Stream::run() {
             continue;
         }
         lock.unlock();
-        const std::size_t room = max_records - std::min(max_records - 1, drained_.size());
-        const std::size_t got = drain(room);
+        const std::size_t room = max_records - std::min(max_records, drained_.size());
+        const std::size_t got = room > 0 ? drain(room) : 0;
         lock.lock();
 
         for (HistogramRecord& h : pending_hists_) {
@@ -211,7 +214,8 @@ void Stream::run() {
         if (bytes > 0 && oldest_ == 0.0) oldest_ = now;
         const bool rings_empty = got < room;
         const bool flushing = flush_target > flush_served_ || closing;
-        const bool due = bytes >= cfg_.batch_bytes || (bytes > 0 && now - oldest_ >= cfg_.flush_interval_s) ||
+        const bool due = bytes >= cfg_.batch_bytes || drained_.size() >= max_records ||
+                         (bytes > 0 && now - oldest_ >= cfg_.flush_interval_s) ||
                          (flushing && rings_empty);
         if (due && (bytes > 0 || !pending_defs_.empty())) seal_locked(lock);
 

@@ -75,8 +75,9 @@ public:
 
     // Sender side: the next sealed batch, or nothing after timeout_s (or once closed and empty).
     std::optional<SealedBatch> next_batch(double timeout_s);
-    // Seals everything logged before this call; returns the last sequence number sealed so far.
-    std::uint64_t flush();
+    // Seals everything logged before this call; returns the last sequence number sealed so far, or nothing
+    // if that took longer than timeout_s (the sender is behind and the sealed queue is full).
+    std::optional<std::uint64_t> flush(double timeout_s);
     // Seals what is left and stops the drainer; next_batch still returns what is queued.
     void close();
     // True once closed and every sealed batch has been taken.

@@ -161,7 +161,7 @@ PYBIND11_MODULE(_core, m) {
             py::arg("series"), py::arg("step"), py::arg("values"), py::arg("k") = kDefaultMantissaBits,
             py::arg("bfloat16") = false)
         .def("next_batch", &Stream::next_batch, py::arg("timeout"), py::call_guard<py::gil_scoped_release>())
-        .def("flush", &Stream::flush, py::call_guard<py::gil_scoped_release>())
+        .def("flush", &Stream::flush, py::arg("timeout") = 1e9, py::call_guard<py::gil_scoped_release>())
         .def("close", &Stream::close, py::call_guard<py::gil_scoped_release>())
         .def("exhausted", &Stream::exhausted)
         .def("stats", [](Stream& s) {

@@ -17,8 +17,8 @@ DEFAULT_K: int = _core.DEFAULT_K
 def bucket_edges(indices: npt.ArrayLike, k: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Return (lower, upper) value bounds of the buckets ``indices`` in the scheme with ``k`` mantissa bits.
 
-    Bucket ``i > 0`` holds ``lower <= x < upper``; bucket ``-i`` holds ``-upper < x <= -lower``; bucket 0 holds
-    zero and the values closer to zero than ``upper(0)``.
+    Bucket ``i > 0`` holds ``lower <= x < upper``; bucket ``-i`` holds ``lower < x <= upper``; bucket 0 holds
+    zero and the values closer to zero than the smallest denormals of its width: ``lower < x < upper``.
     """
     idx = np.asarray(indices, dtype=np.int64)
     mag = np.abs(idx)
@@ -32,7 +32,7 @@ def bucket_edges(indices: npt.ArrayLike, k: int) -> tuple[npt.NDArray[np.float64
 
     lo, hi = value_of(mag), value_of(mag + 1)
     neg = idx < 0
-    return np.where(neg, -hi, lo), np.where(neg, -lo, hi)
+    return np.where(neg | (idx == 0), -hi, lo), np.where(neg, -lo, hi)
 
 
 @dataclass

@@ -187,8 +187,9 @@ class Run(_core.Producer):
         """Seal everything logged so far and wait until the collector acknowledged it; False on timeout."""
         if self._finished:
             return True
-        seq = self._stream.flush()
-        return self._sender.wait(seq, self._finish_timeout if timeout is None else timeout)
+        deadline = time.monotonic() + (self._finish_timeout if timeout is None else timeout)
+        seq = self._stream.flush(max(0.0, deadline - time.monotonic()))
+        return seq is not None and self._sender.wait(seq, max(0.0, deadline - time.monotonic()))
 
     def finish(self, status: str = "finished") -> None:
         """Flush, mark the run ``status`` and release the collector. Idempotent; also runs at exit."""

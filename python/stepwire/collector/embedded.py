@@ -16,7 +16,8 @@ from stepwire.collector.server import ADDRESS_FILE, GRPC_OPTIONS
 
 DEFAULT_DIR = "stepwire-data"
 IDLE_EXIT_S = 10.0
-"""An embedded collector exits after this many seconds with no client lease and no RPC."""
+"""An embedded collector exits after this many seconds with no client lease and no RPC (``$STEPWIRE_IDLE_EXIT``
+overrides it)."""
 
 START_TIMEOUT_S = 60.0
 
@@ -62,11 +63,13 @@ def running_collector(directory: Path, pid: int | None = None) -> str | None:
     return address if reachable(address, timeout=2.0) else None
 
 
-def local_collector(directory: Path, idle_exit: float = IDLE_EXIT_S) -> str:
+def local_collector(directory: Path, idle_exit: float | None = None) -> str:
     """Join the collector of ``directory``, starting one if none runs; returns its address.
 
     A lock file serialises the check-and-start, so processes starting together share one collector.
     """
+    if idle_exit is None:
+        idle_exit = float(os.environ.get("STEPWIRE_IDLE_EXIT", IDLE_EXIT_S))
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "collector.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -1,0 +1,95 @@
+"""Fixtures: real collector processes on loopback, data directories, and clean-up of embedded collectors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stepwire.collector.embedded import running_collector
+
+
+@dataclass
+class CollectorProcess:
+    """A ``stepwire collector`` started by a test."""
+
+    proc: subprocess.Popen[bytes]
+    address: str
+    dir: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_collector(directory: Path, *extra: str) -> CollectorProcess:
+    """Start ``stepwire collector`` on an ephemeral loopback port and wait until it serves."""
+    directory.mkdir(parents=True, exist_ok=True)
+    log = open(directory / "test-collector.log", "ab")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen([sys.executable, "-m", "stepwire", "collector", "--listen", "127.0.0.1:0",
+                             "--dir", str(directory), *extra], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        address = running_collector(directory, pid=proc.pid)
+        if address:
+            return CollectorProcess(proc, address, directory)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError((directory / "test-collector.log").read_text())
+
+
+def stop_embedded(directory: Path) -> None:
+    """Stop the embedded collector of ``directory`` if one runs (tests must not leave processes behind)."""
+    try:
+        pid = int(json.loads((directory / "collector.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
+    """A collector process on loopback with its own data directory."""
+    c = start_collector(tmp_path / "collector")
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A data directory for the embedded default; its collector is stopped afterwards."""
+    d = tmp_path / "data"
+    monkeypatch.setenv("STEPWIRE_DIR", str(d))
+    yield d
+    stop_embedded(d)

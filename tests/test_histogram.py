@@ -1,0 +1,108 @@
+"""Histogram binning in the native core against an independent numpy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import bucket_indices, nasty_values, reference_histogram
+
+from stepwire import Histogram, _core
+from stepwire.histogram import bucket_edges
+
+
+def as_dict(h: Histogram) -> dict[int, int]:
+    return dict(zip(h.indices.tolist(), h.counts.tolist(), strict=True))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("k", [0, 3, 7])
+def test_counts_match_reference(dtype: type, k: int) -> None:
+    rng = np.random.default_rng(k)
+    x = nasty_values(rng, 50_000, dtype)
+    h = Histogram.from_values(x, k=k)
+    assert as_dict(h) == reference_histogram(x, k)
+    finite = x[np.isfinite(x)].astype(np.float64)
+    assert h.count == len(x)
+    assert h.nan == int(np.isnan(x).sum())
+    assert h.pos_inf == int(np.isposinf(x).sum())
+    assert h.neg_inf == int(np.isneginf(x).sum())
+    assert int(h.counts.sum()) == len(finite)
+    assert h.min == finite.min() and h.max == finite.max()
+    moderate = finite[np.abs(finite) < 1e30]  # +-max of the dtype make the sum order-dependent (overflow)
+    assert Histogram.from_values(moderate.astype(dtype)).sum == pytest.approx(moderate.sum(), rel=1e-5, abs=1e-3)
+    assert np.all(np.diff(h.indices) > 0)
+
+
+def test_bfloat16_bits() -> None:
+    rng = np.random.default_rng(1)
+    x = nasty_values(rng, 10_000, np.float32)
+    bf16 = (x.view(np.uint32) >> 16).astype(np.uint16)  # truncation is exactly bfloat16's bit pattern
+    widened = (bf16.astype(np.uint32) << 16).view(np.float32)
+    d = _core.bin_values(bf16, 3, bfloat16=True)
+    assert dict(zip(d["indices"].tolist(), d["counts"].tolist(), strict=True)) == reference_histogram(widened)
+    assert d["nan"] == int(np.isnan(widened).sum())
+
+
+def test_float64_beyond_float32_range() -> None:
+    x = np.array([1e300, -1e300, 1e-300, 3.5e38, 3.4e38], dtype=np.float64)
+    h = Histogram.from_values(x)
+    assert as_dict(h) == reference_histogram(x)
+    lo, hi = bucket_edges(h.indices, h.k)
+    for v in x:
+        i = int(bucket_indices(np.array([v]))[0])
+        j = h.indices.tolist().index(i)
+        assert abs(lo[j]) <= abs(v) <= abs(hi[j]) or (lo[j] <= v < hi[j]) or (lo[j] < v <= hi[j])
+
+
+def test_edges_bracket_values() -> None:
+    rng = np.random.default_rng(2)
+    x = nasty_values(rng, 20_000, np.float32)
+    x = x[np.isfinite(x)]
+    idx = bucket_indices(x)
+    lo, hi = bucket_edges(idx, 3)
+    v = x.astype(np.float64)
+    assert np.all(lo <= v) and np.all(v <= hi)
+    pos = idx > 0
+    assert np.all(v[pos] < hi[pos])
+    neg = idx <= 0
+    assert np.all(lo[neg] < v[neg])
+
+
+def test_downscale_equals_binning_at_lower_k() -> None:
+    x = nasty_values(np.random.default_rng(3), 30_000, np.float32)
+    fine = Histogram.from_values(x, k=5)
+    for k in (4, 3, 0):
+        assert as_dict(fine.downscale(k)) == as_dict(Histogram.from_values(x, k=k))
+    with pytest.raises(ValueError):
+        fine.downscale(6)
+
+
+def test_merge_is_exact_and_to_bins_keeps_counts() -> None:
+    rng = np.random.default_rng(4)
+    parts = [nasty_values(rng, 5_000, np.float32) for _ in range(4)]
+    merged = Histogram.merge([Histogram.from_values(p) for p in parts])
+    whole = Histogram.from_values(np.concatenate(parts))
+    assert as_dict(merged) == as_dict(whole)
+    assert (merged.count, merged.nan, merged.pos_inf, merged.neg_inf) == (
+        whole.count, whole.nan, whole.pos_inf, whole.neg_inf)
+    assert (merged.min, merged.max) == (whole.min, whole.max)
+    edges, counts = whole.to_bins(50)
+    assert len(edges) == 51 and len(counts) == 50
+    assert counts.sum() == whole.counts.sum()
+
+
+def test_rejects_other_dtypes_and_layouts() -> None:
+    with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
+        _core.bin_values(np.arange(10, dtype=np.int32))
+    with pytest.raises(ValueError, match="contiguous"):
+        _core.bin_values(np.zeros((10, 10), np.float32)[:, ::2])
+    with pytest.raises(ValueError, match="k must be"):
+        _core.bin_values(np.zeros(3, np.float32), 11)
+
+
+def test_all_nan_histogram() -> None:
+    h = Histogram.from_values(np.full(7, np.nan, np.float32))
+    assert h.count == 7 and h.nan == 7 and len(h.indices) == 0
+    assert np.isnan(h.min) and np.isnan(h.max)
+    edges, counts = h.to_bins(4)
+    assert counts.sum() == 0
