@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -30,6 +31,9 @@ def _api(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def cmd_collector(args: argparse.Namespace) -> int:
     from stepwire.collector.server import Collector
 
+    if args.detach:
+        return _detach(args)
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     collector = Collector(data_dir(args.dir), listen=args.listen)
     collector.start()
@@ -42,6 +46,28 @@ def cmd_collector(args: argparse.Namespace) -> int:
     print(f"stepwire collector listening on {collector.address}, store {collector.store.path}", flush=True)
     collector.serve(exit_when_idle=args.exit_when_idle)
     return 0
+
+
+def _detach(args: argparse.Namespace) -> int:
+    """Start the collector in a session of its own (it outlives us, nobody's child to reap) and return once it
+    serves: 0, or 1 if it exited first."""
+    from stepwire.collector.embedded import START_TIMEOUT_S, running_collector
+
+    directory = data_dir(args.dir)
+    argv = [sys.executable, "-m", "stepwire", "collector", "--dir", str(directory), "--listen", args.listen]
+    if args.exit_when_idle is not None:
+        argv += ["--exit-when-idle", str(args.exit_when_idle)]
+    pid = os.posix_spawn(sys.executable, argv, os.environ, setsid=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            print(f"stepwire: the collector for {directory} exited during start-up", file=sys.stderr)
+            return 1
+        if running_collector(directory, pid=pid):
+            return 0
+        time.sleep(0.05)
+    print(f"stepwire: the collector for {directory} did not start within {START_TIMEOUT_S:g} s", file=sys.stderr)
+    return 1
 
 
 def _when(t: float) -> str:
@@ -100,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dir", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")
     p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
                    help="exit after this long with no client and no request")
+    p.add_argument("--detach", action="store_true", help="start the collector in the background and return")
     p.set_defaults(fn=cmd_collector)
 
     p = sub.add_parser("runs", help="list runs")

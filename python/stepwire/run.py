@@ -94,28 +94,36 @@ class Run(_core.Producer):
         self._stream_id = uuid.uuid4().hex
         self._t0 = time.time()
 
-        if address is None:
-            assert self.dir is not None
-            address = local_collector(self.dir)
-        elif not reachable(address, connect_timeout):
-            raise ConnectionError(f"cannot reach a stepwire collector at {address} within {connect_timeout:g} s")
-        self.address = address
-        self._channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
-        self._ingest = ingest_pb2_grpc.IngestStub(self._channel)
         info = ingest_pb2.RunInfo(run_id=self.id, project=project, name=self.name, tags=list(tags or []),
                                   config_json=json.dumps(dict(config or {}), default=str), created=self._t0,
                                   status="running", client_id=self._stream_id)
-        try:
-            self._ingest.OpenRun(info, timeout=connect_timeout, wait_for_ready=True)
-        except grpc.RpcError as exc:
-            self._channel.close()
-            raise ConnectionError(f"stepwire collector at {address} did not open the run: {exc}") from None
-
+        self.address, self._channel = self._open(info, address, connect_timeout)
+        self._ingest = ingest_pb2_grpc.IngestStub(self._channel)
         self._stream = _core.Stream(ring_capacity=ring_capacity, drop_when_full=policy == "drop",
                                     batch_bytes=batch_bytes, flush_interval=flush_interval)
         super().__init__(self._stream)
         self._sender = Sender(self._stream, self._channel, self.id, rank, self._stream_id)
         _live_runs.add(self)
+
+    def _open(self, info: ingest_pb2.RunInfo, address: str | None, timeout: float) -> tuple[str, grpc.Channel]:
+        """Connect and open the run; an embedded collector that exits on idle just then is started again."""
+        for attempt in range(3):
+            if address is None:
+                assert self.dir is not None
+                target = local_collector(self.dir)
+            elif not reachable(address, timeout):
+                raise ConnectionError(f"cannot reach a stepwire collector at {address} within {timeout:g} s")
+            else:
+                target = address
+            channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
+            try:
+                ingest_pb2_grpc.IngestStub(channel).OpenRun(info, timeout=timeout)
+                return target, channel
+            except grpc.RpcError as exc:
+                channel.close()
+                if address is not None or attempt == 2:
+                    raise ConnectionError(f"stepwire collector at {target} did not open the run: {exc}") from None
+        raise AssertionError("unreachable")
 
     # -- slow paths of the native fast calls ------------------------------------------------------------
     def _check_open(self) -> None:

@@ -77,18 +77,12 @@ def local_collector(directory: Path, idle_exit: float | None = None) -> str:
         if address:
             return address
         with open(directory / "collector.log", "ab") as log:
-            proc = subprocess.Popen(
+            launcher = subprocess.run(
                 [sys.executable, "-m", "stepwire", "collector", "--dir", str(directory), "--listen", "127.0.0.1:0",
-                 "--exit-when-idle", str(idle_exit)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            address = running_collector(directory, pid=proc.pid)
-            if address:
-                return address
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        proc.kill()
+                 "--exit-when-idle", str(idle_exit), "--detach"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=START_TIMEOUT_S + 10)
+        address = running_collector(directory) if launcher.returncode == 0 else None
+        if address:
+            return address
         raise RuntimeError(f"the local stepwire collector for {directory} did not start; "
                            f"see {directory / 'collector.log'}")
