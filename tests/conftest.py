@@ -38,7 +38,7 @@ class CollectorProcess:
 def start_collector(directory: Path, *extra: str) -> CollectorProcess:
     """Start ``stepwire collector`` on an ephemeral loopback port and wait until it serves."""
     directory.mkdir(parents=True, exist_ok=True)
-    log = open(directory / "test-collector.log", "ab")  # noqa: SIM115 - lives as long as the process
+    log = open(directory / "test-collector.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "stepwire", "collector", "--listen", "127.0.0.1:0",
                              "--dir", str(directory), *extra], stdout=log, stderr=subprocess.STDOUT)
     log.close()

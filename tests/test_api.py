@@ -7,12 +7,12 @@ import uuid
 import grpc
 import numpy as np
 import pytest
-from conftest import CollectorProcess
-from test_collector_helpers import push_rank
+from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 import stepwire
+from conftest import CollectorProcess
 from stepwire.collector.server import GRPC_OPTIONS
-from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
+from test_collector_helpers import push_rank
 
 
 @pytest.fixture

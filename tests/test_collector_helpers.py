@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
+from stepwire.v1 import ingest_pb2_grpc
 
 from stepwire import _core
 from stepwire.sender import encode_batch
-from stepwire.v1 import ingest_pb2_grpc
 
 
 def push_rank(stub: ingest_pb2_grpc.IngestStub, run_id: str, rank: int, values: np.ndarray,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import bucket_indices, nasty_values, reference_histogram
 
+from reference import bucket_indices, nasty_values, reference_histogram
 from stepwire import Histogram, _core
 from stepwire.histogram import bucket_edges
 
@@ -104,5 +104,5 @@ def test_all_nan_histogram() -> None:
     h = Histogram.from_values(np.full(7, np.nan, np.float32))
     assert h.count == 7 and h.nan == 7 and len(h.indices) == 0
     assert np.isnan(h.min) and np.isnan(h.max)
-    edges, counts = h.to_bins(4)
+    _edges, counts = h.to_bins(4)
     assert counts.sum() == 0

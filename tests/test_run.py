@@ -7,10 +7,10 @@ import socket
 
 import numpy as np
 import pytest
-from conftest import CollectorProcess
-from reference import nasty_values, reference_histogram
 
 import stepwire
+from conftest import CollectorProcess
+from reference import nasty_values, reference_histogram
 
 
 def test_100k_points_across_series_round_trip_exactly(collector: CollectorProcess) -> None:

@@ -33,7 +33,7 @@ def run_demo(dir: str | os.PathLike[str] | None = None, epochs: int = 20, batch:
     with stepwire.init(project="demo", name="digits-mlp", dir=dir,
                        config={"lr": lr, "hidden": 64, "batch": batch, "epochs": epochs}) as run:
         step = 0
-        for epoch in range(epochs):
+        for _epoch in range(epochs):
             for i in range(0, split, batch):
                 xb, yb = x[i:i + batch], y[i:i + batch]
                 h = np.maximum(xb @ params["w1"] + params["b1"], 0)
@@ -60,10 +60,10 @@ def run_demo(dir: str | os.PathLike[str] | None = None, epochs: int = 20, batch:
                   f"[cyan]{directory}[/]")
     for name, s in view.summary().items():
         console.print(f"  {name:<16} last={s['last']:.4f} min={s['min']:.4f} max={s['max']:.4f}")
-    for s in view.series():
-        if s.kind == "histogram":
-            last = view.histograms(s.name)[-1]
-            console.print(f"  {s.name:<16} {s.items} histograms; last step {last.step}: {last.count} values, "
+    for series in view.series():
+        if series.kind == "histogram":
+            last = view.histograms(series.name)[-1]
+            console.print(f"  {series.name:<16} {series.items} histograms; last step {last.step}: {last.count} values, "
                           f"{len(last.indices)} occupied buckets")
     console.print(f"Look again with: stepwire show {run_id} --dir {directory}")
     return 0

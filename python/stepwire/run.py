@@ -37,7 +37,7 @@ def _to_float(key: str, value: object) -> float:
     """A number as float, or TypeError naming ``key``."""
     if isinstance(value, (numbers.Real, np.bool_)) or (isinstance(value, np.ndarray) and value.ndim == 0
                                                         and value.dtype.kind in "biuf"):
-        return float(value)  # type: ignore[arg-type]
+        return float(value)
     raise TypeError(f"value for {key!r} must be a real number, got {type(value).__name__}: {value!r:.80}")
 
 

@@ -9,13 +9,13 @@ import grpc
 import lz4.block
 import numpy as np
 import pytest
-from conftest import CollectorProcess
+from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 import stepwire
+from conftest import CollectorProcess
 from stepwire import _core
 from stepwire.collector.server import GRPC_OPTIONS
 from stepwire.sender import encode_batch
-from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 
 def sealed_batches(n_points: int, hist: bool = False) -> list[_core.SealedBatch]:

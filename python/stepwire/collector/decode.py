@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import lz4.block
 import numpy as np
@@ -35,7 +36,7 @@ class DecodedBatch:
     steps: npt.NDArray[np.int64]
     values: npt.NDArray[np.float64]
     wall_times: npt.NDArray[np.float64]
-    hist: dict[str, npt.NDArray[np.generic]] = field(default_factory=dict)
+    hist: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
 
     @property
     def point_count(self) -> int:
@@ -53,7 +54,7 @@ class DecodedBatch:
         return self.point_count + self.histogram_count
 
 
-def _column(raw: bytes, dtype: type[np.generic], compressed: bool, what: str) -> npt.NDArray[np.generic]:
+def _column(raw: bytes, dtype: type[np.generic], compressed: bool, what: str) -> npt.NDArray[Any]:
     data = raw
     if compressed and raw:
         if len(raw) < 4:
@@ -109,7 +110,7 @@ def decode_batch(batch: ingest_pb2.Batch) -> DecodedBatch:
     if int(group_lengths.sum(dtype=np.uint64)) != n or (len(group_lengths) and group_lengths.min() == 0):
         raise BatchError("scalars.group_lengths do not add up to point_count")
 
-    hist: dict[str, npt.NDArray[np.generic]] = {}
+    hist: dict[str, npt.NDArray[Any]] = {}
     h = batch.histograms
     if h.histogram_count or h.series_ids:
         for name, dtype in _HIST_COLUMNS.items():

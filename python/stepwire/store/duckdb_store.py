@@ -254,7 +254,8 @@ class DuckDBStore(Store):
         with self._lock:
             if not self._has_schema():
                 return []
-            return self._con.execute(sql, params or []).fetchall()
+            rows: list[tuple[Any, ...]] = self._con.execute(sql, params or []).fetchall()
+            return rows
 
     def _has_schema(self) -> bool:
         return bool(self._con.execute(
