@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from report import emit
 
+from report import emit
 from stepwire import _core
 
 

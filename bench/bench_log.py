@@ -15,9 +15,9 @@ import tempfile
 import time
 
 import numpy as np
-from report import emit, per_call_ns
 
 import stepwire
+from report import emit, per_call_ns
 
 
 def noop(name: str, value: float, step: int | None = None) -> None:

@@ -183,7 +183,7 @@ void Stream::seal_locked(std::unique_lock<std::mutex>&) {
 }
 
 void Stream::run() {
-    const std::size_t max_records = std::max<std::size_t>(1, cfg_.batch_bytes / kPointBytes);
+    const std::size_t max_records = std::max<std::size_t>(1, cfg_.max_batch_bytes / kPointBytes);
     std::unique_lock lock(mu_);
     for (;;) {
         const bool closing = closing_;
@@ -214,9 +214,12 @@ void Stream::run() {
         if (bytes > 0 && oldest_ == 0.0) oldest_ = now;
         const bool rings_empty = got < room;
         const bool flushing = flush_target > flush_served_ || closing;
-        const bool due = bytes >= cfg_.batch_bytes || drained_.size() >= max_records ||
-                         (bytes > 0 && now - oldest_ >= cfg_.flush_interval_s) ||
-                         (flushing && rings_empty);
+        // Natural batching: while the sender still has a sealed batch to send, sealing another gains no
+        // latency, so the open batch keeps growing; fewer, larger batches are what lets a busy collector keep up.
+        const bool sender_idle = sealed_.empty();
+        const bool due = (sender_idle && (bytes >= cfg_.batch_bytes ||
+                                          (bytes > 0 && now - oldest_ >= cfg_.flush_interval_s))) ||
+                         bytes >= cfg_.max_batch_bytes || drained_.size() >= max_records || (flushing && rings_empty);
         if (due && (bytes > 0 || !pending_defs_.empty())) seal_locked(lock);
 
         if (rings_empty && flush_target > flush_served_) {

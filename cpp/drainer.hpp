@@ -21,8 +21,9 @@ namespace stepwire {
 struct StreamConfig {
     std::size_t ring_capacity = 1 << 16;     // records per producing thread (rounded up to a power of two)
     bool drop_when_full = false;             // false: block the producer (lossless); true: drop and count
-    std::size_t batch_bytes = 1 << 20;       // seal once a batch holds this many bytes
-    double flush_interval_s = 0.1;           // ... or once its oldest item is this old
+    std::size_t batch_bytes = 1 << 20;       // seal once a batch holds this many bytes and the sender is idle,
+    double flush_interval_s = 0.1;           // ... or once its oldest item is this old and the sender is idle;
+    std::size_t max_batch_bytes = 16u << 20; // while the sender is busy a batch grows up to this size
     std::size_t max_sealed = 32;             // sealed batches waiting for the sender before draining pauses
     std::size_t max_pending_histogram_bytes = 64u << 20;
 };

@@ -56,17 +56,35 @@ def test_flush_seals_everything_with_definitions_first() -> None:
     assert stream.exhausted()
 
 
-def test_batches_respect_batch_bytes() -> None:
-    stream = _core.Stream(batch_bytes=4096, flush_interval=60.0, max_sealed=1000)
+def test_batches_grow_from_batch_bytes_to_max_batch_bytes_while_the_sender_is_busy() -> None:
+    stream = _core.Stream(batch_bytes=4096, max_batch_bytes=16384, flush_interval=60.0, max_sealed=1000)
     p = _core.Producer(stream)
     p._scalar_ids["x"] = stream.define("x", _core.KIND_SCALAR)
     for i in range(10_000):
         p.log_scalar("x", float(i))
     stream.flush()
-    batches = drain(stream)
-    assert max(b.point_count for b in batches) <= 4096 // 28
+    batches = drain(stream)  # nobody took batches meanwhile: after the first, each grew to the maximum
+    assert 4096 // 28 <= batches[0].point_count <= 16384 // 28
+    assert max(b.point_count for b in batches) == 16384 // 28
     assert sum(b.point_count for b in batches) == 10_000
+    assert [b.sequence for b in batches] == list(range(1, len(batches) + 1))
     stream.close()
+
+
+def test_an_idle_sender_gets_batch_bytes_batches() -> None:
+    stream = _core.Stream(batch_bytes=4096, max_batch_bytes=1 << 20, flush_interval=60.0)
+    p = _core.Producer(stream)
+    p._scalar_ids["x"] = stream.define("x", _core.KIND_SCALAR)
+    sizes = []
+    for i in range(2000):
+        p.log_scalar("x", float(i))
+        if (b := stream.next_batch(0.0)) is not None:
+            sizes.append(b.point_count)
+    stream.close()
+    while (b := stream.next_batch(0.0)) is not None:
+        sizes.append(b.point_count)
+    assert sum(sizes) == 2000
+    assert max(sizes) < 1000  # taken promptly, batches stay near batch_bytes instead of growing
 
 
 def test_block_policy_is_lossless_across_threads() -> None:

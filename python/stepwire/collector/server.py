@@ -178,12 +178,15 @@ class QueryService(query_pb2_grpc.QueryServicer):
 class Collector:
     """A running collector: store, gRPC server, and (for the embedded default) its address file."""
 
-    def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = 8) -> None:
+    def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = 8,
+                 max_concurrent_rpcs: int = 32) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.store = DuckDBStore(self.directory)
         self.activity = Activity()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS)
+        # RPCs beyond max_concurrent_rpcs get RESOURCE_EXHAUSTED, which clients retry: memory stays bounded
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS,
+                                  maximum_concurrent_rpcs=max_concurrent_rpcs)
         ingest_pb2_grpc.add_IngestServicer_to_server(IngestService(self.store, self.activity), self.server)
         query_pb2_grpc.add_QueryServicer_to_server(QueryService(self.store, self.activity), self.server)
         port = self.server.add_insecure_port(listen)

@@ -22,6 +22,8 @@ from stepwire.histogram import Histogram
 from stepwire.store.base import RunRecord, ScalarPoints, SeriesRecord, Store, SummaryEntry
 
 STORE_FILE = "stepwire.duckdb"
+CHECKPOINT_THRESHOLD = "512MB"
+MEMORY_LIMIT = "1GB"  # DuckDB's own default is 80% of RAM: a collector shares the machine with training
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -35,7 +37,7 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS scalar_chunks (
     run_id VARCHAR, rank INTEGER, name VARCHAR, stream_id VARCHAR, sequence UBIGINT, n INTEGER,
     step_min BIGINT, step_max BIGINT, vmin DOUBLE, vmax DOUBLE, last DOUBLE,
-    steps BLOB, vals BLOB, walls BLOB);
+    points BLOB);  -- n int64 steps, then n float64 values, then n float64 wall times
 CREATE TABLE IF NOT EXISTS histograms (
     run_id VARCHAR, rank INTEGER, name VARCHAR, stream_id VARCHAR, sequence UBIGINT, step BIGINT,
     wall_time DOUBLE, k UTINYINT, count BIGINT, sum DOUBLE, min DOUBLE, max DOUBLE,
@@ -72,6 +74,9 @@ class DuckDBStore(Store):
                     raise
                 time.sleep(0.05)
         if not read_only:
+            # checkpoints rewrite what the WAL holds; at DuckDB's 16 MB default they dominate ingest time
+            self._con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+            self._con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
             self._con.execute(_SCHEMA)
         self._defs: dict[str, dict[int, tuple[str, int]]] = {}  # stream -> series id -> (name, kind)
         self._streams: dict[str, tuple[str, int]] = {}  # stream -> (run, rank)
@@ -117,8 +122,15 @@ class DuckDBStore(Store):
                         raise BatchError(f"series id {sid} redefined from {known[0]!r} to {name!r}")
                 new_defs = [(sid, name, kind) for sid, name, kind in batch.defs if sid not in defs]
                 if new_defs:
-                    con.executemany("INSERT INTO series VALUES (?, ?, ?, ?)",
-                                    [(batch.stream_id, sid, name, kind) for sid, name, kind in new_defs])
+                    con.register("_defs", {
+                        "series_id": np.array([d[0] for d in new_defs], dtype=np.uint32),
+                        "name": np.array([d[1] for d in new_defs], dtype=object),
+                        "kind": np.array([d[2] for d in new_defs], dtype=np.int8)})
+                    try:
+                        con.execute("INSERT INTO series SELECT $stream, series_id, name, kind FROM _defs",
+                                    {"stream": batch.stream_id})
+                    finally:
+                        con.unregister("_defs")
                 staged = dict(defs)
                 staged.update({sid: (name, kind) for sid, name, kind in new_defs})
                 self._insert_scalars(batch, staged)
@@ -189,26 +201,32 @@ class DuckDBStore(Store):
         for gi in np.flatnonzero(steps[last_idx] != step_max).tolist():
             seg = steps[starts[gi]:ends[gi]]
             last_idx[gi] = starts[gi] + len(seg) - 1 - int(np.argmax(seg[::-1]))
-        bounds = list(zip(starts.tolist(), ends.tolist(), strict=True))
+        # one blob per chunk: its steps, values and wall times back to back (one object per row, not three)
+        packed = np.empty(3 * len(steps), dtype=np.int64)
+        pos = np.arange(len(steps)) + 2 * np.repeat(starts, batch.group_lengths)
+        lengths = np.repeat(batch.group_lengths.astype(np.int64), batch.group_lengths)
+        packed[pos] = steps
+        packed[pos + lengths] = values.view(np.int64)
+        packed[pos + 2 * lengths] = walls.view(np.int64)
+        raw = memoryview(packed.view(np.uint8))
+        blobs = np.array([bytes(raw[24 * a:24 * b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)],
+                         dtype=object)
         rows = {
-            "run_id": np.full(g, batch.run_id, dtype=object),
             "rank": np.full(g, batch.rank, dtype=np.int32),
             "name": names,
-            "stream_id": np.full(g, batch.stream_id, dtype=object),
-            "sequence": np.full(g, batch.sequence, dtype=np.uint64),
             "n": batch.group_lengths.astype(np.int32),
             "step_min": np.minimum.reduceat(steps, starts),
             "step_max": step_max,
             "vmin": vmin,
             "vmax": vmax,
             "last": values[last_idx],
-            "steps": np.array([steps[a:b].tobytes() for a, b in bounds], dtype=object),
-            "vals": np.array([values[a:b].tobytes() for a, b in bounds], dtype=object),
-            "walls": np.array([walls[a:b].tobytes() for a, b in bounds], dtype=object),
+            "points": blobs,
         }
         self._con.register("_chunks", rows)
         try:
-            self._con.execute("INSERT INTO scalar_chunks SELECT * FROM _chunks")
+            self._con.execute(
+                "INSERT INTO scalar_chunks SELECT $run, rank, name, $stream, $seq, n, step_min, step_max, vmin, vmax,"
+                " last, points FROM _chunks", {"run": batch.run_id, "stream": batch.stream_id, "seq": batch.sequence})
         finally:
             self._con.unregister("_chunks")
 
@@ -278,13 +296,15 @@ class DuckDBStore(Store):
 
     def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> ScalarPoints:
         where, params = _rank_filter(ranks)
-        rows = self._query(
-            f"SELECT rank, n, steps, vals, walls FROM scalar_chunks WHERE run_id = ? AND name = ?{where}",
-            [run_id, name, *params])
+        rows = self._query(f"SELECT rank, n, points FROM scalar_chunks WHERE run_id = ? AND name = ?{where}",
+                           [run_id, name, *params])
         if not rows:
             return ScalarPoints.empty()
-        parts = [ScalarPoints(np.frombuffer(r[2], np.int64), np.frombuffer(r[3], np.float64),
-                              np.frombuffer(r[4], np.float64), np.full(r[1], r[0], dtype=np.uint32)) for r in rows]
+        parts = []
+        for rank, n, blob in rows:
+            packed = np.frombuffer(blob, np.int64).reshape(3, n)
+            parts.append(ScalarPoints(packed[0], packed[1].view(np.float64), packed[2].view(np.float64),
+                                      np.full(n, rank, dtype=np.uint32)))
         return ScalarPoints.concat(parts)
 
     def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:
