@@ -208,7 +208,7 @@ class DuckDBStore(Store):
         packed[pos] = steps
         packed[pos + lengths] = values.view(np.int64)
         packed[pos + 2 * lengths] = walls.view(np.int64)
-        raw = memoryview(packed.view(np.uint8))
+        raw = packed.view(np.uint8).data
         blobs = np.array([bytes(raw[24 * a:24 * b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)],
                          dtype=object)
         rows = {
