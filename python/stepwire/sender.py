@@ -66,7 +66,6 @@ class Sender:
             batch = self._stream.next_batch(0.2)
             if batch is not None:
                 self._deliver(batch)
-                last_beat = time.monotonic()
             elif self._stream.exhausted():
                 return
             if time.monotonic() - last_beat > HEARTBEAT_S:
