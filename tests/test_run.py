@@ -170,3 +170,41 @@ def test_stats_and_drop_policy(collector: CollectorProcess) -> None:
         stepwire.init(address=collector.address, policy="maybe")
     with pytest.raises(ValueError, match="mode"):
         stepwire.init(address=collector.address, mode="offline")
+
+
+def test_texts_artifacts_params_and_meta(collector: CollectorProcess, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"x" * 3_000_000)
+    with stepwire.init(address=collector.address, config={"a": 1}) as run:
+        run.log_text("samples/pred", "the cat sat", step=3)
+        run.log_text("samples/pred", "on the mat")
+        name = run.log_artifact(ckpt, name="checkpoints/model_3.pt", step=3)
+        ckpt.unlink()  # captured at call time: deleting it now changes nothing
+        run.log_artifact(_write(tmp_path / "cfg.txt"))
+        run.log_params({"b": 2}, replace=True)
+        run.update_meta({"progress": 40})
+        with pytest.raises(FileNotFoundError):
+            run.log_artifact(tmp_path / "missing.bin")
+        with pytest.raises(ValueError, match="artifact name"):
+            run.log_artifact(tmp_path / "cfg.txt", name="../escape")
+        with pytest.raises(TypeError, match="must be a str"):
+            run.log_text("t", 3)  # type: ignore[arg-type]
+        run.log_artifact(tmp_path / "cfg.txt", name="gone.txt")
+        run.delete_artifact("gone.txt")
+    assert run.stats()["side_failed"] == 0
+    view = stepwire.Api(address=collector.address).run(run.id)
+    assert [(t.step, t.text) for t in view.texts("samples/pred")] == [(3, "the cat sat"), (4, "on the mat")]
+    assert view.config == {"b": 2} and view.meta == {"progress": 40}
+    arts = {a.name: a for a in view.artifacts()}
+    assert set(arts) == {name, "cfg.txt"}
+    assert arts[name].size == 3_000_000 and arts[name].step == 3
+    out = view.download_artifact(name, tmp_path)
+    assert out == tmp_path / "model_3.pt" and out.read_bytes() == b"x" * 3_000_000
+    with pytest.raises(KeyError):
+        view.download_artifact("gone.txt", tmp_path)
+    assert not (tmp_path / ".gone.txt.part").exists()
+
+
+def _write(path):  # type: ignore[no-untyped-def]
+    path.write_text("lr: 0.1\n")
+    return path

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +13,7 @@ import numpy.typing as npt
 from stepwire.collector.embedded import data_dir, running_collector
 from stepwire.histogram import Histogram, merge_by_step
 from stepwire.query_client import LocalReader, RemoteReader
-from stepwire.store.base import Reader, RunRecord, SeriesRecord
+from stepwire.store.base import ArtifactEntry, Reader, RunRecord, SeriesRecord, TextEntry
 
 AGGREGATIONS = ("mean", "min", "max", "sum")
 
@@ -29,6 +31,7 @@ class RunView:
         self.created = record.created
         self.status = record.status
         self.finished = record.finished
+        self.meta = record.meta
 
     def series(self) -> list[SeriesRecord]:
         """Every series name of the run with its kind, ranks and item count."""
@@ -73,6 +76,29 @@ class RunView:
         """Histograms of ``name`` by step; merged exactly across ranks (``rank`` None) unless ``merge_ranks=False``."""
         hists = self._reader.histograms(self.id, name)
         return merge_by_step(hists) if merge_ranks else hists
+
+    def texts(self, name: str | None = None) -> list[TextEntry]:
+        """Texts logged with ``Run.log_text`` (of ``name`` only, if given), by step."""
+        return self._reader.texts(self.id, name)
+
+    def artifacts(self) -> list[ArtifactEntry]:
+        """Files stored with the run (``name``, ``size`` in bytes, ``step``, ``sha256``, ...), by name."""
+        return self._reader.artifacts(self.id)
+
+    def download_artifact(self, name: str, dest: str | os.PathLike[str]) -> Path:
+        """Copy artifact ``name`` to ``dest`` (a file path, or an existing directory); returns the file written."""
+        target = Path(dest)
+        if target.is_dir():
+            target = target / Path(name).name
+        pieces = iter(self._reader.read_artifact(self.id, name))
+        first = next(pieces, b"")  # raises KeyError before any file is created
+        tmp = target.with_name(f".{target.name}.part")
+        with open(tmp, "wb") as f:
+            f.write(first)
+            for chunk in pieces:
+                f.write(chunk)
+        shutil.move(tmp, target)
+        return target
 
     def __repr__(self) -> str:
         return f"<stepwire.RunView {self.id} project={self.project!r} name={self.name!r} status={self.status}>"

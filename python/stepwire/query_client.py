@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -12,8 +12,8 @@ import numpy as np
 
 from stepwire.collector.server import GRPC_OPTIONS
 from stepwire.histogram import Histogram
-from stepwire.store.base import RunRecord, ScalarPoints, SeriesRecord, SummaryEntry
-from stepwire.store.duckdb_store import STORE_FILE, DuckDBStore
+from stepwire.store.base import ArtifactEntry, RunRecord, ScalarPoints, SeriesRecord, SummaryEntry, TextEntry
+from stepwire.store.duckdb_store import STORE_FILE, DuckDBStore, check_artifact_name, read_file_chunks
 from stepwire.v1 import ingest_pb2, query_pb2, query_pb2_grpc
 
 T = TypeVar("T")
@@ -33,7 +33,7 @@ class RemoteReader:
         reply = self._stub.ListRuns(query_pb2.ListRunsRequest(project=project or ""), timeout=self._timeout)
         return [RunRecord(id=r.run_id, project=r.project, name=r.name, tags=list(r.tags),
                           config=json.loads(r.config_json or "{}"), created=r.created, status=r.status,
-                          finished=r.finished) for r in reply.runs]
+                          finished=r.finished, meta=json.loads(r.meta_json or "{}")) for r in reply.runs]
 
     def series(self, run_id: str) -> list[SeriesRecord]:
         reply = self._stub.ListSeries(query_pb2.RunRef(run_id=run_id), timeout=self._timeout)
@@ -57,6 +57,24 @@ class RemoteReader:
     def summary(self, run_id: str) -> list[SummaryEntry]:
         reply = self._stub.Summarize(query_pb2.RunRef(run_id=run_id), timeout=self._timeout)
         return [SummaryEntry(e.name, e.last, e.min, e.max, e.count, e.last_step) for e in reply.entries]
+
+    def texts(self, run_id: str, name: str | None = None) -> list[TextEntry]:
+        reply = self._stub.Texts(query_pb2.TextRequest(run_id=run_id, name=name or ""), timeout=self._timeout)
+        return [TextEntry(t.name, t.step, t.rank, t.wall_time, t.text) for t in reply.texts]
+
+    def artifacts(self, run_id: str) -> list[ArtifactEntry]:
+        reply = self._stub.ListArtifacts(query_pb2.RunRef(run_id=run_id), timeout=self._timeout)
+        return [ArtifactEntry(a.name, a.size, a.step, a.rank, a.wall_time, a.sha256) for a in reply.artifacts]
+
+    def read_artifact(self, run_id: str, name: str) -> Iterator[bytes]:
+        stream = self._stub.GetArtifact(ingest_pb2.ArtifactRef(run_id=run_id, name=name), timeout=self._timeout)
+        try:
+            for chunk in stream:
+                yield chunk.data
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise KeyError(exc.details()) from None
+            raise
 
 
 class LocalReader:
@@ -89,3 +107,13 @@ class LocalReader:
 
     def summary(self, run_id: str) -> list[SummaryEntry]:
         return self._with(lambda s: s.summary(run_id))
+
+    def texts(self, run_id: str, name: str | None = None) -> list[TextEntry]:
+        return self._with(lambda s: s.texts(run_id, name))
+
+    def artifacts(self, run_id: str) -> list[ArtifactEntry]:
+        return self._with(lambda s: s.artifacts(run_id))
+
+    def read_artifact(self, run_id: str, name: str) -> Iterator[bytes]:
+        self._with(lambda s: s.read_artifact(run_id, name))  # KeyError now if it is not there
+        return read_file_chunks(self.directory / "artifacts" / run_id / check_artifact_name(name))

@@ -7,10 +7,12 @@ import json
 import logging
 import numbers
 import os
+import shutil
+import tempfile
 import time
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,6 +27,7 @@ from stepwire.collector.server import GRPC_OPTIONS
 from stepwire.histogram import DEFAULT_K
 from stepwire.names import check_name
 from stepwire.sender import Sender
+from stepwire.store.duckdb_store import ARTIFACT_CHUNK_BYTES, check_artifact_name
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger("stepwire")
@@ -103,6 +106,7 @@ class Run(_core.Producer):
                                     batch_bytes=batch_bytes, flush_interval=flush_interval)
         super().__init__(self._stream)
         self._sender = Sender(self._stream, self._channel, self.id, rank, self._stream_id)
+        self._staging = Path(tempfile.mkdtemp(prefix=f"stepwire-{self.id}-"))
         _live_runs.add(self)
 
     def _open(self, info: ingest_pb2.RunInfo, address: str | None, timeout: float) -> tuple[str, grpc.Channel]:
@@ -182,14 +186,72 @@ class Run(_core.Producer):
         arr = _float_array(name, values)
         self._stream.push_histogram(sid, self._take_step(step), arr, self._k)
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        """Merge ``params`` into the run's config (hyper-parameters); values that are not JSON become strings."""
+    def log_params(self, params: Mapping[str, Any], replace: bool = False) -> None:
+        """Merge ``params`` into the run's config (or replace it); values that are not JSON become strings.
+
+        Sent by the sender thread: the call does not wait for the network.
+        """
         self._check_open()
         if not isinstance(params, Mapping):
             raise TypeError(f"log_params() takes a dict, got {type(params).__name__}")
-        self._ingest.UpdateRun(ingest_pb2.RunUpdate(run_id=self.id, config_json=json.dumps(dict(params),
-                                                                                           default=str)),
-                               timeout=30.0)
+        update = ingest_pb2.RunUpdate(run_id=self.id, config_json=json.dumps(dict(params), default=str),
+                                      replace_config=replace)
+        self._sender.submit("run parameters", lambda: self._ingest.UpdateRun(update, timeout=30.0))
+
+    def update_meta(self, meta: Mapping[str, Any]) -> None:
+        """Merge ``meta`` (run properties that are not hyper-parameters, e.g. progress) into the run."""
+        self._check_open()
+        update = ingest_pb2.RunUpdate(run_id=self.id, meta_json=json.dumps(dict(meta), default=str))
+        self._sender.submit("run properties", lambda: self._ingest.UpdateRun(update, timeout=30.0))
+
+    def log_text(self, name: str, text: str, step: int | None = None) -> None:
+        """Log ``text`` under ``name`` at ``step`` (default: the auto counter)."""
+        self._check_open()
+        check_name(name)
+        if not isinstance(text, str):
+            raise TypeError(f"text for {name!r} must be a str, got {type(text).__name__}")
+        record = ingest_pb2.TextRecord(run_id=self.id, rank=self.rank, name=name, step=self._take_step(step),
+                                       wall_time=time.time(), text=text)
+        self._sender.submit(f"text {name!r}", lambda: self._ingest.LogText(record, timeout=30.0))
+
+    def log_artifact(self, path: str | os.PathLike[str], name: str | None = None, step: int | None = None) -> str:
+        """Store the file at ``path`` with the run as ``name`` (default: its file name); returns the name.
+
+        The file is captured as it is now (hard link, else copy) and uploaded by the sender thread, so it may
+        be changed or deleted right after the call.
+        """
+        self._check_open()
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(f"log_artifact: no file at {source}")
+        name = check_artifact_name(name or source.name)
+        staged = self._staging / uuid.uuid4().hex
+        try:
+            os.link(source, staged)
+        except OSError:
+            shutil.copyfile(source, staged)
+        first = ingest_pb2.ArtifactChunk(run_id=self.id, rank=self.rank, name=name, step=self._take_step(step),
+                                         wall_time=time.time())
+
+        def chunks() -> Iterator[ingest_pb2.ArtifactChunk]:
+            with open(staged, "rb") as f:
+                first.data = f.read(ARTIFACT_CHUNK_BYTES)
+                yield first
+                while data := f.read(ARTIFACT_CHUNK_BYTES):
+                    yield ingest_pb2.ArtifactChunk(data=data)
+
+        def upload() -> None:
+            self._ingest.PutArtifact(chunks(), timeout=600.0)
+            staged.unlink(missing_ok=True)
+
+        self._sender.submit(f"artifact {name!r}", upload)
+        return name
+
+    def delete_artifact(self, name: str) -> None:
+        """Remove artifact ``name`` from the run (sent by the sender thread)."""
+        self._check_open()
+        ref = ingest_pb2.ArtifactRef(run_id=self.id, name=check_artifact_name(name))
+        self._sender.submit(f"deletion of artifact {name!r}", lambda: self._ingest.DeleteArtifact(ref, timeout=30.0))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Seal everything logged so far and wait until the collector acknowledged it; False on timeout."""
@@ -210,7 +272,7 @@ class Run(_core.Producer):
         self._stream.close()
         self._sender.join(timeout=self._finish_timeout)
         stats = self.stats()
-        lost = stats["undelivered"] + stats["rejected"]
+        lost = stats["undelivered"] + stats["rejected"] + stats["side_failed"]
         if lost:
             log.warning("run %s: %d logged items were not stored (collector unreachable or rejected them)",
                         self.id, lost)
@@ -221,6 +283,7 @@ class Run(_core.Producer):
         except grpc.RpcError as exc:
             log.warning("run %s: could not record its end with the collector: %s", self.id, exc)
         self._channel.close()
+        shutil.rmtree(self._staging, ignore_errors=True)
         _live_runs.discard(self)
 
     def stats(self) -> dict[str, int]:
@@ -234,6 +297,7 @@ class Run(_core.Producer):
             "acknowledged": self._sender.acknowledged,
             "rejected": self._sender.rejected,
             "undelivered": self._sender.undelivered,
+            "side_failed": self._sender.side_failed,
         }
 
     def __enter__(self) -> Run:

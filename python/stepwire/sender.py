@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 import lz4.block
@@ -57,16 +59,19 @@ class Sender:
         self.rejected = 0      # items in batches the collector refused as invalid
         self.undelivered = 0   # items given up on when finishing timed out
         self.done_sequence = 0  # batches up to here are acknowledged, rejected or given up
+        self.side_failed = 0    # texts, artifacts and run updates the collector refused or that were given up
+        self._side: collections.deque[tuple[str, Callable[[], object]]] = collections.deque()
         self._thread = threading.Thread(target=self._loop, name="stepwire-sender", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         last_beat = time.monotonic()
         while True:
-            batch = self._stream.next_batch(0.2)
+            self._run_side_calls()
+            batch = self._stream.next_batch(0.05 if self._side else 0.2)
             if batch is not None:
                 self._deliver(batch)
-            elif self._stream.exhausted():
+            elif self._stream.exhausted() and not self._side:
                 return
             if time.monotonic() - last_beat > HEARTBEAT_S:
                 last_beat = time.monotonic()
@@ -92,27 +97,49 @@ class Sender:
             self._cv.notify_all()
 
     def _push(self, msg: ingest_pb2.Batch) -> str:
+        return self._call(f"batch {msg.sequence}", lambda: self._stub.Push(msg, timeout=PUSH_TIMEOUT_S))
+
+    def _call(self, what: str, fn: Callable[[], object]) -> str:
+        """Run an RPC until it succeeds, is refused as invalid, or finishing gives up on it."""
         delay = 0.05
         while True:
             try:
-                self._stub.Push(msg, timeout=PUSH_TIMEOUT_S)
+                fn()
                 return "acknowledged"
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else None
-                if code == grpc.StatusCode.INVALID_ARGUMENT:
-                    log.error("collector rejected batch %d: %s", msg.sequence, exc)
+                if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                    log.error("collector refused %s: %s", what, exc.details() if isinstance(exc, grpc.Call) else exc)
                     return "rejected"
                 if self._abandon.is_set():
                     return "undelivered"
                 if delay == 0.05:
-                    log.warning("push of batch %d failed (%s); retrying", msg.sequence, code)
+                    log.warning("%s failed (%s); retrying", what, code)
                 self._abandon.wait(delay * (0.5 + random.random()))
                 delay = min(delay * 2, MAX_BACKOFF_S)
+            except Exception as exc:  # e.g. an artifact file that vanished: report it, never kill the thread
+                log.error("%s failed: %s", what, exc)
+                return "rejected"
+
+    def submit(self, what: str, fn: Callable[[], object]) -> None:
+        """Run RPC ``fn`` on the sender thread (retried like a batch); ``what`` names it in messages."""
+        with self._cv:
+            self._side.append((what, fn))
+
+    def _run_side_calls(self) -> None:
+        while self._side:
+            what, fn = self._side[0]
+            outcome = self._call(what, fn)
+            with self._cv:
+                self._side.popleft()
+                if outcome != "acknowledged":
+                    self.side_failed += 1
+                self._cv.notify_all()
 
     def wait(self, sequence: int, timeout: float) -> bool:
-        """Wait until batches up to ``sequence`` are done with; False on timeout."""
+        """Wait until batches up to ``sequence`` and every submitted call are done with; False on timeout."""
         with self._cv:
-            return self._cv.wait_for(lambda: self.done_sequence >= sequence, timeout=timeout)
+            return self._cv.wait_for(lambda: self.done_sequence >= sequence and not self._side, timeout=timeout)
 
     def abandon(self) -> None:
         """Stop retrying: what is not acknowledged yet is counted as undelivered."""

@@ -16,7 +16,8 @@ import grpc
 import numpy as np
 
 from stepwire.collector.decode import BatchError, decode_batch
-from stepwire.store.base import RunRecord, Store
+from stepwire.names import check_name
+from stepwire.store.base import RunRecord, Store, TextEntry
 from stepwire.store.duckdb_store import DuckDBStore
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
 
@@ -72,18 +73,18 @@ class Activity:
 def _run_info(r: RunRecord) -> ingest_pb2.RunInfo:
     return ingest_pb2.RunInfo(run_id=r.id, project=r.project, name=r.name, tags=r.tags,
                               config_json=json.dumps(r.config), created=r.created, status=r.status,
-                              finished=r.finished)
+                              finished=r.finished, meta_json=json.dumps(r.meta))
 
 
-def _config(raw: str, context: grpc.ServicerContext) -> dict[str, Any]:
+def _json_object(raw: str, context: grpc.ServicerContext, what: str = "config_json") -> dict[str, Any]:
     if not raw:
         return {}
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"config_json is not JSON: {exc}")
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is not JSON: {exc}")
     if not isinstance(value, dict):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config_json must be a JSON object")
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} must be a JSON object")
     return value
 
 
@@ -99,15 +100,17 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
         if not request.run_id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "run_id is required")
         run = RunRecord(id=request.run_id, project=request.project or "default", name=request.name or request.run_id,
-                        tags=list(request.tags), config=_config(request.config_json, context),
-                        created=request.created or time.time(), status=request.status or "running")
+                        tags=list(request.tags), config=_json_object(request.config_json, context),
+                        created=request.created or time.time(), status=request.status or "running",
+                        meta=_json_object(request.meta_json, context, "meta_json"))
         return _run_info(self.store.open_run(run))
 
     def UpdateRun(self, request: ingest_pb2.RunUpdate, context: grpc.ServicerContext) -> ingest_pb2.Empty:
         self.activity.touch()
         try:
-            self.store.update_run(request.run_id, _config(request.config_json, context), request.status or None,
-                                  request.finished or None)
+            self.store.update_run(request.run_id, _json_object(request.config_json, context),
+                                  request.status or None, request.finished or None, request.replace_config,
+                                  _json_object(request.meta_json, context, "meta_json"))
         except KeyError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return ingest_pb2.Empty()
@@ -126,6 +129,48 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
             self.activity.release(request.client_id)
         else:
             self.activity.touch(request.client_id)
+        return ingest_pb2.Empty()
+
+    def LogText(self, request: ingest_pb2.TextRecord, context: grpc.ServicerContext) -> ingest_pb2.Empty:
+        self.activity.touch()
+        try:
+            self.store.add_text(request.run_id, TextEntry(check_name(request.name), request.step, request.rank,
+                                                          request.wall_time, request.text))
+        except (TypeError, ValueError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except KeyError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return ingest_pb2.Empty()
+
+    def PutArtifact(self, request_iterator: Iterator[ingest_pb2.ArtifactChunk], context: grpc.ServicerContext
+                    ) -> ingest_pb2.ArtifactInfo:
+        self.activity.touch()
+        first = next(request_iterator, None)
+        if first is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an artifact upload needs at least one chunk")
+
+        def pieces() -> Iterator[bytes]:
+            yield first.data
+            for chunk in request_iterator:
+                self.activity.touch()
+                yield chunk.data
+
+        try:
+            e = self.store.put_artifact(first.run_id, first.name, first.step, first.rank, first.wall_time,
+                                        pieces())
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except KeyError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return ingest_pb2.ArtifactInfo(name=e.name, size=e.size, step=e.step, wall_time=e.wall_time,
+                                       sha256=e.sha256, rank=e.rank)
+
+    def DeleteArtifact(self, request: ingest_pb2.ArtifactRef, context: grpc.ServicerContext) -> ingest_pb2.Empty:
+        self.activity.touch()
+        try:
+            self.store.delete_artifact(request.run_id, request.name)
+        except KeyError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return ingest_pb2.Empty()
 
 
@@ -173,6 +218,31 @@ class QueryService(query_pb2_grpc.QueryServicer):
             query_pb2.SummaryEntry(name=e.name, last=e.last, min=e.min, max=e.max, count=e.count,
                                    last_step=e.last_step)
             for e in self.store.summary(request.run_id)])
+
+
+    def Texts(self, request: query_pb2.TextRequest, context: grpc.ServicerContext) -> query_pb2.TextList:
+        self.activity.touch()
+        return query_pb2.TextList(texts=[
+            ingest_pb2.TextRecord(run_id=request.run_id, rank=t.rank, name=t.name, step=t.step,
+                                  wall_time=t.wall_time, text=t.text)
+            for t in self.store.texts(request.run_id, request.name or None)])
+
+    def ListArtifacts(self, request: query_pb2.RunRef, context: grpc.ServicerContext) -> query_pb2.ArtifactList:
+        self.activity.touch()
+        return query_pb2.ArtifactList(artifacts=[
+            ingest_pb2.ArtifactInfo(name=a.name, size=a.size, step=a.step, wall_time=a.wall_time, sha256=a.sha256,
+                                    rank=a.rank)
+            for a in self.store.artifacts(request.run_id)])
+
+    def GetArtifact(self, request: ingest_pb2.ArtifactRef, context: grpc.ServicerContext
+                    ) -> Iterator[ingest_pb2.ArtifactChunk]:
+        self.activity.touch()
+        try:
+            pieces = self.store.read_artifact(request.run_id, request.name)
+        except KeyError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        for data in pieces:
+            yield ingest_pb2.ArtifactChunk(run_id=request.run_id, name=request.name, data=data)
 
 
 class Collector:

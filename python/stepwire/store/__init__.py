@@ -1,5 +1,15 @@
 """Stores behind the collector: the interface and the embedded DuckDB default."""
 
-from stepwire.store.base import Reader, RunRecord, ScalarPoints, SeriesRecord, Store, SummaryEntry
+from stepwire.store.base import (
+    ArtifactEntry,
+    Reader,
+    RunRecord,
+    ScalarPoints,
+    SeriesRecord,
+    Store,
+    SummaryEntry,
+    TextEntry,
+)
 
-__all__ = ["Reader", "RunRecord", "ScalarPoints", "SeriesRecord", "Store", "SummaryEntry"]
+__all__ = ["ArtifactEntry", "Reader", "RunRecord", "ScalarPoints", "SeriesRecord", "Store", "SummaryEntry",
+           "TextEntry"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ class RunRecord:
     created: float = 0.0
     status: str = "running"
     finished: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,6 +78,29 @@ class SummaryEntry:
     last_step: int
 
 
+@dataclass
+class TextEntry:
+    """A text logged under ``name`` at ``step`` by ``rank``."""
+
+    name: str
+    step: int
+    rank: int
+    wall_time: float
+    text: str
+
+
+@dataclass
+class ArtifactEntry:
+    """A stored file: ``size`` in bytes, logged at ``step`` by ``rank``."""
+
+    name: str
+    size: int
+    step: int
+    rank: int
+    wall_time: float
+    sha256: str
+
+
 class Reader(Protocol):
     """Read side of a store: local (DuckDB file) or remote (Query service)."""
 
@@ -100,6 +124,18 @@ class Reader(Protocol):
         """Last/min/max of every scalar series."""
         ...
 
+    def texts(self, run_id: str, name: str | None = None) -> list[TextEntry]:
+        """Texts of a run (of ``name`` only, if given), by step."""
+        ...
+
+    def artifacts(self, run_id: str) -> list[ArtifactEntry]:
+        """Files stored for a run, by name."""
+        ...
+
+    def read_artifact(self, run_id: str, name: str) -> Iterator[bytes]:
+        """The content of one artifact, in pieces (``KeyError`` if there is none)."""
+        ...
+
 
 class Store(ABC):
     """A writable store. Implementations serialise writes themselves; every method is thread-safe."""
@@ -110,8 +146,9 @@ class Store(ABC):
 
     @abstractmethod
     def update_run(self, run_id: str, config: dict[str, Any] | None = None, status: str | None = None,
-                   finished: float | None = None) -> None:
-        """Merge ``config`` into the stored config and set status/finished when given."""
+                   finished: float | None = None, replace_config: bool = False,
+                   meta: dict[str, Any] | None = None) -> None:
+        """Merge ``config`` (or replace it) and ``meta`` into the run; set status/finished when given."""
 
     @abstractmethod
     def append(self, batch: DecodedBatch) -> bool:
@@ -136,6 +173,31 @@ class Store(ABC):
     @abstractmethod
     def summary(self, run_id: str) -> list[SummaryEntry]:
         """Last/min/max of every scalar series."""
+
+    @abstractmethod
+    def add_text(self, run_id: str, entry: TextEntry) -> None:
+        """Store one text."""
+
+    @abstractmethod
+    def put_artifact(self, run_id: str, name: str, step: int, rank: int, wall_time: float,
+                     chunks: Iterable[bytes]) -> ArtifactEntry:
+        """Store a file under ``name`` (replacing one of that name) from its pieces."""
+
+    @abstractmethod
+    def delete_artifact(self, run_id: str, name: str) -> None:
+        """Remove an artifact (``KeyError`` if there is none)."""
+
+    @abstractmethod
+    def texts(self, run_id: str, name: str | None = None) -> list[TextEntry]:
+        """Texts of a run (of ``name`` only, if given), by step."""
+
+    @abstractmethod
+    def artifacts(self, run_id: str) -> list[ArtifactEntry]:
+        """Files stored for a run, by name."""
+
+    @abstractmethod
+    def read_artifact(self, run_id: str, name: str) -> Iterator[bytes]:
+        """The content of one artifact, in pieces (``KeyError`` if there is none)."""
 
     @abstractmethod
     def close(self) -> None:

@@ -6,10 +6,13 @@ and min/max/last, which inserts several times faster than one row per point and 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import threading
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,15 @@ import numpy as np
 from stepwire import _core
 from stepwire.collector.decode import BatchError, DecodedBatch
 from stepwire.histogram import Histogram
-from stepwire.store.base import RunRecord, ScalarPoints, SeriesRecord, Store, SummaryEntry
+from stepwire.store.base import (
+    ArtifactEntry,
+    RunRecord,
+    ScalarPoints,
+    SeriesRecord,
+    Store,
+    SummaryEntry,
+    TextEntry,
+)
 
 STORE_FILE = "stepwire.duckdb"
 CHECKPOINT_THRESHOLD = "512MB"
@@ -28,7 +39,12 @@ MEMORY_LIMIT = "1GB"  # DuckDB's own default is 80% of RAM: a collector shares t
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, project VARCHAR, name VARCHAR, tags VARCHAR, config VARCHAR,
-    created DOUBLE, status VARCHAR, finished DOUBLE);
+    created DOUBLE, status VARCHAR, finished DOUBLE, meta VARCHAR);
+CREATE TABLE IF NOT EXISTS texts (
+    run_id VARCHAR, rank INTEGER, name VARCHAR, step BIGINT, wall_time DOUBLE, text VARCHAR);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id VARCHAR, name VARCHAR, rank INTEGER, step BIGINT, wall_time DOUBLE, size UBIGINT, sha256 VARCHAR,
+    PRIMARY KEY (run_id, name));
 CREATE TABLE IF NOT EXISTS streams (stream_id VARCHAR PRIMARY KEY, run_id VARCHAR, rank INTEGER);
 CREATE TABLE IF NOT EXISTS series (
     stream_id VARCHAR, series_id UINTEGER, name VARCHAR, kind TINYINT, PRIMARY KEY (stream_id, series_id));
@@ -87,23 +103,28 @@ class DuckDBStore(Store):
             row = self._con.execute("SELECT run_id FROM runs WHERE run_id = ?", [run.id]).fetchone()
             if row is None:
                 self._con.execute(
-                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [run.id, run.project, run.name, json.dumps(run.tags), json.dumps(run.config), run.created,
-                     run.status, run.finished])
+                     run.status, run.finished, json.dumps(run.meta)])
             else:
                 self._con.execute("UPDATE runs SET status = ?, finished = 0 WHERE run_id = ?", [run.status, run.id])
             return self._run(run.id)
 
     def update_run(self, run_id: str, config: dict[str, Any] | None = None, status: str | None = None,
-                   finished: float | None = None) -> None:
+                   finished: float | None = None, replace_config: bool = False,
+                   meta: dict[str, Any] | None = None) -> None:
         with self._lock:
             current = self._run(run_id)
-            if config:
+            if replace_config:
+                current.config = dict(config or {})
+            elif config:
                 current.config.update(config)
+            if meta:
+                current.meta.update(meta)
             self._con.execute(
-                "UPDATE runs SET config = ?, status = ?, finished = ? WHERE run_id = ?",
+                "UPDATE runs SET config = ?, status = ?, finished = ?, meta = ? WHERE run_id = ?",
                 [json.dumps(current.config), status or current.status,
-                 current.finished if finished is None else finished, run_id])
+                 current.finished if finished is None else finished, json.dumps(current.meta), run_id])
 
     def append(self, batch: DecodedBatch) -> bool:
         with self._lock:
@@ -153,7 +174,7 @@ class DuckDBStore(Store):
             if row is None:
                 if self._con.execute("SELECT 1 FROM runs WHERE run_id = ?", [batch.run_id]).fetchone() is None:
                     # a batch can outlive its OpenRun (replayed later): keep the data under a placeholder run
-                    self._con.execute("INSERT INTO runs VALUES (?, 'default', ?, '[]', '{}', ?, 'running', 0)",
+                    self._con.execute("INSERT INTO runs VALUES (?, 'default', ?, '[]', '{}', ?, 'running', 0, '{}')",
                                       [batch.run_id, batch.run_id, time.time()])
                 self._con.execute("INSERT INTO streams VALUES (?, ?, ?)",
                                   [batch.stream_id, batch.run_id, batch.rank])
@@ -266,7 +287,7 @@ class DuckDBStore(Store):
     @staticmethod
     def _run_record(r: tuple[Any, ...]) -> RunRecord:
         return RunRecord(id=r[0], project=r[1], name=r[2], tags=json.loads(r[3]), config=json.loads(r[4]),
-                         created=r[5], status=r[6], finished=r[7])
+                         created=r[5], status=r[6], finished=r[7], meta=json.loads(r[8] or "{}"))
 
     def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -329,6 +350,82 @@ class DuckDBStore(Store):
         return [SummaryEntry(r[0], _nan_if_none(r[1]), _nan_if_none(r[2]), _nan_if_none(r[3]), int(r[4]), int(r[5]))
                 for r in rows]
 
+    # -- texts and artifacts -------------------------------------------------------------------------------
+    def add_text(self, run_id: str, entry: TextEntry) -> None:
+        with self._lock:
+            self._run(run_id)
+            self._con.execute("INSERT INTO texts VALUES (?, ?, ?, ?, ?, ?)",
+                              [run_id, entry.rank, entry.name, entry.step, entry.wall_time, entry.text])
+
+    def texts(self, run_id: str, name: str | None = None) -> list[TextEntry]:
+        where, params = (" AND name = ?", [name]) if name else ("", [])
+        rows = self._query(f"SELECT name, step, rank, wall_time, text FROM texts WHERE run_id = ?{where} "
+                           "ORDER BY step, rank, wall_time", [run_id, *params])
+        return [TextEntry(*r) for r in rows]
+
+    def _artifact_path(self, run_id: str, name: str) -> Path:
+        return self.path.parent / "artifacts" / run_id / check_artifact_name(name)
+
+    def put_artifact(self, run_id: str, name: str, step: int, rank: int, wall_time: float,
+                     chunks: Iterable[bytes]) -> ArtifactEntry:
+        self._run(run_id)
+        path = self._artifact_path(run_id, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        entry = ArtifactEntry(name, size, step, rank, wall_time, digest.hexdigest())
+        with self._lock:
+            self._con.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              [run_id, name, rank, step, wall_time, size, entry.sha256])
+        return entry
+
+    def delete_artifact(self, run_id: str, name: str) -> None:
+        with self._lock:
+            if not self._query("SELECT 1 FROM artifacts WHERE run_id = ? AND name = ?", [run_id, name]):
+                raise KeyError(f"run {run_id} has no artifact {name!r}")
+            self._con.execute("DELETE FROM artifacts WHERE run_id = ? AND name = ?", [run_id, name])
+            self._artifact_path(run_id, name).unlink(missing_ok=True)
+
+    def artifacts(self, run_id: str) -> list[ArtifactEntry]:
+        rows = self._query("SELECT name, size, step, rank, wall_time, sha256 FROM artifacts WHERE run_id = ? "
+                           "ORDER BY name", [run_id])
+        return [ArtifactEntry(*r) for r in rows]
+
+    def read_artifact(self, run_id: str, name: str) -> Iterator[bytes]:
+        if not self._query("SELECT 1 FROM artifacts WHERE run_id = ? AND name = ?", [run_id, name]):
+            raise KeyError(f"run {run_id} has no artifact {name!r}")
+        return read_file_chunks(self._artifact_path(run_id, name))
+
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+ARTIFACT_CHUNK_BYTES = 1 << 20
+
+
+def read_file_chunks(path: Path) -> Iterator[bytes]:
+    """The content of ``path`` in pieces of ARTIFACT_CHUNK_BYTES."""
+    with open(path, "rb") as f:
+        while chunk := f.read(ARTIFACT_CHUNK_BYTES):
+            yield chunk
+
+
+def check_artifact_name(name: str) -> str:
+    """Return ``name`` if it is a safe relative path for an artifact, else raise ``ValueError``."""
+    if (not name or len(name.encode()) > 256 or name.startswith("/") or ".." in name.split("/")
+            or not all(c.isalnum() or c in "._-/" for c in name) or name.endswith("/")):
+        raise ValueError(f"artifact name {name!r} must be a relative path of letters, digits and '._-/'")
+    return name
