@@ -75,6 +75,7 @@ public:
         h.pos_inf = pos_inf_;
         h.neg_inf = neg_inf_;
         h.sum = sum_;
+        h.sumsq = sumsq_;
         const bool any_finite = min_ <= max_;
         h.min = any_finite ? min_ : std::numeric_limits<double>::quiet_NaN();
         h.max = any_finite ? max_ : std::numeric_limits<double>::quiet_NaN();
@@ -120,6 +121,7 @@ private:
                 ++overflow_[idx];  // finite doubles beyond float32's range keep their own buckets
             }
             sum_ += x;
+            sumsq_ += x * x;
             min_ = std::min(min_, x);
             max_ = std::max(max_, x);
         }
@@ -128,23 +130,28 @@ private:
     // Sum, min and max of a block of finite doubles, in 8 independent lanes.
     void stats_f64(const double* x, std::size_t m) {
         constexpr std::size_t W = 8;
-        double acc[W] = {}, lo[W], hi[W];
+        double acc[W] = {}, acc2[W] = {}, lo[W], hi[W];
         std::fill(lo, lo + W, std::numeric_limits<double>::infinity());
         std::fill(hi, hi + W, -std::numeric_limits<double>::infinity());
         std::size_t i = 0;
         for (; i + W <= m; i += W) {
             for (std::size_t j = 0; j < W; ++j) {
                 acc[j] += x[i + j];
+                acc2[j] += x[i + j] * x[i + j];
                 lo[j] = x[i + j] < lo[j] ? x[i + j] : lo[j];
                 hi[j] = x[i + j] > hi[j] ? x[i + j] : hi[j];
             }
         }
         for (; i < m; ++i) {
             acc[0] += x[i];
+            acc2[0] += x[i] * x[i];
             lo[0] = std::min(lo[0], x[i]);
             hi[0] = std::max(hi[0], x[i]);
         }
-        for (std::size_t j = 0; j < W; ++j) sum_ += acc[j];
+        for (std::size_t j = 0; j < W; ++j) {
+            sum_ += acc[j];
+            sumsq_ += acc2[j];
+        }
         min_ = std::min(min_, *std::min_element(lo, lo + W));
         max_ = std::max(max_, *std::max_element(hi, hi + W));
     }
@@ -156,30 +163,35 @@ private:
         constexpr std::size_t W = 16;
         constexpr std::size_t kRun = 64 * W;
         const auto* x = reinterpret_cast<const float*>(bits);
-        double sum = 0.0;
+        double sum = 0.0, sumsq = 0.0;
         float lo[W], hi[W];
         std::uint32_t non_finite[W] = {};
         std::fill(lo, lo + W, std::numeric_limits<float>::infinity());
         std::fill(hi, hi + W, -std::numeric_limits<float>::infinity());
         std::size_t i = 0;
         while (i + W <= m) {
-            float acc[W] = {};
+            float acc[W] = {}, acc2[W] = {};
             const std::size_t end = std::min(m - m % W, i + kRun);
             for (; i < end; i += W) {
                 for (std::size_t j = 0; j < W; ++j) {
                     const float f = x[i + j];
                     acc[j] += f;
+                    acc2[j] += f * f;
                     lo[j] = f < lo[j] ? f : lo[j];
                     hi[j] = f > hi[j] ? f : hi[j];
                     non_finite[j] += (bits[i + j] & 0x7fffffffu) >= 0x7f800000u ? 1u : 0u;
                 }
             }
-            for (std::size_t j = 0; j < W; ++j) sum += acc[j];
+            for (std::size_t j = 0; j < W; ++j) {
+                sum += acc[j];
+                sumsq += acc2[j];
+            }
         }
         std::uint32_t specials = 0;
         for (; i < m; ++i) {
             specials += (bits[i] & 0x7fffffffu) >= 0x7f800000u ? 1u : 0u;
             sum += x[i];
+            sumsq += static_cast<double>(x[i]) * x[i];
             lo[0] = std::min(lo[0], x[i]);
             hi[0] = std::max(hi[0], x[i]);
         }
@@ -189,6 +201,7 @@ private:
             return;
         }
         sum_ += sum;
+        sumsq_ += sumsq;
         min_ = std::min(min_, static_cast<double>(*std::min_element(lo, lo + W)));
         max_ = std::max(max_, static_cast<double>(*std::max_element(hi, hi + W)));
     }
@@ -201,6 +214,7 @@ private:
                 continue;
             }
             sum_ += x[i];
+            sumsq_ += static_cast<double>(x[i]) * x[i];
             min_ = std::min(min_, static_cast<double>(x[i]));
             max_ = std::max(max_, static_cast<double>(x[i]));
         }
@@ -239,6 +253,7 @@ private:
     std::size_t pending_ = 0;
     std::int64_t count_ = 0, nan_ = 0, pos_inf_ = 0, neg_inf_ = 0;
     double sum_ = 0.0;
+    double sumsq_ = 0.0;
     double min_ = std::numeric_limits<double>::infinity();
     double max_ = -std::numeric_limits<double>::infinity();
 };

@@ -14,6 +14,7 @@ struct Histogram {
     std::vector<std::int64_t> counts;
     std::int64_t count = 0;
     double sum = 0.0;
+    double sumsq = 0.0;  // sum of squares of the finite values (for norms); not part of the wire format
     double min = 0.0;  // NaN when there is no finite value
     double max = 0.0;
     std::int64_t nan = 0;

@@ -40,7 +40,7 @@ bool push(Stream& stream, const Record& r) {
 }
 
 // Resolves the step argument: None -> the auto counter. Returns false with an exception set.
-bool resolve_step(ProducerObject* self, PyObject* step, long long* out) {
+bool resolve_step(ProducerObject* self, PyObject* step, long long* out, bool advance = true) {
     long long s;
     if (step == nullptr || step == Py_None) {
         s = self->next_step;
@@ -63,7 +63,7 @@ bool resolve_step(ProducerObject* self, PyObject* step, long long* out) {
         }
     }
     *out = s;
-    if (s >= self->next_step) self->next_step = s + 1;
+    if (advance && s >= self->next_step) self->next_step = s + 1;
     return true;
 }
 
@@ -184,6 +184,34 @@ PyObject* producer_log(PyObject* op, PyObject* const* args, Py_ssize_t nargs, Py
     Py_RETURN_NONE;
 }
 
+// Logs a dict of already-interned names to plain floats at an explicit step, leaving the counter alone
+// (for statistics logged at "the current step" from hooks and background threads).
+PyObject* producer_log_at(PyObject* op, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+    auto* self = reinterpret_cast<ProducerObject*>(op);
+    static const char* const names[] = {"data", "step"};
+    PyObject* a[2];
+    if (!ready(self) || !parse("_log_at", args, nargs, kwnames, names, 2, 2, a)) return nullptr;
+    if (!PyDict_CheckExact(a[0])) {
+        PyErr_SetString(PyExc_TypeError, "_log_at takes a dict");
+        return nullptr;
+    }
+    long long step;
+    if (!resolve_step(self, a[1], &step, false)) return nullptr;
+    const double wall = wall_clock_now();
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(a[0], &pos, &key, &value)) {
+        std::uint32_t id;
+        double v;
+        if (!lookup_id(self, key, &id) || !fast_value(value, &v)) {
+            PyErr_Format(PyExc_KeyError, "_log_at: %R is not an interned scalar name with a float value", key);
+            return nullptr;
+        }
+        if (!push(**self->stream, Record{id, 0, step, v, wall})) return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
 PyObject* producer_take_step(PyObject* op, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
     auto* self = reinterpret_cast<ProducerObject*>(op);
     static const char* const names[] = {"step"};
@@ -249,6 +277,8 @@ PyMethodDef producer_methods[] = {
      "log_scalar(name, value, step=None)\n--\n\nLogs one scalar point; step defaults to the auto counter."},
     {"log", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(producer_log)), METH_FASTCALL | METH_KEYWORDS,
      "log(data, step=None)\n--\n\nLogs every entry of data at one step; step defaults to the auto counter."},
+    {"_log_at", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(producer_log_at)),
+     METH_FASTCALL | METH_KEYWORDS, "Logs interned names at an explicit step without moving the step counter."},
     {"_take_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(producer_take_step)),
      METH_FASTCALL | METH_KEYWORDS, "Resolves a step argument the way log() does and advances the counter."},
     {nullptr, nullptr, 0, nullptr},

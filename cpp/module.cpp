@@ -66,6 +66,7 @@ py::dict histogram_dict(const Histogram& h) {
     d["counts"] = array(h.counts);
     d["count"] = h.count;
     d["sum"] = h.sum;
+    d["sumsq"] = h.sumsq;
     d["min"] = h.min;
     d["max"] = h.max;
     d["nan"] = h.nan;
@@ -155,13 +156,51 @@ PYBIND11_MODULE(_core, m) {
             py::arg("name"), py::arg("kind"))
         .def(
             "push_histogram",
-            [](Stream& s, std::uint32_t series, std::int64_t step, const py::buffer& values, int k, bool bfloat16) {
+            [](Stream& s, std::uint32_t series, std::int64_t step, const py::buffer& values, int k,
+               bool bfloat16) -> py::object {
                 Histogram h = bin_buffer(values, k, bfloat16);
-                py::gil_scoped_release release;
-                return s.push_histogram(HistogramRecord{series, step, wall_clock_now(), std::move(h)});
+                py::dict stats;  // summary statistics, so callers need no second pass for norms or means
+                stats["count"] = h.count;
+                stats["sum"] = h.sum;
+                stats["sumsq"] = h.sumsq;
+                stats["min"] = h.min;
+                stats["max"] = h.max;
+                stats["nan"] = h.nan;
+                stats["pos_inf"] = h.pos_inf;
+                stats["neg_inf"] = h.neg_inf;
+                bool accepted;
+                {
+                    py::gil_scoped_release release;
+                    accepted = s.push_histogram(HistogramRecord{series, step, wall_clock_now(), std::move(h)});
+                }
+                return accepted ? py::object(stats) : py::object(py::none());
             },
             py::arg("series"), py::arg("step"), py::arg("values"), py::arg("k") = kDefaultMantissaBits,
             py::arg("bfloat16") = false)
+        .def(
+            "push_binned",
+            [](Stream& s, std::uint32_t series, std::int64_t step, int k, const py::array_t<std::int32_t>& indices,
+               const py::array_t<std::int64_t>& counts, std::int64_t count, double sum, double min, double max,
+               std::int64_t nan, std::int64_t pos_inf, std::int64_t neg_inf) {
+                if (indices.size() != counts.size()) throw py::value_error("indices and counts differ in length");
+                if (k < 0 || k > kMaxMantissaBits) throw py::value_error("k must be between 0 and 10");
+                Histogram h;
+                h.k = k;
+                h.indices.assign(indices.data(), indices.data() + indices.size());
+                h.counts.assign(counts.data(), counts.data() + counts.size());
+                h.count = count;
+                h.sum = sum;
+                h.min = min;
+                h.max = max;
+                h.nan = nan;
+                h.pos_inf = pos_inf;
+                h.neg_inf = neg_inf;
+                py::gil_scoped_release release;
+                return s.push_histogram(HistogramRecord{series, step, wall_clock_now(), std::move(h)});
+            },
+            py::arg("series"), py::arg("step"), py::arg("k"), py::arg("indices"), py::arg("counts"), py::arg("count"),
+            py::arg("sum"), py::arg("min"), py::arg("max"), py::arg("nan"), py::arg("pos_inf"), py::arg("neg_inf"),
+            "Queues a histogram binned elsewhere (e.g. on a GPU) in the same scheme.")
         .def("next_batch", &Stream::next_batch, py::arg("timeout"), py::call_guard<py::gil_scoped_release>())
         .def("flush", &Stream::flush, py::arg("timeout") = 1e9, py::call_guard<py::gil_scoped_release>())
         .def("close", &Stream::close, py::call_guard<py::gil_scoped_release>())

@@ -33,5 +33,6 @@ def nasty_values(rng: np.random.Generator, n: int, dtype: type) -> np.ndarray:
     x = (rng.standard_normal(n) * rng.choice([1e-3, 1.0, 1e3], n)).astype(dtype)
     specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, info.smallest_subnormal, -info.smallest_subnormal,
                          info.smallest_normal, info.max, -info.max, info.tiny / 3], dtype=dtype)
-    x[rng.choice(n, 200, replace=False)] = rng.choice(specials, 200)
+    m = min(200, n // 2)
+    x[rng.choice(n, m, replace=False)] = rng.choice(specials, m)
     return x

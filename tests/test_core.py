@@ -145,14 +145,15 @@ def test_closed_stream_refuses_points() -> None:
     stream.close()
     with pytest.raises(RuntimeError, match="finished"):
         p.log_scalar("x", 1.0)
-    assert stream.push_histogram(0, 0, np.ones(3, np.float32)) is False
+    assert stream.push_histogram(0, 0, np.ones(3, np.float32)) is None
 
 
 def test_histogram_records_travel_in_batches() -> None:
     stream = _core.Stream()
     sid = stream.define("h", _core.KIND_HISTOGRAM)
     values = np.array([1.0, -1.0, 0.0, np.nan, np.inf], np.float32)
-    assert stream.push_histogram(sid, 7, values, 3)
+    stats = stream.push_histogram(sid, 7, values, 3)
+    assert stats is not None and stats["sumsq"] == 2.0 and stats["count"] == 5
     stream.flush()
     (b,) = drain(stream)
     c = b.histogram_columns()

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -28,6 +28,11 @@ from stepwire.histogram import DEFAULT_K
 from stepwire.names import check_name
 from stepwire.sender import Sender
 from stepwire.store.duckdb_store import ARTIFACT_CHUNK_BYTES, check_artifact_name
+from stepwire.tensors import cpu_view, is_tensor
+
+if TYPE_CHECKING:
+    import torch
+    from stepwire.torch.watch import DeviceWaiter, WatchHandle
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger("stepwire")
@@ -38,6 +43,10 @@ _HIST_DTYPES = (np.float16, np.float32, np.float64)
 
 def _to_float(key: str, value: object) -> float:
     """A number as float, or TypeError naming ``key``."""
+    if is_tensor(value) and value.numel() == 1 and value.device.type == "cpu":
+        if value.is_complex():
+            raise TypeError(f"value for {key!r} must be real, got a complex tensor")
+        return float(value)
     if isinstance(value, (numbers.Real, np.bool_)) or (isinstance(value, np.ndarray) and value.ndim == 0
                                                         and value.dtype.kind in "biuf"):
         return float(value)
@@ -46,6 +55,8 @@ def _to_float(key: str, value: object) -> float:
 
 def _float_array(key: str, values: object) -> npt.NDArray[Any]:
     """A contiguous float16/32/64 array for binning, or TypeError naming ``key``."""
+    if is_tensor(values):
+        return cpu_view(key, values)[0]
     try:
         arr = np.ascontiguousarray(values)
     except (TypeError, ValueError) as exc:
@@ -93,6 +104,8 @@ class Run(_core.Producer):
         self._finish_timeout = finish_timeout
         self._kinds: dict[str, int] = {}
         self._hist_ids: dict[str, int] = {}
+        self._waiter: DeviceWaiter | None = None
+        self._drop = policy == "drop"
         self._finished = False
         self._stream_id = uuid.uuid4().hex
         self._t0 = time.time()
@@ -159,32 +172,50 @@ class Run(_core.Producer):
         if not isinstance(data, Mapping):
             raise TypeError(f"log() takes a dict of name -> value, got {type(data).__name__}")
         scalars: dict[str, float] = {}
-        hists: list[tuple[str, npt.NDArray[Any]]] = []
+        hists: list[tuple[str, npt.NDArray[Any], bool]] = []
+        device_scalars: dict[str, torch.Tensor] = {}
+        device_hists: dict[str, torch.Tensor] = {}
         for key, value in _flatten(data).items():
             name = check_name(key)
-            if isinstance(value, np.ndarray) and value.ndim > 0:
-                hists.append((name, _float_array(name, value)))
+            if is_tensor(value) and value.device.type != "cpu":
+                if value.is_complex():
+                    raise TypeError(f"value for {name!r} must be a real tensor, got {value.dtype}")
+                (device_scalars if value.ndim == 0 else device_hists)[name] = value
+            elif is_tensor(value) and value.ndim > 0:
+                hists.append((name, *cpu_view(name, value)))
+            elif isinstance(value, np.ndarray) and value.ndim > 0:
+                hists.append((name, _float_array(name, value), False))
             else:
                 scalars[name] = _to_float(name, value)
-        for name in scalars:
+        for name in [*scalars, *device_scalars]:
             self._define(name, _core.KIND_SCALAR)
-        hist_ids = [(self._define(name, _core.KIND_HISTOGRAM), arr) for name, arr in hists]
+        hist_ids = [(self._define(name, _core.KIND_HISTOGRAM), arr, bf16) for name, arr, bf16 in hists]
+        for name in device_hists:
+            self._define(name, _core.KIND_HISTOGRAM)
         resolved = self._take_step(step)  # type: ignore[arg-type]
         super().log(scalars, resolved)
-        for sid, arr in hist_ids:
-            self._stream.push_histogram(sid, resolved, arr, self._k)
+        for sid, arr, bf16 in hist_ids:
+            self._stream.push_histogram(sid, resolved, arr, self._k, bf16)
+        if device_scalars or device_hists:
+            from stepwire.torch.watch import log_device_values
+
+            log_device_values(self, device_scalars, device_hists, resolved)
 
     # -- public API ---------------------------------------------------------------------------------------
-    def log_histogram(self, name: str, values: npt.ArrayLike, step: int | None = None) -> None:
-        """Log the histogram of ``values`` (array or sequence of numbers) under ``name``.
+    def log_histogram(self, name: str, values: npt.ArrayLike | torch.Tensor, step: int | None = None) -> None:
+        """Log the histogram of ``values`` (array, sequence of numbers, or torch tensor on any device).
 
-        Values are binned right away in the fixed log-linear scheme (GIL released), so later changes to the
-        array do not affect what is logged. NaN and infinities are counted, never dropped.
+        CPU values are binned right away in the fixed log-linear scheme (GIL released, tensors zero-copy), so
+        later changes do not affect what is logged; GPU tensors are binned on the device without a
+        synchronisation and logged once the results reach the host. NaN and infinities are counted.
         """
         self._check_open()
+        if is_tensor(values) and values.device.type != "cpu":
+            self._log_slow({name: values}, step)
+            return
         sid = self._define(name, _core.KIND_HISTOGRAM)
-        arr = _float_array(name, values)
-        self._stream.push_histogram(sid, self._take_step(step), arr, self._k)
+        arr, bf16 = cpu_view(name, values) if is_tensor(values) else (_float_array(name, values), False)
+        self._stream.push_histogram(sid, self._take_step(step), arr, self._k, bf16)
 
     def log_params(self, params: Mapping[str, Any], replace: bool = False) -> None:
         """Merge ``params`` into the run's config (or replace it); values that are not JSON become strings.
@@ -253,10 +284,41 @@ class Run(_core.Producer):
         ref = ingest_pb2.ArtifactRef(run_id=self.id, name=check_artifact_name(name))
         self._sender.submit(f"deletion of artifact {name!r}", lambda: self._ingest.DeleteArtifact(ref, timeout=30.0))
 
+    def watch(self, model: torch.nn.Module, log: str = "gradients", every: int = 1) -> WatchHandle:
+        """Log every parameter's histogram and norm/min/max/mean/non-finite count every ``every`` iterations
+        (``log``: "gradients", "parameters" or "all"), at the run's current step; returns a handle to stop."""
+        from stepwire.torch.watch import watch
+
+        self._check_open()
+        return watch(self, model, log, every)
+
+    def log_model_stats(self, model: torch.nn.Module, step: int | None = None, log: str = "gradients") -> None:
+        """Log what ``watch`` logs, once, at ``step`` (default: the run's current step, not advancing it)."""
+        from stepwire.torch.watch import log_model_stats
+
+        self._check_open()
+        log_model_stats(self, model, step, log)
+
+    def _log_stats(self, scalars: Mapping[str, float], step: int) -> None:
+        """Log scalars at ``step`` without moving the step counter (statistics logged from hooks)."""
+        values = {check_name(k): float(v) for k, v in scalars.items()}
+        for name in values:
+            self._define(name, _core.KIND_SCALAR)
+        self._log_at(values, step)
+
+    def _device_waiter(self) -> DeviceWaiter:
+        if self._waiter is None:
+            from stepwire.torch.watch import DeviceWaiter
+
+            self._waiter = DeviceWaiter(drop=self._drop)
+        return self._waiter
+
     def flush(self, timeout: float | None = None) -> bool:
         """Seal everything logged so far and wait until the collector acknowledged it; False on timeout."""
         if self._finished:
             return True
+        if self._waiter is not None:
+            self._waiter.join()  # device results still on their way are part of "logged so far"
         deadline = time.monotonic() + (self._finish_timeout if timeout is None else timeout)
         seq = self._stream.flush(max(0.0, deadline - time.monotonic()))
         return seq is not None and self._sender.wait(seq, max(0.0, deadline - time.monotonic()))
@@ -267,6 +329,8 @@ class Run(_core.Producer):
             return
         delivered = self.flush()
         self._finished = True
+        if self._waiter is not None:
+            self._waiter.close()
         if not delivered:
             self._sender.abandon()
         self._stream.close()
@@ -298,6 +362,7 @@ class Run(_core.Producer):
             "rejected": self._sender.rejected,
             "undelivered": self._sender.undelivered,
             "side_failed": self._sender.side_failed,
+            "device_dropped": self._waiter.dropped if self._waiter is not None else 0,
         }
 
     def __enter__(self) -> Run:

@@ -1,0 +1,39 @@
+"""Tensors as the native core reads them: CPU tensors zero-copy, without importing torch eagerly."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import torch
+
+
+def is_tensor(value: object) -> TypeGuard[torch.Tensor]:
+    """True if ``value`` is a torch tensor (False whenever torch was never imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def cpu_view(key: str, tensor: Any) -> tuple[npt.NDArray[Any], bool]:
+    """A numpy view of a CPU tensor for binning, and whether it holds bfloat16 bit patterns.
+
+    Contiguous float16/float32/float64 tensors are shared, not copied; bfloat16 is viewed as uint16 bits.
+    Integer and bool tensors are converted to float64; complex ones raise ``TypeError`` naming ``key``.
+    """
+    import torch
+
+    t = tensor.detach()
+    if t.is_complex():
+        raise TypeError(f"histogram values for {key!r} must be real, got a {t.dtype} tensor")
+    t = t.contiguous()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16), True
+    if t.dtype in (torch.float16, torch.float32, torch.float64):
+        return t.numpy(), False
+    if t.is_floating_point():  # e.g. float8: widen exactly
+        return t.float().numpy(), False
+    return t.double().numpy(), False
