@@ -103,8 +103,10 @@ class ModelStats:
             else:
                 reduction = reduce_tensors([t for _, t in items], self.run._k, self.chunk_elements)
                 names = [n for n, _ in items]
-                self.run._device_waiter().submit(reduction, lambda r, names=names: self._log_reduction(  # type: ignore[misc]
-                    r, names, step, scalars))
+                self.run._device_waiter().submit(reduction, self._done(names, step, scalars))
+
+    def _done(self, names: list[str], step: int, scalars: bool) -> Callable[[DeviceReduction], None]:
+        return lambda r: self._log_reduction(r, names, step, scalars)
 
     def _log_cpu(self, items: Sequence[tuple[str, torch.Tensor]], step: int, scalars: bool) -> None:
         run = self.run

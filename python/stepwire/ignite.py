@@ -1,0 +1,271 @@
+"""PyTorch Ignite integration: ``StepwireLogger`` and its handlers, drop-in peers of Ignite's ClearML/W&B loggers.
+
+Names follow Ignite's ClearML handlers, with stepwire's name being ``title/series``:
+
+| handler | name |
+| --- | --- |
+| OutputHandler | ``tag/key`` (nested keys joined with ``/``) |
+| OptimizerParamsHandler | ``{tag/}{param_name}/{group index}`` |
+| WeightsScalarHandler | ``{tag/}weights_{reduction}/{module}/{rest of the parameter name}`` |
+| GradsScalarHandler | ``{tag/}grads_{reduction}/{module}/{rest}`` |
+| WeightsHistHandler | ``{tag/}weights_{module}/{rest}`` |
+| GradsHistHandler | ``{tag/}grads_{module}/{rest}`` |
+
+Nothing here reads a tensor back to the host: 0-d tensors in outputs and metrics go to ``Run.log`` as they are
+(GPU ones are copied without blocking and logged by a waiter thread), histogram handlers use the fused
+reduction of ``stepwire.torch``, and the default ``torch.norm`` reduction uses ``torch._foreach_norm``.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ignite.engine import Engine, Events
+from ignite.handlers import DiskSaver
+from ignite.handlers.base_logger import (
+    BaseLogger,
+    BaseOptimizerParamsHandler,
+    BaseOutputHandler,
+    BaseWeightsHandler,
+    BaseWeightsScalarHandler,
+)
+
+import stepwire
+import torch
+from stepwire.run import Run
+from stepwire.torch.watch import ModelStats
+
+__all__ = [
+    "GradsHistHandler",
+    "GradsScalarHandler",
+    "OptimizerParamsHandler",
+    "OutputHandler",
+    "StepwireLogger",
+    "StepwireSaver",
+    "WeightsHistHandler",
+    "WeightsScalarHandler",
+]
+
+
+class StepwireLogger(BaseLogger):
+    """An Ignite logger writing to a stepwire run; takes the arguments of ``stepwire.init``.
+
+    Attribute access falls through to the run (``logger.log(...)``, ``logger.id``), as ClearMLLogger does with
+    its ClearML logger. ``close()`` (or leaving ``with logger:``) finishes the run.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.run: Run = stepwire.init(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.run, name)
+
+    def close(self) -> None:
+        """Finish the run (flushes everything logged)."""
+        self.run.finish()
+
+    def _create_output_handler(self, *args: Any, **kwargs: Any) -> OutputHandler:
+        return OutputHandler(*args, **kwargs)
+
+    def _create_opt_params_handler(self, *args: Any, **kwargs: Any) -> OptimizerParamsHandler:
+        return OptimizerParamsHandler(*args, **kwargs)
+
+
+def _check_logger(handler: object, logger: object) -> StepwireLogger:
+    if not isinstance(logger, StepwireLogger):
+        raise RuntimeError(f"Handler {type(handler).__name__} works only with StepwireLogger")
+    return logger
+
+
+def _flatten(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Ignite's flattening (mappings recurse, sequences and 1-d tensors expand by index), keeping 0-d tensors
+    as tensors instead of calling ``.item()`` on them."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name))
+        elif (isinstance(value, tuple) and hasattr(value, "_fields")) or (
+                isinstance(value, Sequence) and not isinstance(value, str)):
+            out.update(_flatten({str(i): v for i, v in enumerate(value)}, name))
+        elif isinstance(value, torch.Tensor) and value.ndim == 1:
+            out.update({f"{name}/{i}": value[i] for i in range(value.shape[0])})
+        elif isinstance(value, numbers.Number) or (isinstance(value, torch.Tensor) and value.ndim == 0):
+            out[name] = value
+        else:
+            warnings.warn(f"Logger output_handler can not log metrics value type {type(value)}", stacklevel=3)
+    return out
+
+
+class OutputHandler(BaseOutputHandler):
+    """Logs metrics, the transformed engine output and state attributes under ``tag``.
+
+    Same arguments as Ignite's ClearML/W&B ``OutputHandler``: ``tag``, ``metric_names`` (a list or "all"),
+    ``output_transform``, ``global_step_transform`` (default: the event's counter) and ``state_attributes``.
+    """
+
+    def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
+        run = _check_logger(self, logger).run
+        collected: dict[str, Any] = {}
+        if self.metric_names is not None:
+            if isinstance(self.metric_names, str) and self.metric_names == "all":
+                collected.update(engine.state.metrics)
+            else:
+                for name in self.metric_names:
+                    if name not in engine.state.metrics:
+                        warnings.warn(f"Provided metric name '{name}' is missing in engine's state metrics: "
+                                      f"{list(engine.state.metrics.keys())}", stacklevel=2)
+                        continue
+                    collected[name] = engine.state.metrics[name]
+        if self.output_transform is not None:
+            output = self.output_transform(engine.state.output)
+            collected.update(output if isinstance(output, dict) else {"output": output})
+        if self.state_attributes is not None:
+            collected.update({name: getattr(engine.state, name, None) for name in self.state_attributes})
+        global_step = self.global_step_transform(engine, event_name)
+        if not isinstance(global_step, int):
+            raise TypeError(f"global_step must be int, got {type(global_step)}. "
+                            "Please check the output of global_step_transform.")
+        values = _flatten(collected, self.tag)
+        if values:
+            run.log(values, step=global_step)
+
+
+class OptimizerParamsHandler(BaseOptimizerParamsHandler):
+    """Logs ``param_name`` (default "lr") of every parameter group as ``{tag/}{param_name}/{group index}``."""
+
+    def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
+        run = _check_logger(self, logger).run
+        global_step = engine.state.get_event_attrib_value(event_name)
+        prefix = f"{self.tag}/" if self.tag else ""
+        run.log({f"{prefix}{self.param_name}/{i}": float(group[self.param_name])
+                 for i, group in enumerate(self.optimizer.param_groups)}, step=global_step)
+
+
+def _split(name: str) -> tuple[str, str]:
+    module, _, rest = name.partition(".")
+    return module, rest
+
+
+class _ScalarHandler(BaseWeightsScalarHandler):
+    kind = ""
+
+    def _tensor(self, p: torch.nn.Parameter) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
+        run = _check_logger(self, logger).run
+        global_step = engine.state.get_event_attrib_value(event_name)
+        prefix = f"{self.tag}/" if self.tag else ""
+        names, tensors = [], []
+        for name, p in self.weights:
+            t = self._tensor(p)
+            if t is not None:
+                module, rest = _split(name)
+                names.append(f"{prefix}{self.kind}_{self.reduction.__name__}/{module}/{rest}".rstrip("/"))
+                tensors.append(t.detach())
+        if not tensors:
+            return
+        results: list[Any] = (list(torch._foreach_norm(tensors))  # one fused launch per device and dtype
+                              if self.reduction is torch.norm else [self.reduction(t) for t in tensors])
+        run.log(dict(zip(names, results, strict=True)), step=global_step)
+
+
+class WeightsScalarHandler(_ScalarHandler):
+    """Logs ``reduction(p.data)`` (default ``torch.norm``) of every (whitelisted) parameter."""
+
+    kind = "weights"
+
+    def _tensor(self, p: torch.nn.Parameter) -> torch.Tensor | None:
+        return p.data
+
+
+class GradsScalarHandler(_ScalarHandler):
+    """Logs ``reduction(p.grad)`` (default ``torch.norm``) of every (whitelisted) parameter with a gradient."""
+
+    kind = "grads"
+
+    def _tensor(self, p: torch.nn.Parameter) -> torch.Tensor | None:
+        return p.grad
+
+
+class _HistHandler(BaseWeightsHandler):
+    kind = ""
+
+    def _tensor(self, p: torch.nn.Parameter) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
+        run = _check_logger(self, logger).run
+        global_step = engine.state.get_event_attrib_value(event_name)
+        prefix = f"{self.tag}/" if self.tag else ""
+        named = []
+        for name, p in self.weights:
+            t = self._tensor(p)
+            if t is not None:
+                module, rest = _split(name)
+                named.append((f"{prefix}{self.kind}_{module}/{rest}".rstrip("/"), t.detach()))
+        if named:
+            ModelStats(run).log(named, global_step, scalars=False)
+
+
+class WeightsHistHandler(_HistHandler):
+    """Logs the histogram of every (whitelisted) parameter, all of them in a few fused launches per device."""
+
+    kind = "weights"
+
+    def _tensor(self, p: torch.nn.Parameter) -> torch.Tensor | None:
+        return p.data
+
+
+class GradsHistHandler(_HistHandler):
+    """Logs the histogram of every (whitelisted) parameter's gradient, in a few fused launches per device."""
+
+    kind = "grads"
+
+    def _tensor(self, p: torch.nn.Parameter) -> torch.Tensor | None:
+        return p.grad
+
+
+class StepwireSaver(DiskSaver):
+    """A ``DiskSaver`` for ``ignite.handlers.Checkpoint`` that also stores each checkpoint as an artifact of the
+    run (``checkpoints/{filename}``, at the run's current step) and removes the artifacts Checkpoint drops.
+
+    ``logger`` is a ``StepwireLogger`` (or pass ``run=``); ``dirname`` defaults to a fresh temporary directory.
+    """
+
+    def __init__(self, logger: StepwireLogger | None = None, dirname: str | Path | None = None,
+                 *args: Any, run: Run | None = None, **kwargs: Any) -> None:
+        if logger is not None and not isinstance(logger, StepwireLogger):
+            raise TypeError("logger must be an instance of StepwireLogger")
+        target = run if run is not None else (logger.run if logger is not None else None)
+        if target is None:
+            raise RuntimeError("StepwireSaver needs a StepwireLogger (logger=) or a stepwire Run (run=)")
+        self.run = target
+        if not dirname:
+            import tempfile
+
+            dirname = tempfile.mkdtemp(prefix=f"stepwire-checkpoints-{target.id}-")
+        kwargs.setdefault("require_empty", False)
+        super().__init__(dirname, *args, **kwargs)
+
+    @staticmethod
+    def artifact_name(filename: str) -> str:
+        """The artifact name a checkpoint file is stored under."""
+        return f"checkpoints/{filename}"
+
+    def __call__(self, checkpoint: Mapping[str, Any], filename: str, metadata: Mapping[str, Any] | None = None
+                 ) -> None:
+        super().__call__(checkpoint, filename, metadata)
+        self.run.log_artifact(os.path.join(self.dirname, filename), self.artifact_name(filename), self.run.step)
+
+    def remove(self, filename: str) -> None:
+        """Remove the local file and the run's artifact."""
+        super().remove(filename)
+        self.run.delete_artifact(self.artifact_name(filename))
+
