@@ -16,8 +16,20 @@ def stepwire_cli(*args: str, env_dir: Path, timeout: float = 300) -> subprocess.
                           timeout=timeout)
 
 
-def test_demo_then_runs_and_show(data_dir: Path) -> None:
-    demo = stepwire_cli("demo", "--epochs", "2", env_dir=data_dir)
+def test_ignite_demo(data_dir: Path) -> None:
+    demo = stepwire_cli("demo", "--epochs", "2", env_dir=data_dir)  # torch and ignite are installed: ignite
+    assert demo.returncode == 0, demo.stderr
+    assert "(ignite)" in demo.stdout and "grads_0/weight" in demo.stdout and "checkpoints/model_" in demo.stdout
+    (run,) = stepwire.Api(dir=data_dir).runs(project="demo")
+    iterations = 2 * len(range(0, int(0.8 * 1797), 64))
+    assert len(run.scalars("train/loss")["step"]) == iterations
+    assert len(run.histograms("grads_0/weight")) == iterations
+    assert len(run.scalars("val/accuracy")["step"]) == 2
+    assert len(run.artifacts()) == 2
+
+
+def test_numpy_demo_then_runs_and_show(data_dir: Path) -> None:
+    demo = stepwire_cli("demo", "--epochs", "2", "--backend", "numpy", env_dir=data_dir)
     assert demo.returncode == 0, demo.stderr
     assert "train/loss" in demo.stdout and "grads/w1" in demo.stdout
     (run,) = stepwire.Api(dir=data_dir).runs(project="demo")

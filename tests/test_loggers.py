@@ -50,7 +50,7 @@ def test_every_kind_round_trips_through_a_collector(collector: CollectorProcess,
                    step=2)
         logger.log("all good", "notes", kind="text", step=2)
         logger.log(str(report), "reports/epoch.txt", kind="artifact", step=2)  # a valid name: stored as given
-        logger.log(checkpoint, "best model!", kind="artifact")  # not a valid artifact name: the file's name
+        logger.log(checkpoint, "../best", kind="artifact")  # not a valid artifact name: the file's name
         run_id = logger.run.id
     assert logger.run is None and not logger.is_initialized
 

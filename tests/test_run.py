@@ -185,8 +185,9 @@ def test_texts_artifacts_params_and_meta(collector: CollectorProcess, tmp_path) 
         run.update_meta({"progress": 40})
         with pytest.raises(FileNotFoundError):
             run.log_artifact(tmp_path / "missing.bin")
-        with pytest.raises(ValueError, match="artifact name"):
-            run.log_artifact(tmp_path / "cfg.txt", name="../escape")
+        for bad in ("../escape", "/abs", "a//b", "a\\b", "ctl\x01"):
+            with pytest.raises(ValueError, match="artifact name"):
+                run.log_artifact(tmp_path / "cfg.txt", name=bad)
         with pytest.raises(TypeError, match="must be a str"):
             run.log_text("t", 3)  # type: ignore[arg-type]
         run.log_artifact(tmp_path / "cfg.txt", name="gone.txt")

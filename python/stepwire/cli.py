@@ -113,7 +113,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from stepwire.demo import run_demo
 
-    return run_demo(dir=args.dir, epochs=args.epochs)
+    return run_demo(dir=args.dir, epochs=args.epochs, backend=args.backend)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("demo", help="train a small model and log it to the embedded default")
     p.add_argument("--dir", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--backend", choices=["auto", "ignite", "numpy"], default="auto",
+                   help="ignite (needs torch and pytorch-ignite) or numpy; auto picks ignite when installed")
     p.set_defaults(fn=cmd_demo)
 
     args = parser.parse_args(argv)

@@ -65,6 +65,9 @@ class StepwireLogger(BaseLogger):
     def __getattr__(self, name: str) -> Any:
         return getattr(self.run, name)
 
+    def __enter__(self) -> StepwireLogger:
+        return self
+
     def close(self) -> None:
         """Finish the run (flushes everything logged)."""
         self.run.finish()
@@ -234,7 +237,7 @@ class GradsHistHandler(_HistHandler):
 
 class StepwireSaver(DiskSaver):
     """A ``DiskSaver`` for ``ignite.handlers.Checkpoint`` that also stores each checkpoint as an artifact of the
-    run (``checkpoints/{filename}``, at the run's current step) and removes the artifacts Checkpoint drops.
+    run (``checkpoints/{filename}``, at the last step logged) and removes the artifacts Checkpoint drops.
 
     ``logger`` is a ``StepwireLogger`` (or pass ``run=``); ``dirname`` defaults to a fresh temporary directory.
     """
@@ -262,7 +265,8 @@ class StepwireSaver(DiskSaver):
     def __call__(self, checkpoint: Mapping[str, Any], filename: str, metadata: Mapping[str, Any] | None = None
                  ) -> None:
         super().__call__(checkpoint, filename, metadata)
-        self.run.log_artifact(os.path.join(self.dirname, filename), self.artifact_name(filename), self.run.step)
+        self.run.log_artifact(os.path.join(self.dirname, filename), self.artifact_name(filename),
+                              max(self.run.step - 1, 0))
 
     def remove(self, filename: str) -> None:
         """Remove the local file and the run's artifact."""

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import CollectorProcess
 from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
 from ignite.handlers import Checkpoint, global_step_from_engine
 from ignite.metrics import Loss
-from reference import reference_histogram
 
 import stepwire
+import torch
+from conftest import CollectorProcess
+from reference import reference_histogram
 from stepwire.ignite import (
     GradsHistHandler,
     GradsScalarHandler,
@@ -102,7 +102,7 @@ def test_checkpoints_become_artifacts(collector: CollectorProcess, tmp_path: Pat
 
 
 def test_handlers_check_their_logger_and_arguments(collector: CollectorProcess) -> None:
-    model, opt, data = setup()
+    model, _, _ = setup()
     engine = Engine(lambda e, b: 0.0)
     with pytest.raises(RuntimeError, match="works only with StepwireLogger"):
         OutputHandler("tag", output_transform=lambda x: x)(engine, object(), Events.ITERATION_COMPLETED)

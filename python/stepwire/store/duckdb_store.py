@@ -424,8 +424,15 @@ def read_file_chunks(path: Path) -> Iterator[bytes]:
 
 
 def check_artifact_name(name: str) -> str:
-    """Return ``name`` if it is a safe relative path for an artifact, else raise ``ValueError``."""
-    if (not name or len(name.encode()) > 256 or name.startswith("/") or ".." in name.split("/")
-            or not all(c.isalnum() or c in "._-/" for c in name) or name.endswith("/")):
-        raise ValueError(f"artifact name {name!r} must be a relative path of letters, digits and '._-/'")
+    """Return ``name`` if it is a safe relative path for an artifact, else raise ``ValueError``.
+
+    Components separated by "/" must be non-empty, not "." or "..", and free of backslashes and control
+    characters; at most 256 UTF-8 bytes in all.
+    """
+    parts = name.split("/") if isinstance(name, str) else []
+    if (not parts or len(name.encode("utf-8", "replace")) > 256
+            or any(p in ("", ".", "..") for p in parts)
+            or any(ord(c) < 0x20 or ord(c) == 0x7F or c == "\\" for c in name)):
+        raise ValueError(f"artifact name {name!r} must be a relative path (no '..', empty parts, backslashes or "
+                         "control characters; at most 256 bytes)")
     return name

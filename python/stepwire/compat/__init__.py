@@ -1,0 +1,1 @@
+"""Compatibility layers for logger APIs users already write."""
