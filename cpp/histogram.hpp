@@ -27,6 +27,20 @@ enum class FloatFormat { F16, BF16, F32, F64 };
 // Bins n values of the given format. Pure C++: callers may run it without the GIL.
 Histogram bin_values(const void* data, std::size_t n, FloatFormat format, int k);
 
+// One array to bin: its data, length and format.
+struct BinInput {
+    const void* data;
+    std::size_t n;
+    FloatFormat format;
+};
+
+// Bins several arrays using up to `threads` threads (large arrays are split into chunks whose histograms
+// merge exactly). Pure C++: callers may run it without the GIL.
+std::vector<Histogram> bin_many(const std::vector<BinInput>& inputs, int k, unsigned threads);
+
+// Adds `other` into `into` (same k): counts of equal buckets add, statistics combine.
+void merge_into(Histogram& into, const Histogram& other);
+
 // Bucket index of one double, exactly as its float32 truncation toward zero would be binned.
 std::int32_t bucket_index(double x, int k);
 

@@ -3,7 +3,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <string>
+#include <thread>
 
 #include "drainer.hpp"
 #include "histogram.hpp"
@@ -51,6 +53,36 @@ FloatFormat buffer_format(const py::buffer_info& info, bool bfloat16) {
     return fmt;
 }
 
+unsigned default_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+// Binds several buffers at once (GIL released, several threads); the buffers stay referenced meanwhile.
+std::vector<Histogram> bin_buffers(const py::list& values, const py::list& bfloat16, int k, unsigned threads) {
+    if (values.size() != bfloat16.size()) throw py::value_error("values and bfloat16 differ in length");
+    std::vector<py::buffer_info> infos;
+    std::vector<BinInput> inputs;
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        infos.push_back(py::reinterpret_borrow<py::buffer>(values[i]).request());
+        const py::buffer_info& info = infos.back();
+        inputs.push_back({info.ptr, static_cast<std::size_t>(info.size), buffer_format(info, bfloat16[i].cast<bool>())});
+    }
+    if (k < 0 || k > kMaxMantissaBits) throw py::value_error("k must be between 0 and 10");
+    py::gil_scoped_release release;
+    return bin_many(inputs, k, threads == 0 ? default_threads() : threads);
+}
+
+py::dict stats_dict(const Histogram& h) {
+    py::dict stats;
+    stats["count"] = h.count;
+    stats["sum"] = h.sum;
+    stats["sumsq"] = h.sumsq;
+    stats["min"] = h.min;
+    stats["max"] = h.max;
+    stats["nan"] = h.nan;
+    stats["pos_inf"] = h.pos_inf;
+    stats["neg_inf"] = h.neg_inf;
+    return stats;
+}
+
 Histogram bin_buffer(const py::buffer& values, int k, bool bfloat16) {
     const py::buffer_info info = values.request();
     const FloatFormat fmt = buffer_format(info, bfloat16);
@@ -90,6 +122,15 @@ PYBIND11_MODULE(_core, m) {
         [](const py::buffer& values, int k, bool bfloat16) { return histogram_dict(bin_buffer(values, k, bfloat16)); },
         py::arg("values"), py::arg("k") = kDefaultMantissaBits, py::arg("bfloat16") = false,
         "Bins a contiguous float buffer (GIL released); returns k, indices, counts and exact statistics.");
+    m.def(
+        "bin_many",
+        [](const py::list& values, const py::list& bfloat16, int k, unsigned threads) {
+            py::list out;
+            for (const Histogram& h : bin_buffers(values, bfloat16, k, threads)) out.append(histogram_dict(h));
+            return out;
+        },
+        py::arg("values"), py::arg("bfloat16"), py::arg("k") = kDefaultMantissaBits, py::arg("threads") = 0,
+        "Bins several buffers on several threads (0: one per core), GIL released; a list of bin_values results.");
     m.def("bucket_index", &bucket_index, py::arg("x"), py::arg("k") = kDefaultMantissaBits,
           "Bucket index of one value in the log-linear scheme.");
 
@@ -159,15 +200,7 @@ PYBIND11_MODULE(_core, m) {
             [](Stream& s, std::uint32_t series, std::int64_t step, const py::buffer& values, int k,
                bool bfloat16) -> py::object {
                 Histogram h = bin_buffer(values, k, bfloat16);
-                py::dict stats;  // summary statistics, so callers need no second pass for norms or means
-                stats["count"] = h.count;
-                stats["sum"] = h.sum;
-                stats["sumsq"] = h.sumsq;
-                stats["min"] = h.min;
-                stats["max"] = h.max;
-                stats["nan"] = h.nan;
-                stats["pos_inf"] = h.pos_inf;
-                stats["neg_inf"] = h.neg_inf;
+                py::dict stats = stats_dict(h);  // so callers need no second pass for norms or means
                 bool accepted;
                 {
                     py::gil_scoped_release release;
@@ -177,6 +210,26 @@ PYBIND11_MODULE(_core, m) {
             },
             py::arg("series"), py::arg("step"), py::arg("values"), py::arg("k") = kDefaultMantissaBits,
             py::arg("bfloat16") = false)
+        .def(
+            "push_histograms",
+            [](Stream& s, const std::vector<std::uint32_t>& series, std::int64_t step, const py::list& values,
+               const py::list& bfloat16, int k) {
+                if (series.size() != values.size()) throw py::value_error("series and values differ in length");
+                std::vector<Histogram> hists = bin_buffers(values, bfloat16, k, 0);
+                py::list out;
+                for (std::size_t i = 0; i < hists.size(); ++i) {
+                    py::dict stats = stats_dict(hists[i]);
+                    bool accepted;
+                    {
+                        py::gil_scoped_release release;
+                        accepted = s.push_histogram(HistogramRecord{series[i], step, wall_clock_now(), std::move(hists[i])});
+                    }
+                    out.append(accepted ? py::object(stats) : py::object(py::none()));
+                }
+                return out;
+            },
+            py::arg("series"), py::arg("step"), py::arg("values"), py::arg("bfloat16"), py::arg("k") = kDefaultMantissaBits,
+            "Bins several arrays on all cores (GIL released) and queues their histograms; their statistics.")
         .def(
             "push_binned",
             [](Stream& s, std::uint32_t series, std::int64_t step, int k, const py::array_t<std::int32_t>& indices,

@@ -13,6 +13,9 @@ KIND_HISTOGRAM: int
 def bin_values(values: Any, k: int = ..., bfloat16: bool = ...) -> dict[str, Any]:
     """Bins a contiguous float buffer (GIL released); returns k, indices, counts and exact statistics."""
 
+def bin_many(values: list[Any], bfloat16: list[bool], k: int = ..., threads: int = ...) -> list[dict[str, Any]]:
+    """Bins several buffers on several threads (0: one per core), GIL released; a list of bin_values results."""
+
 def bucket_index(x: float, k: int = ...) -> int:
     """Bucket index of one value in the log-linear scheme."""
 
@@ -39,6 +42,9 @@ class Stream:
     def push_histogram(self, series: int, step: int, values: npt.NDArray[Any], k: int = ...,
                        bfloat16: bool = ...) -> dict[str, float] | None:
         """Bin ``values`` and queue the histogram; its statistics, or None if dropped (drop policy)."""
+    def push_histograms(self, series: list[int], step: int, values: list[Any], bfloat16: list[bool],
+                        k: int = ...) -> list[dict[str, float] | None]:
+        """Bin several arrays on all cores (GIL released) and queue their histograms; their statistics."""
     def push_binned(self, series: int, step: int, k: int, indices: npt.NDArray[Any], counts: npt.NDArray[Any],
                     count: int, sum: float, min: float, max: float, nan: int, pos_inf: int,
                     neg_inf: int) -> bool:

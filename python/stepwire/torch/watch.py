@@ -110,10 +110,11 @@ class ModelStats:
 
     def _log_cpu(self, items: Sequence[tuple[str, torch.Tensor]], step: int, scalars: bool) -> None:
         run = self.run
+        views = [cpu_view(name, t) for name, t in items]
+        ids = [run._define(name, _core.KIND_HISTOGRAM) for name, _ in items]
+        results = run._stream.push_histograms(ids, step, [v for v, _ in views], [b for _, b in views], run._k)
         out: dict[str, float] = {}
-        for name, t in items:
-            values, bf16 = cpu_view(name, t)
-            stats = run._stream.push_histogram(run._define(name, _core.KIND_HISTOGRAM), step, values, run._k, bf16)
+        for (name, _), stats in zip(items, results, strict=True):
             if stats is not None and scalars:
                 out.update(scalars_of(name, stats))
         if out:
@@ -187,8 +188,9 @@ class WatchHandle:
 
 
 def watch(run: Run, model: torch.nn.Module, log: str = "gradients", every: int = 1) -> WatchHandle:
-    """Log ``log_model_stats`` every ``every`` iterations, from hooks: gradients when a backward pass has
-    computed all of them, parameters before a forward pass. The step is the run's current step."""
+    """Log ``log_model_stats`` every ``every`` iterations, from hooks: gradients once a backward pass has
+    accumulated all of them (or, if it left some without, before the next forward pass), parameters before a
+    forward pass. The step is the run's current step."""
     if log not in KINDS:
         raise ValueError(f"log must be one of {sorted(KINDS)}, got {log!r}")
     if not isinstance(model, torch.nn.Module):
@@ -207,15 +209,26 @@ def watch(run: Run, model: torch.nn.Module, log: str = "gradients", every: int =
 
         handles.append(model.register_forward_pre_hook(before_forward))
     if "gradients" in KINDS[log]:
+        # Post-accumulate hooks see each gradient once it is in .grad; holding no reference to gradients in
+        # flight keeps autograd stealing them into .grad instead of copying (a multi-grad hook would hold them).
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        backward_calls = [0]
+        state = {"ready": 0, "passes": 0}
 
-        def after_backward(grads: Sequence[torch.Tensor | None]) -> None:
-            if backward_calls[0] % every == 0:
-                stats.log([(f"gradients/{n}", g) for (n, _), g in zip(params, grads, strict=True) if g is not None],
-                          run.step)
-            backward_calls[0] += 1
+        def log_gradients() -> None:
+            if state["passes"] % every == 0:
+                stats.log(named_tensors(model, "gradients"), run.step)
+            state["passes"] += 1
+            state["ready"] = 0
 
-        if params:
-            handles.append(torch.autograd.graph.register_multi_grad_hook([p for _, p in params], after_backward))
+        def accumulated(p: torch.Tensor) -> None:
+            state["ready"] += 1
+            if state["ready"] == len(params):
+                log_gradients()
+
+        def before_next_forward(module: torch.nn.Module, args: Any) -> None:
+            if state["ready"]:  # a backward pass that left some parameters without gradient
+                log_gradients()
+
+        handles += [p.register_post_accumulate_grad_hook(accumulated) for _, p in params]
+        handles.append(model.register_forward_pre_hook(before_next_forward))
     return WatchHandle(handles)
