@@ -17,10 +17,10 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
-from report import emit
 
 import stepwire
+import torch
+from report import emit
 
 
 def main() -> None:
