@@ -76,6 +76,7 @@ bool Stream::push_histogram(HistogramRecord&& h) {
     const std::size_t bytes = histogram_bytes(h.hist);
     std::unique_lock lock(mu_);
     if (closing_) return false;
+    if (cfg_.discard) return true;
     if (!pending_hists_.empty() && pending_hist_bytes_ + bytes > cfg_.max_pending_histogram_bytes) {
         if (cfg_.drop_when_full) {
             extra_dropped_.fetch_add(1, std::memory_order_relaxed);

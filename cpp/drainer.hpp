@@ -26,6 +26,7 @@ struct StreamConfig {
     std::size_t max_batch_bytes = 16u << 20; // while the sender is busy a batch grows up to this size
     std::size_t max_sealed = 32;             // sealed batches waiting for the sender before draining pauses
     std::size_t max_pending_histogram_bytes = 64u << 20;
+    bool discard = false;                    // accept and drop everything (a rank that does not log)
 };
 
 struct StreamStats {
@@ -51,6 +52,7 @@ public:
     // Producer fast path: lock-free on this thread's ring.
     PushResult try_push(const Record& r) noexcept {
         if (closed_for_producers_.load(std::memory_order_relaxed)) [[unlikely]] return PushResult::Closed;
+        if (cfg_.discard) [[unlikely]] return PushResult::Ok;
         Ring* ring = ring_for_this_thread();
         if (ring->try_push(r)) {
             ring->logged.store(ring->logged.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -61,6 +63,7 @@ public:
     // Producer fast path for many records: returns how many were pushed (all of them unless the ring filled).
     std::size_t try_push_many(const Record* r, std::size_t n) noexcept {
         if (closed_for_producers_.load(std::memory_order_relaxed)) [[unlikely]] return 0;
+        if (cfg_.discard) [[unlikely]] return n;
         Ring* ring = ring_for_this_thread();
         const std::size_t pushed = ring->try_push_many(r, n);
         ring->logged.store(ring->logged.load(std::memory_order_relaxed) + pushed, std::memory_order_relaxed);

@@ -145,8 +145,9 @@ def test_should_log_follows_itwinai() -> None:
     assert ranks_logging([]) == []
 
 
-def test_ranks_not_in_log_on_workers_log_nothing_and_create_no_run(collector: CollectorProcess,
-                                                                   tmp_path: Path) -> None:
+def test_ranks_not_in_log_on_workers_log_nothing_and_create_no_run(collector: CollectorProcess, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPWIRE_RUN_ID", "workers-job")  # what the ranks of one job agree on
     artifact = tmp_path / "a.bin"
     artifact.write_bytes(b"x")
     api = stepwire.Api(address=collector.address)

@@ -195,7 +195,8 @@ def test_texts_artifacts_params_and_meta(collector: CollectorProcess, tmp_path) 
     assert run.stats()["side_failed"] == 0
     view = stepwire.Api(address=collector.address).run(run.id)
     assert [(t.step, t.text) for t in view.texts("samples/pred")] == [(3, "the cat sat"), (4, "on the mat")]
-    assert view.config == {"b": 2} and view.meta == {"progress": 40}
+    assert view.config == {"b": 2} and view.meta["progress"] == 40
+    assert view.meta["ranks"] == {"0": "finished"} and view.meta["world_size"] == 1
     arts = {a.name: a for a in view.artifacts()}
     assert set(arts) == {name, "cfg.txt"}
     assert arts[name].size == 3_000_000 and arts[name].step == 3

@@ -37,7 +37,8 @@ class Stream:
     """Rings, drainer thread and sealed-batch queue of a run."""
 
     def __init__(self, ring_capacity: int = ..., drop_when_full: bool = ..., batch_bytes: int = ...,
-                 flush_interval: float = ..., max_sealed: int = ..., max_batch_bytes: int = ...) -> None: ...
+                 flush_interval: float = ..., max_sealed: int = ..., max_batch_bytes: int = ...,
+                 discard: bool = ...) -> None: ...
     def define(self, name: str, kind: int) -> int: ...
     def push_histogram(self, series: int, step: int, values: npt.NDArray[Any], k: int = ...,
                        bfloat16: bool = ...) -> dict[str, float] | None:

@@ -12,7 +12,7 @@ import tempfile
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from stepwire.collector.embedded import data_dir, local_collector, reachable
 from stepwire.collector.server import GRPC_OPTIONS
 from stepwire.histogram import DEFAULT_K
 from stepwire.names import check_name
+from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
 from stepwire.sender import Sender
 from stepwire.store.duckdb_store import ARTIFACT_CHUNK_BYTES, check_artifact_name
 from stepwire.tensors import cpu_view, is_tensor
@@ -88,17 +89,23 @@ class Run(_core.Producer):
 
     def __init__(self, *, project: str, name: str | None, config: Mapping[str, Any] | None,
                  tags: list[str] | None, address: str | None, dir: str | os.PathLike[str] | None,
-                 rank: int, policy: str, batch_bytes: int, flush_interval: float, ring_capacity: int, k: int,
-                 finish_timeout: float, connect_timeout: float) -> None:
+                 ranks: RankInfo, run_id: str, active: bool, policy: str, batch_bytes: int,
+                 flush_interval: float, ring_capacity: int, k: int, finish_timeout: float,
+                 connect_timeout: float) -> None:
         if policy not in ("block", "drop"):
             raise ValueError(f"policy must be 'block' or 'drop', got {policy!r}")
         if not 0 <= k <= _core.MAX_K:
             raise ValueError(f"k must be between 0 and {_core.MAX_K}, got {k}")
-        self.id: str = uuid.uuid4().hex[:16]
-        """The run id: pass it to ``Api().run(id)``."""
+        self.id: str = run_id
+        """The run id, the same on every rank of a job: pass it to ``Api().run(id)``."""
         self.project = project
         self.name = name or f"run-{self.id[:6]}"
-        self.rank = rank
+        self.rank = ranks.rank
+        """This process's rank; ``world_size`` and ``local_rank`` beside it."""
+        self.world_size = ranks.world_size
+        self.local_rank = ranks.local_rank
+        self.active = active
+        """False on a rank that ``log_on_ranks`` leaves out: every logging call is accepted and discarded."""
         self.dir: Path | None = None if address else data_dir(dir)
         self._k = k
         self._finish_timeout = finish_timeout
@@ -110,15 +117,19 @@ class Run(_core.Producer):
         self._stream_id = uuid.uuid4().hex
         self._t0 = time.time()
 
+        self._stream = _core.Stream(ring_capacity=ring_capacity, drop_when_full=policy == "drop",
+                                    batch_bytes=batch_bytes, flush_interval=flush_interval, discard=not active)
+        super().__init__(self._stream)
+        self.address: str | None = None
+        if not active:
+            return
         info = ingest_pb2.RunInfo(run_id=self.id, project=project, name=self.name, tags=list(tags or []),
                                   config_json=json.dumps(dict(config or {}), default=str), created=self._t0,
-                                  status="running", client_id=self._stream_id)
+                                  status="running", client_id=self._stream_id, rank=self.rank,
+                                  world_size=self.world_size)
         self.address, self._channel = self._open(info, address, connect_timeout)
         self._ingest = ingest_pb2_grpc.IngestStub(self._channel)
-        self._stream = _core.Stream(ring_capacity=ring_capacity, drop_when_full=policy == "drop",
-                                    batch_bytes=batch_bytes, flush_interval=flush_interval)
-        super().__init__(self._stream)
-        self._sender = Sender(self._stream, self._channel, self.id, rank, self._stream_id)
+        self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id)
         self._staging = Path(tempfile.mkdtemp(prefix=f"stepwire-{self.id}-"))
         _live_runs.add(self)
 
@@ -141,6 +152,12 @@ class Run(_core.Producer):
                 if address is not None or attempt == 2:
                     raise ConnectionError(f"stepwire collector at {target} did not open the run: {exc}") from None
         raise AssertionError("unreachable")
+
+    def _submit(self, what: str, fn: Callable[[], object]) -> None:
+        """Have the sender thread make an RPC (nothing on a rank that does not log)."""
+        self._check_open()
+        if self.active:
+            self._sender.submit(what, fn)
 
     # -- slow paths of the native fast calls ------------------------------------------------------------
     def _check_open(self) -> None:
@@ -222,18 +239,16 @@ class Run(_core.Producer):
 
         Sent by the sender thread: the call does not wait for the network.
         """
-        self._check_open()
         if not isinstance(params, Mapping):
             raise TypeError(f"log_params() takes a dict, got {type(params).__name__}")
         update = ingest_pb2.RunUpdate(run_id=self.id, config_json=json.dumps(dict(params), default=str),
-                                      replace_config=replace)
-        self._sender.submit("run parameters", lambda: self._ingest.UpdateRun(update, timeout=30.0))
+                                      replace_config=replace, rank=self.rank)
+        self._submit("run parameters", lambda: self._ingest.UpdateRun(update, timeout=30.0))
 
     def update_meta(self, meta: Mapping[str, Any]) -> None:
         """Merge ``meta`` (run properties that are not hyper-parameters, e.g. progress) into the run."""
-        self._check_open()
-        update = ingest_pb2.RunUpdate(run_id=self.id, meta_json=json.dumps(dict(meta), default=str))
-        self._sender.submit("run properties", lambda: self._ingest.UpdateRun(update, timeout=30.0))
+        update = ingest_pb2.RunUpdate(run_id=self.id, meta_json=json.dumps(dict(meta), default=str), rank=self.rank)
+        self._submit("run properties", lambda: self._ingest.UpdateRun(update, timeout=30.0))
 
     def log_text(self, name: str, text: str, step: int | None = None) -> None:
         """Log ``text`` under ``name`` at ``step`` (default: the auto counter)."""
@@ -243,7 +258,7 @@ class Run(_core.Producer):
             raise TypeError(f"text for {name!r} must be a str, got {type(text).__name__}")
         record = ingest_pb2.TextRecord(run_id=self.id, rank=self.rank, name=name, step=self._take_step(step),
                                        wall_time=time.time(), text=text)
-        self._sender.submit(f"text {name!r}", lambda: self._ingest.LogText(record, timeout=30.0))
+        self._submit(f"text {name!r}", lambda: self._ingest.LogText(record, timeout=30.0))
 
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None, step: int | None = None) -> str:
         """Store the file at ``path`` with the run as ``name`` (default: its file name); returns the name.
@@ -256,6 +271,8 @@ class Run(_core.Producer):
         if not source.is_file():
             raise FileNotFoundError(f"log_artifact: no file at {source}")
         name = check_artifact_name(name or source.name)
+        if not self.active:
+            return name
         staged = self._staging / uuid.uuid4().hex
         try:
             os.link(source, staged)
@@ -275,29 +292,29 @@ class Run(_core.Producer):
             self._ingest.PutArtifact(chunks(), timeout=600.0)
             staged.unlink(missing_ok=True)
 
-        self._sender.submit(f"artifact {name!r}", upload)
+        self._submit(f"artifact {name!r}", upload)
         return name
 
     def delete_artifact(self, name: str) -> None:
         """Remove artifact ``name`` from the run (sent by the sender thread)."""
-        self._check_open()
         ref = ingest_pb2.ArtifactRef(run_id=self.id, name=check_artifact_name(name))
-        self._sender.submit(f"deletion of artifact {name!r}", lambda: self._ingest.DeleteArtifact(ref, timeout=30.0))
+        self._submit(f"deletion of artifact {name!r}", lambda: self._ingest.DeleteArtifact(ref, timeout=30.0))
 
     def watch(self, model: torch.nn.Module, log: str = "gradients", every: int = 1) -> WatchHandle:
         """Log every parameter's histogram and norm/min/max/mean/non-finite count every ``every`` iterations
         (``log``: "gradients", "parameters" or "all"), at the run's current step; returns a handle to stop."""
-        from stepwire.torch.watch import watch
+        from stepwire.torch.watch import WatchHandle, watch
 
         self._check_open()
-        return watch(self, model, log, every)
+        return watch(self, model, log, every) if self.active else WatchHandle([])
 
     def log_model_stats(self, model: torch.nn.Module, step: int | None = None, log: str = "gradients") -> None:
         """Log what ``watch`` logs, once, at ``step`` (default: the run's current step, not advancing it)."""
         from stepwire.torch.watch import log_model_stats
 
         self._check_open()
-        log_model_stats(self, model, step, log)
+        if self.active:
+            log_model_stats(self, model, step, log)
 
     def _log_stats(self, scalars: Mapping[str, float], step: int) -> None:
         """Log scalars at ``step`` without moving the step counter (statistics logged from hooks)."""
@@ -315,7 +332,7 @@ class Run(_core.Producer):
 
     def flush(self, timeout: float | None = None) -> bool:
         """Seal everything logged so far and wait until the collector acknowledged it; False on timeout."""
-        if self._finished:
+        if self._finished or not self.active:
             return True
         if self._waiter is not None:
             self._waiter.join()  # device results still on their way are part of "logged so far"
@@ -326,6 +343,10 @@ class Run(_core.Producer):
     def finish(self, status: str = "finished") -> None:
         """Flush, mark the run ``status`` and release the collector. Idempotent; also runs at exit."""
         if self._finished:
+            return
+        if not self.active:
+            self._finished = True
+            self._stream.close()
             return
         delivered = self.flush()
         self._finished = True
@@ -341,8 +362,8 @@ class Run(_core.Producer):
             log.warning("run %s: %d logged items were not stored (collector unreachable or rejected them)",
                         self.id, lost)
         try:
-            self._ingest.UpdateRun(ingest_pb2.RunUpdate(run_id=self.id, status=status, finished=time.time()),
-                                   timeout=10.0)
+            self._ingest.UpdateRun(ingest_pb2.RunUpdate(run_id=self.id, status=status, finished=time.time(),
+                                                        rank=self.rank), timeout=10.0)
             self._ingest.Heartbeat(ingest_pb2.Lease(client_id=self._stream_id, release=True), timeout=5.0)
         except grpc.RpcError as exc:
             log.warning("run %s: could not record its end with the collector: %s", self.id, exc)
@@ -353,6 +374,9 @@ class Run(_core.Producer):
     def stats(self) -> dict[str, int]:
         """Counts of items (scalar points and histograms): logged, dropped, blocked, sent, acknowledged, ..."""
         core = self._stream.stats()
+        if not self.active:
+            return {"logged": 0, "dropped": 0, "blocked": 0, "sent": 0, "acknowledged": 0, "rejected": 0,
+                    "undelivered": 0, "side_failed": 0, "device_dropped": 0}
         return {
             "logged": core["logged"],
             "dropped": core["dropped"],
@@ -378,8 +402,9 @@ class Run(_core.Producer):
 
 def init(project: str = "default", name: str | None = None, config: Mapping[str, Any] | None = None,
          tags: list[str] | None = None, address: str | None = None, dir: str | os.PathLike[str] | None = None,
-         mode: str = "online", *, rank: int | None = None, policy: str = "block", batch_bytes: int = 1 << 20,
-         flush_interval: float = 0.1, ring_capacity: int = 1 << 16, k: int = DEFAULT_K,
+         mode: str = "online", *, run_id: str | None = None, rank: int | None = None,
+         world_size: int | None = None, log_on_ranks: Iterable[int] | None = None, policy: str = "block",
+         batch_bytes: int = 1 << 20, flush_interval: float = 0.1, ring_capacity: int = 1 << 16, k: int = DEFAULT_K,
          finish_timeout: float = 60.0, connect_timeout: float = 10.0) -> Run:
     """Start a run and return it.
 
@@ -389,14 +414,21 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
     within ``connect_timeout`` seconds, else ``ConnectionError``.
 
     ``policy`` says what a full ring does: ``"block"`` waits (lossless), ``"drop"`` drops and counts.
-    Batches are sealed every ``flush_interval`` seconds or at ``batch_bytes``. ``rank`` defaults to ``$RANK``.
+    Batches are sealed every ``flush_interval`` seconds or at ``batch_bytes``.
+
+    Distributed jobs: rank and world size come from ``rank=``/``world_size=``, an initialized
+    ``torch.distributed``, or the launcher (torchrun, Open MPI, MPICH, SLURM); every rank joins one run whose id
+    comes from ``run_id=``, ``$STEPWIRE_RUN_ID``, rank 0 through ``torch.distributed``, or the launcher's job id.
+    Ranks not in ``log_on_ranks`` (default: all) get a run whose logging calls are accepted and discarded.
     """
     if mode != "online":
         raise ValueError(f"mode {mode!r} is not supported by this version; use mode='online'")
-    return Run(project=project, name=name, config=config, tags=tags, address=address, dir=dir,
-               rank=int(os.environ.get("RANK", "0")) if rank is None else rank, policy=policy,
-               batch_bytes=batch_bytes, flush_interval=flush_interval, ring_capacity=ring_capacity, k=k,
-               finish_timeout=finish_timeout, connect_timeout=connect_timeout)
+    ranks = detect_ranks(rank, world_size)
+    agreed = agree_run_id(ranks, run_id)
+    active = log_on_ranks is None or ranks.rank in set(log_on_ranks)
+    return Run(project=project, name=name, config=config, tags=tags, address=address, dir=dir, ranks=ranks,
+               run_id=agreed, active=active, policy=policy, batch_bytes=batch_bytes, flush_interval=flush_interval,
+               ring_capacity=ring_capacity, k=k, finish_timeout=finish_timeout, connect_timeout=connect_timeout)
 
 
 @atexit.register

@@ -103,14 +103,14 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
                         tags=list(request.tags), config=_json_object(request.config_json, context),
                         created=request.created or time.time(), status=request.status or "running",
                         meta=_json_object(request.meta_json, context, "meta_json"))
-        return _run_info(self.store.open_run(run))
+        return _run_info(self.store.open_run(run, request.rank, max(request.world_size, 1)))
 
     def UpdateRun(self, request: ingest_pb2.RunUpdate, context: grpc.ServicerContext) -> ingest_pb2.Empty:
         self.activity.touch()
         try:
             self.store.update_run(request.run_id, _json_object(request.config_json, context),
                                   request.status or None, request.finished or None, request.replace_config,
-                                  _json_object(request.meta_json, context, "meta_json"))
+                                  _json_object(request.meta_json, context, "meta_json"), request.rank)
         except KeyError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return ingest_pb2.Empty()

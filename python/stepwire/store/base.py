@@ -141,14 +141,16 @@ class Store(ABC):
     """A writable store. Implementations serialise writes themselves; every method is thread-safe."""
 
     @abstractmethod
-    def open_run(self, run: RunRecord) -> RunRecord:
-        """Create the run, or return it as stored if it exists (a rank joining, or a resume)."""
+    def open_run(self, run: RunRecord, rank: int = 0, world_size: int = 1) -> RunRecord:
+        """Create the run, or join it (another rank, or a resume): rank 0's project, name, tags and config win;
+        ``meta["ranks"]`` records each rank's status and ``meta["world_size"]`` the job's size."""
 
     @abstractmethod
     def update_run(self, run_id: str, config: dict[str, Any] | None = None, status: str | None = None,
                    finished: float | None = None, replace_config: bool = False,
-                   meta: dict[str, Any] | None = None) -> None:
-        """Merge ``config`` (or replace it) and ``meta`` into the run; set status/finished when given."""
+                   meta: dict[str, Any] | None = None, rank: int = 0) -> None:
+        """Merge ``config`` (or replace it) and ``meta`` into the run; ``status`` is ``rank``'s: the run is
+        failed if any rank failed, finished once every rank of the world finished, else running."""
 
     @abstractmethod
     def append(self, batch: DecodedBatch) -> bool:

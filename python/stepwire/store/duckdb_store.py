@@ -98,21 +98,45 @@ class DuckDBStore(Store):
         self._streams: dict[str, tuple[str, int]] = {}  # stream -> (run, rank)
 
     # -- writes -------------------------------------------------------------------------------------------
-    def open_run(self, run: RunRecord) -> RunRecord:
+    def open_run(self, run: RunRecord, rank: int = 0, world_size: int = 1) -> RunRecord:
         with self._lock:
             row = self._con.execute("SELECT run_id FROM runs WHERE run_id = ?", [run.id]).fetchone()
             if row is None:
                 self._con.execute(
                     "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [run.id, run.project, run.name, json.dumps(run.tags), json.dumps(run.config), run.created,
-                     run.status, run.finished, json.dumps(run.meta)])
+                     "running", 0.0, json.dumps(run.meta)])
+                current = self._run(run.id)
             else:
-                self._con.execute("UPDATE runs SET status = ?, finished = 0 WHERE run_id = ?", [run.status, run.id])
+                current = self._run(run.id)
+                current.meta.update(run.meta)
+                if rank == 0:  # the other ranks join; rank 0 describes the run
+                    current.project, current.name, current.tags = run.project, run.name, run.tags
+                    current.config.update(run.config)
+                current.created = min(current.created, run.created)
+            current.meta["world_size"] = max(int(current.meta.get("world_size", 1)), world_size)
+            current.meta.setdefault("ranks", {})[str(rank)] = "running"
+            self._save_run(current)
             return self._run(run.id)
+
+    def _save_run(self, r: RunRecord) -> None:
+        ranks = r.meta.get("ranks", {})
+        statuses = list(ranks.values())
+        if "failed" in statuses:
+            r.status = "failed"
+        elif statuses and all(v == "finished" for v in statuses) and len(statuses) >= r.meta.get("world_size", 1):
+            r.status = "finished"
+        elif statuses:
+            r.status = "running"
+        self._con.execute(
+            "UPDATE runs SET project = ?, name = ?, tags = ?, config = ?, created = ?, status = ?, finished = ?,"
+            " meta = ? WHERE run_id = ?",
+            [r.project, r.name, json.dumps(r.tags), json.dumps(r.config), r.created, r.status, r.finished,
+             json.dumps(r.meta), r.id])
 
     def update_run(self, run_id: str, config: dict[str, Any] | None = None, status: str | None = None,
                    finished: float | None = None, replace_config: bool = False,
-                   meta: dict[str, Any] | None = None) -> None:
+                   meta: dict[str, Any] | None = None, rank: int = 0) -> None:
         with self._lock:
             current = self._run(run_id)
             if replace_config:
@@ -121,10 +145,12 @@ class DuckDBStore(Store):
                 current.config.update(config)
             if meta:
                 current.meta.update(meta)
-            self._con.execute(
-                "UPDATE runs SET config = ?, status = ?, finished = ?, meta = ? WHERE run_id = ?",
-                [json.dumps(current.config), status or current.status,
-                 current.finished if finished is None else finished, json.dumps(current.meta), run_id])
+            if status:
+                current.meta.setdefault("ranks", {})[str(rank)] = status
+                current.status = status
+            if finished is not None:
+                current.finished = max(current.finished, finished)
+            self._save_run(current)
 
     def append(self, batch: DecodedBatch) -> bool:
         with self._lock:
