@@ -68,6 +68,41 @@ class RunView:
         return {"step": pts.step[starts], "value": value, "wall_time": np.maximum.reduceat(pts.wall_time, starts),
                 "rank": rank, "count": count}
 
+    def step_skew(self, name: str | None = None) -> dict[str, Any]:
+        """Per-rank step timing from the wall times stored with scalar series ``name`` (default: the scalar
+        logged by the most ranks, then with the most points), to spot a straggler.
+
+        For each rank: ``steps``, ``step_time`` (median seconds per step) and ``lag`` (median over the steps
+        all ranks logged of how far behind the median rank this rank logged it, in seconds). ``slowest`` is
+        the rank with the largest lag (``lag`` its lag, ``step_time_ratio`` its step time over the median).
+        """
+        if name is None:
+            scalars = [s for s in self.series() if s.kind == "scalar"]
+            if not scalars:
+                return {"series": None, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0}
+            name = max(scalars, key=lambda s: (len(s.ranks), s.items)).name
+        pts = self._reader.scalars(self.id, name)
+        per_rank: dict[int, dict[int, float]] = {}
+        for step, wall, rank in zip(pts.step.tolist(), pts.wall_time.tolist(), pts.rank.tolist(), strict=True):
+            first = per_rank.setdefault(rank, {})
+            first[step] = min(wall, first.get(step, wall))  # when the rank first logged that step
+        common = sorted(set.intersection(*(set(w) for w in per_rank.values()))) if per_rank else []
+        grid = np.array([[per_rank[r][s] for s in common] for r in sorted(per_rank)]).reshape(len(per_rank), -1)
+        lags = grid - np.median(grid, axis=0) if grid.size else grid
+        rows = []
+        for i, rank in enumerate(sorted(per_rank)):
+            steps = np.array(sorted(per_rank[rank]))
+            walls = np.array([per_rank[rank][s] for s in steps])
+            per_step = np.diff(walls) / np.diff(steps) if len(steps) > 1 else np.array([np.nan])
+            rows.append({"rank": rank, "steps": len(steps), "step_time": float(np.median(per_step)),
+                         "lag": float(np.median(lags[i])) if lags.size else 0.0})
+        if not rows:
+            return {"series": name, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0}
+        slowest = max(rows, key=lambda r: r["lag"])
+        median_step = float(np.nanmedian([r["step_time"] for r in rows]))
+        return {"series": name, "ranks": rows, "slowest": slowest["rank"], "lag": slowest["lag"],
+                "step_time_ratio": slowest["step_time"] / median_step if median_step > 0 else 1.0}
+
     def summary(self) -> dict[str, dict[str, float]]:
         """``{name: {"last", "min", "max"}}`` for every scalar series (last = value at the highest step)."""
         return {e.name: {"last": e.last, "min": e.min, "max": e.max} for e in self._reader.summary(self.id)}

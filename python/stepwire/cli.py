@@ -99,6 +99,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         table.add_row(name, str(info.items if info else ""), ",".join(map(str, info.ranks)) if info else "",
                       f"{s['last']:.6g}", f"{s['min']:.6g}", f"{s['max']:.6g}")
     console.print(table)
+    ranks = sorted({r for s in series.values() for r in s.ranks})
+    if len(ranks) > 1:
+        skew = run.step_skew()
+        st = Table(title=f"per-rank step timing ({skew['series']}); slowest rank {skew['slowest']}, "
+                         f"{skew['lag']:.3f} s behind the median, step time x{skew['step_time_ratio']:.2f}")
+        for col in ("rank", "steps", "step time s", "lag s"):
+            st.add_column(col, justify="right")
+        for row in skew["ranks"]:
+            st.add_row(str(row["rank"]), str(row["steps"]), f"{row['step_time']:.4f}", f"{row['lag']:.4f}")
+        console.print(st)
     hists = [s for s in series.values() if s.kind == "histogram"]
     if hists:
         ht = Table(title="histograms")

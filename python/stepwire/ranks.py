@@ -35,6 +35,7 @@ class RankInfo:
     world_size: int
     local_rank: int
     source: str
+    logging_ranks: int = 0  # how many ranks log to the run (``log_on_ranks``); 0 until init decides
 
 
 def _int(env: Mapping[str, str], name: str) -> int | None:

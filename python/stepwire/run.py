@@ -126,7 +126,7 @@ class Run(_core.Producer):
         info = ingest_pb2.RunInfo(run_id=self.id, project=project, name=self.name, tags=list(tags or []),
                                   config_json=json.dumps(dict(config or {}), default=str), created=self._t0,
                                   status="running", client_id=self._stream_id, rank=self.rank,
-                                  world_size=self.world_size)
+                                  world_size=ranks.logging_ranks)
         self.address, self._channel = self._open(info, address, connect_timeout)
         self._ingest = ingest_pb2_grpc.IngestStub(self._channel)
         self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id)
@@ -425,7 +425,11 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
         raise ValueError(f"mode {mode!r} is not supported by this version; use mode='online'")
     ranks = detect_ranks(rank, world_size)
     agreed = agree_run_id(ranks, run_id)
-    active = log_on_ranks is None or ranks.rank in set(log_on_ranks)
+    logging_ranks = set(range(ranks.world_size)) if log_on_ranks is None else set(log_on_ranks)
+    active = ranks.rank in logging_ranks
+    # the run is finished once every rank that logs has finished
+    ranks = RankInfo(ranks.rank, ranks.world_size, ranks.local_rank, ranks.source,
+                     len(logging_ranks & set(range(ranks.world_size))))
     return Run(project=project, name=name, config=config, tags=tags, address=address, dir=dir, ranks=ranks,
                run_id=agreed, active=active, policy=policy, batch_bytes=batch_bytes, flush_interval=flush_interval,
                ring_capacity=ring_capacity, k=k, finish_timeout=finish_timeout, connect_timeout=connect_timeout)

@@ -143,7 +143,7 @@ class Store(ABC):
     @abstractmethod
     def open_run(self, run: RunRecord, rank: int = 0, world_size: int = 1) -> RunRecord:
         """Create the run, or join it (another rank, or a resume): rank 0's project, name, tags and config win;
-        ``meta["ranks"]`` records each rank's status and ``meta["world_size"]`` the job's size."""
+        ``meta["ranks"]`` records each rank's status and ``meta["world_size"]`` how many ranks log to it."""
 
     @abstractmethod
     def update_run(self, run_id: str, config: dict[str, Any] | None = None, status: str | None = None,
