@@ -11,7 +11,7 @@ from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 import stepwire
 from conftest import CollectorProcess
-from stepwire.collector.server import GRPC_OPTIONS
+from stepwire.transport import GRPC_OPTIONS
 from test_collector_helpers import push_rank
 
 

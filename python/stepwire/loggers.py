@@ -41,8 +41,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypeVar
 
+from stepwire.artifacts import check_artifact_name
 from stepwire.run import Run, init
-from stepwire.store.duckdb_store import check_artifact_name
 
 log = logging.getLogger("stepwire")
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import numpy as np
 
-from stepwire.collector.server import GRPC_OPTIONS
+from stepwire.artifacts import check_artifact_name, read_file_chunks
 from stepwire.histogram import Histogram
 from stepwire.store.base import ArtifactEntry, RunRecord, ScalarPoints, SeriesRecord, SummaryEntry, TextEntry
-from stepwire.store.duckdb_store import STORE_FILE, DuckDBStore, check_artifact_name, read_file_chunks
+from stepwire.transport import GRPC_OPTIONS
 from stepwire.v1 import ingest_pb2, query_pb2, query_pb2_grpc
+
+if TYPE_CHECKING:
+    from stepwire.store.duckdb_store import DuckDBStore
 
 T = TypeVar("T")
 _KINDS = {ingest_pb2.SERIES_KIND_SCALAR: "scalar", ingest_pb2.SERIES_KIND_HISTOGRAM: "histogram"}
@@ -77,6 +80,9 @@ class RemoteReader:
             raise
 
 
+STORE_FILE = "stepwire.duckdb"  # the embedded store's file in a data directory (see store.duckdb_store)
+
+
 class LocalReader:
     """Reads the store file of a directory with no collector running; opens it read-only for each call,
     so that a collector can start meanwhile."""
@@ -87,6 +93,8 @@ class LocalReader:
         self.directory = directory
 
     def _with(self, fn: Callable[[DuckDBStore], T]) -> T:
+        from stepwire.store.duckdb_store import DuckDBStore  # duckdb only where a store file is read
+
         store = DuckDBStore(self.directory, read_only=True)
         try:
             return fn(store)

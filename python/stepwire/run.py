@@ -7,6 +7,7 @@ import json
 import logging
 import numbers
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -22,14 +23,14 @@ import numpy as np
 import numpy.typing as npt
 
 from stepwire import _core
+from stepwire.artifacts import ARTIFACT_CHUNK_BYTES, check_artifact_name
 from stepwire.collector.embedded import data_dir, local_collector, reachable
-from stepwire.collector.server import GRPC_OPTIONS
 from stepwire.histogram import DEFAULT_K
 from stepwire.names import check_name
 from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
 from stepwire.sender import Sender
-from stepwire.store.duckdb_store import ARTIFACT_CHUNK_BYTES, check_artifact_name
 from stepwire.tensors import cpu_view, is_tensor
+from stepwire.transport import GRPC_OPTIONS
 
 if TYPE_CHECKING:
     import torch
@@ -134,24 +135,32 @@ class Run(_core.Producer):
         _live_runs.add(self)
 
     def _open(self, info: ingest_pb2.RunInfo, address: str | None, timeout: float) -> tuple[str, grpc.Channel]:
-        """Connect and open the run; an embedded collector that exits on idle just then is started again."""
-        for attempt in range(3):
+        """Connect and open the run within ``timeout`` seconds. A busy collector (RESOURCE_EXHAUSTED, as when
+        many ranks start at once) is retried with backoff; an embedded collector that exited on idle just
+        then is started again."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
             if address is None:
                 assert self.dir is not None
                 target = local_collector(self.dir)
-            elif not reachable(address, timeout):
+            elif not reachable(address, max(0.1, deadline - time.monotonic())):
                 raise ConnectionError(f"cannot reach a stepwire collector at {address} within {timeout:g} s")
             else:
                 target = address
             channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
             try:
-                ingest_pb2_grpc.IngestStub(channel).OpenRun(info, timeout=timeout)
+                ingest_pb2_grpc.IngestStub(channel).OpenRun(info, timeout=max(0.1, deadline - time.monotonic()))
                 return target, channel
             except grpc.RpcError as exc:
                 channel.close()
-                if address is not None or attempt == 2:
+                code = exc.code() if isinstance(exc, grpc.Call) else None
+                retry = code == grpc.StatusCode.RESOURCE_EXHAUSTED or (
+                    address is None and code == grpc.StatusCode.UNAVAILABLE)
+                if not retry or time.monotonic() + delay > deadline:
                     raise ConnectionError(f"stepwire collector at {target} did not open the run: {exc}") from None
-        raise AssertionError("unreachable")
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
 
     def _submit(self, what: str, fn: Callable[[], object]) -> None:
         """Have the sender thread make an RPC (nothing on a rank that does not log)."""

@@ -14,8 +14,8 @@ from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 import stepwire
 from conftest import CollectorProcess
 from stepwire import _core
-from stepwire.collector.server import GRPC_OPTIONS
 from stepwire.sender import encode_batch
+from stepwire.transport import GRPC_OPTIONS
 
 
 def sealed_batches(n_points: int, hist: bool = False) -> list[_core.SealedBatch]:

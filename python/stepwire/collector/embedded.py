@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 
-from stepwire.collector.server import ADDRESS_FILE, GRPC_OPTIONS
+from stepwire.transport import ADDRESS_FILE, GRPC_OPTIONS
 
 DEFAULT_DIR = "stepwire-data"
 IDLE_EXIT_S = 10.0

@@ -19,12 +19,10 @@ from stepwire.collector.decode import BatchError, decode_batch
 from stepwire.names import check_name
 from stepwire.store.base import RunRecord, Store, TextEntry
 from stepwire.store.duckdb_store import DuckDBStore
+from stepwire.transport import ADDRESS_FILE, GRPC_OPTIONS
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger("stepwire.collector")
-
-MAX_MESSAGE_BYTES = 64 << 20
-"""Largest gRPC message either end accepts; the client seals batches far below it (1 MiB by default)."""
 
 SCALAR_SLICE_POINTS = 1 << 17
 """Points per streamed ``ScalarPoints`` message (~3.5 MiB)."""
@@ -32,12 +30,6 @@ SCALAR_SLICE_POINTS = 1 << 17
 LEASE_TTL_S = 15.0
 """A client that has not sent a heartbeat for this long no longer keeps an idle collector alive."""
 
-ADDRESS_FILE = "collector.json"
-
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
 
 
 class Activity:
