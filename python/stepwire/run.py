@@ -31,11 +31,11 @@ from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
 from stepwire.sender import Sender
 from stepwire.tensors import cpu_view, is_tensor
 from stepwire.transport import GRPC_OPTIONS
+from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 if TYPE_CHECKING:
     import torch
     from stepwire.torch.watch import DeviceWaiter, WatchHandle
-from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger("stepwire")
 
@@ -57,8 +57,6 @@ def _to_float(key: str, value: object) -> float:
 
 def _float_array(key: str, values: object) -> npt.NDArray[Any]:
     """A contiguous float16/32/64 array for binning, or TypeError naming ``key``."""
-    if is_tensor(values):
-        return cpu_view(key, values)[0]
     try:
         arr = np.ascontiguousarray(values)
     except (TypeError, ValueError) as exc:
