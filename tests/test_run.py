@@ -153,7 +153,7 @@ def test_unreachable_address_raises_connection_error() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound but not listening: nothing answers there
         with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
-            stepwire.init(address=f"127.0.0.1:{port}", connect_timeout=1.0)
+            stepwire.init(address=f"127.0.0.1:{port}", connect_timeout=1.0, on_unreachable="raise")
 
 
 def test_stats_and_drop_policy(collector: CollectorProcess) -> None:
@@ -169,7 +169,7 @@ def test_stats_and_drop_policy(collector: CollectorProcess) -> None:
     with pytest.raises(ValueError, match="policy"):
         stepwire.init(address=collector.address, policy="maybe")
     with pytest.raises(ValueError, match="mode"):
-        stepwire.init(address=collector.address, mode="offline")
+        stepwire.init(address=collector.address, mode="sideways")
 
 
 def test_texts_artifacts_params_and_meta(collector: CollectorProcess, tmp_path) -> None:  # type: ignore[no-untyped-def]

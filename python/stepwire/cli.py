@@ -120,6 +120,19 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from stepwire.sync import sync
+
+    directory = data_dir(args.dir)
+    report = sync(directory, args.address, show_progress=not args.quiet)
+    if report.spools == 0:
+        print(f"nothing to sync in {directory / 'spool'}")
+        return 0
+    print(f"synced {report.spools} spool(s) from {directory}: {report.records} records ({report.items} points and "
+          f"histograms) delivered, {report.refused} refused as invalid, {report.corrupt} damaged")
+    return 0 if report.refused == 0 and report.corrupt == 0 else 2
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stepwire.demo import run_demo
 
@@ -148,6 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("run", help="run id")
     _reader_args(p)
     p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("sync", help="deliver what runs left in a data directory's spool (offline runs too)")
+    p.add_argument("dir", nargs="?", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")
+    p.add_argument("--address", help="host:port of the collector (default: the directory's own collector)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_sync)
 
     p = sub.add_parser("demo", help="train a small model and log it to the embedded default")
     p.add_argument("--dir", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")

@@ -9,26 +9,30 @@ import numbers
 import os
 import random
 import shutil
-import tempfile
+import signal
+import sys
+import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
 import numpy.typing as npt
+from google.protobuf.message import Message
 
-from stepwire import _core
-from stepwire.artifacts import ARTIFACT_CHUNK_BYTES, check_artifact_name
+from stepwire import _core, spool
+from stepwire.artifacts import check_artifact_name
 from stepwire.collector.embedded import data_dir, local_collector, reachable
 from stepwire.histogram import DEFAULT_K
 from stepwire.names import check_name
 from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
 from stepwire.sender import Sender
+from stepwire.spool import Spool
 from stepwire.tensors import cpu_view, is_tensor
 from stepwire.transport import GRPC_OPTIONS
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
@@ -88,7 +92,8 @@ class Run(_core.Producer):
 
     def __init__(self, *, project: str, name: str | None, config: Mapping[str, Any] | None,
                  tags: list[str] | None, address: str | None, dir: str | os.PathLike[str] | None,
-                 ranks: RankInfo, run_id: str, active: bool, policy: str, batch_bytes: int,
+                 ranks: RankInfo, run_id: str, active: bool, offline: bool, on_unreachable: str, policy: str,
+                 batch_bytes: int,
                  flush_interval: float, ring_capacity: int, k: int, finish_timeout: float,
                  connect_timeout: float) -> None:
         if policy not in ("block", "drop"):
@@ -126,11 +131,30 @@ class Run(_core.Producer):
                                   config_json=json.dumps(dict(config or {}), default=str), created=self._t0,
                                   status="running", client_id=self._stream_id, rank=self.rank,
                                   world_size=ranks.logging_ranks)
-        self.address, self._channel = self._open(info, address, connect_timeout)
-        self._ingest = ingest_pb2_grpc.IngestStub(self._channel)
-        self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id)
-        self._staging = Path(tempfile.mkdtemp(prefix=f"stepwire-{self.id}-"))
+        self.spool_dir = data_dir(dir) / "spool" / f"{self.id}-r{self.rank}-{self._stream_id[:12]}"
+        """Where records the collector has not acknowledged wait (replayed by the run or ``stepwire sync``)."""
+        self._staging = self.spool_dir / "files"
+        self._text_seq = 0
+        self._channel: grpc.Channel | None = None
+        if not offline:
+            try:
+                self.address, self._channel = self._open(info, address, connect_timeout)
+            except ConnectionError as exc:
+                if on_unreachable == "raise":
+                    raise
+                log.warning("%s; logging to the spool %s until it answers (or run stepwire sync)", exc,
+                            self.spool_dir)
+                self.address = address
+                self._channel = grpc.insecure_channel(address, options=GRPC_OPTIONS) if address else None
+        self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id, Spool(self.spool_dir),
+                              offline=self._channel is None)
+        if self.address is None or offline:
+            self._sender.submit(spool.OPEN_RUN, info)  # the collector learns of the run when the spool reaches it
+        elif self._channel is not None and not self._opened:
+            self._sender.submit(spool.OPEN_RUN, info)
         _live_runs.add(self)
+
+    _opened = False
 
     def _open(self, info: ingest_pb2.RunInfo, address: str | None, timeout: float) -> tuple[str, grpc.Channel]:
         """Connect and open the run within ``timeout`` seconds. A busy collector (RESOURCE_EXHAUSTED, as when
@@ -141,7 +165,10 @@ class Run(_core.Producer):
         while True:
             if address is None:
                 assert self.dir is not None
-                target = local_collector(self.dir)
+                try:
+                    target = local_collector(self.dir)
+                except RuntimeError as exc:
+                    raise ConnectionError(str(exc)) from None
             elif not reachable(address, max(0.1, deadline - time.monotonic())):
                 raise ConnectionError(f"cannot reach a stepwire collector at {address} within {timeout:g} s")
             else:
@@ -149,6 +176,7 @@ class Run(_core.Producer):
             channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
             try:
                 ingest_pb2_grpc.IngestStub(channel).OpenRun(info, timeout=max(0.1, deadline - time.monotonic()))
+                self._opened = True
                 return target, channel
             except grpc.RpcError as exc:
                 channel.close()
@@ -160,11 +188,11 @@ class Run(_core.Producer):
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 1.0)
 
-    def _submit(self, what: str, fn: Callable[[], object]) -> None:
-        """Have the sender thread make an RPC (nothing on a rank that does not log)."""
+    def _submit(self, kind: int, msg: Message) -> None:
+        """Have the sender thread deliver ``msg`` (nothing on a rank that does not log)."""
         self._check_open()
         if self.active:
-            self._sender.submit(what, fn)
+            self._sender.submit(kind, msg)
 
     # -- slow paths of the native fast calls ------------------------------------------------------------
     def _check_open(self) -> None:
@@ -250,12 +278,12 @@ class Run(_core.Producer):
             raise TypeError(f"log_params() takes a dict, got {type(params).__name__}")
         update = ingest_pb2.RunUpdate(run_id=self.id, config_json=json.dumps(dict(params), default=str),
                                       replace_config=replace, rank=self.rank)
-        self._submit("run parameters", lambda: self._ingest.UpdateRun(update, timeout=30.0))
+        self._submit(spool.UPDATE_RUN, update)
 
     def update_meta(self, meta: Mapping[str, Any]) -> None:
         """Merge ``meta`` (run properties that are not hyper-parameters, e.g. progress) into the run."""
         update = ingest_pb2.RunUpdate(run_id=self.id, meta_json=json.dumps(dict(meta), default=str), rank=self.rank)
-        self._submit("run properties", lambda: self._ingest.UpdateRun(update, timeout=30.0))
+        self._submit(spool.UPDATE_RUN, update)
 
     def log_text(self, name: str, text: str, step: int | None = None) -> None:
         """Log ``text`` under ``name`` at ``step`` (default: the auto counter)."""
@@ -263,9 +291,11 @@ class Run(_core.Producer):
         check_name(name)
         if not isinstance(text, str):
             raise TypeError(f"text for {name!r} must be a str, got {type(text).__name__}")
+        self._text_seq += 1
         record = ingest_pb2.TextRecord(run_id=self.id, rank=self.rank, name=name, step=self._take_step(step),
-                                       wall_time=time.time(), text=text)
-        self._submit(f"text {name!r}", lambda: self._ingest.LogText(record, timeout=30.0))
+                                       wall_time=time.time(), text=text, stream_id=self._stream_id,
+                                       sequence=self._text_seq)
+        self._submit(spool.TEXT, record)
 
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None, step: int | None = None) -> str:
         """Store the file at ``path`` with the run as ``name`` (default: its file name); returns the name.
@@ -280,32 +310,20 @@ class Run(_core.Producer):
         name = check_artifact_name(name or source.name)
         if not self.active:
             return name
+        self._staging.mkdir(parents=True, exist_ok=True)
         staged = self._staging / uuid.uuid4().hex
         try:
             os.link(source, staged)
         except OSError:
             shutil.copyfile(source, staged)
-        first = ingest_pb2.ArtifactChunk(run_id=self.id, rank=self.rank, name=name, step=self._take_step(step),
-                                         wall_time=time.time())
-
-        def chunks() -> Iterator[ingest_pb2.ArtifactChunk]:
-            with open(staged, "rb") as f:
-                first.data = f.read(ARTIFACT_CHUNK_BYTES)
-                yield first
-                while data := f.read(ARTIFACT_CHUNK_BYTES):
-                    yield ingest_pb2.ArtifactChunk(data=data)
-
-        def upload() -> None:
-            self._ingest.PutArtifact(chunks(), timeout=600.0)
-            staged.unlink(missing_ok=True)
-
-        self._submit(f"artifact {name!r}", upload)
+        self._submit(spool.ARTIFACT, ingest_pb2.ArtifactChunk(
+            run_id=self.id, rank=self.rank, name=name, step=self._take_step(step), wall_time=time.time(),
+            source_path=str(staged)))
         return name
 
     def delete_artifact(self, name: str) -> None:
         """Remove artifact ``name`` from the run (sent by the sender thread)."""
-        ref = ingest_pb2.ArtifactRef(run_id=self.id, name=check_artifact_name(name))
-        self._submit(f"deletion of artifact {name!r}", lambda: self._ingest.DeleteArtifact(ref, timeout=30.0))
+        self._submit(spool.DELETE_ARTIFACT, ingest_pb2.ArtifactRef(run_id=self.id, name=check_artifact_name(name)))
 
     def watch(self, model: torch.nn.Module, log: str = "gradients", every: int = 1) -> WatchHandle:
         """Log every parameter's histogram and norm/min/max/mean/non-finite count every ``every`` iterations
@@ -338,7 +356,8 @@ class Run(_core.Producer):
         return self._waiter
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Seal everything logged so far and wait until the collector acknowledged it; False on timeout."""
+        """Seal everything logged so far and wait until the collector acknowledged it (spool included);
+        False on timeout (default ``finish_timeout``)."""
         if self._finished or not self.active:
             return True
         if self._waiter is not None:
@@ -348,42 +367,51 @@ class Run(_core.Producer):
         return seq is not None and self._sender.wait(seq, max(0.0, deadline - time.monotonic()))
 
     def finish(self, status: str = "finished") -> None:
-        """Flush, mark the run ``status`` and release the collector. Idempotent; also runs at exit."""
+        """Flush, record the rank's ``status`` and release the collector. Idempotent; also runs at exit and on
+        SIGTERM. Waits up to ``finish_timeout`` for acknowledgement while the collector answers; what it has
+        not acknowledged stays in the spool (``spool_dir``), and ``stepwire sync`` delivers it."""
         if self._finished:
             return
+        self._finished = True
+        _live_runs.discard(self)
         if not self.active:
-            self._finished = True
             self._stream.close()
             return
-        delivered = self.flush()
-        self._finished = True
         if self._waiter is not None:
             self._waiter.close()
-        if not delivered:
-            self._sender.abandon()
+        deadline = time.monotonic() + self._finish_timeout
+        seq = self._stream.flush(self._finish_timeout) or 0
+        self._sender.submit(spool.UPDATE_RUN, ingest_pb2.RunUpdate(run_id=self.id, status=status,
+                                                                   finished=time.time(), rank=self.rank))
+        while not self._sender.wait(seq, 0.2) and time.monotonic() < deadline and self._sender.answering:
+            pass
+        self._sender.close()
         self._stream.close()
-        self._sender.join(timeout=self._finish_timeout)
+        self._sender.join(timeout=max(1.0, deadline - time.monotonic()))
         stats = self.stats()
-        lost = stats["undelivered"] + stats["rejected"] + stats["side_failed"]
-        if lost:
-            log.warning("run %s: %d logged items were not stored (collector unreachable or rejected them)",
-                        self.id, lost)
-        try:
-            self._ingest.UpdateRun(ingest_pb2.RunUpdate(run_id=self.id, status=status, finished=time.time(),
-                                                        rank=self.rank), timeout=10.0)
-            self._ingest.Heartbeat(ingest_pb2.Lease(client_id=self._stream_id, release=True), timeout=5.0)
-        except grpc.RpcError as exc:
-            log.warning("run %s: could not record its end with the collector: %s", self.id, exc)
-        self._channel.close()
-        shutil.rmtree(self._staging, ignore_errors=True)
-        _live_runs.discard(self)
+        if stats["spooled"] or self._sender.backlog:
+            log.warning("run %s: %d items (%d records) wait in the spool %s; deliver them with: stepwire sync %s",
+                        self.id, stats["spooled"], self._sender.backlog, self.spool_dir, self.spool_dir.parent.parent)
+        if stats["rejected"] or stats["side_failed"]:
+            log.warning("run %s: the collector refused %d items and %d other records as invalid", self.id,
+                        stats["rejected"], stats["side_failed"])
+        if self._channel is not None:
+            if self._sender.answering:
+                try:
+                    ingest_pb2_grpc.IngestStub(self._channel).Heartbeat(
+                        ingest_pb2.Lease(client_id=self._stream_id, release=True), timeout=2.0)
+                except grpc.RpcError:
+                    pass  # the lease expires by itself
+            self._channel.close()
 
     def stats(self) -> dict[str, int]:
-        """Counts of items (scalar points and histograms): logged, dropped, blocked, sent, acknowledged, ..."""
+        """Counts of items (scalar points and histograms): logged, dropped (drop policy), blocked (times a
+        producer waited), sent, acknowledged, rejected (refused as invalid), spooled (waiting in the spool),
+        plus side_failed (refused texts, artifacts and updates) and device_dropped."""
         core = self._stream.stats()
         if not self.active:
             return {"logged": 0, "dropped": 0, "blocked": 0, "sent": 0, "acknowledged": 0, "rejected": 0,
-                    "undelivered": 0, "side_failed": 0, "device_dropped": 0}
+                    "spooled": 0, "side_failed": 0, "device_dropped": 0}
         return {
             "logged": core["logged"],
             "dropped": core["dropped"],
@@ -391,7 +419,7 @@ class Run(_core.Producer):
             "sent": self._sender.sent,
             "acknowledged": self._sender.acknowledged,
             "rejected": self._sender.rejected,
-            "undelivered": self._sender.undelivered,
+            "spooled": self._sender.spooled,
             "side_failed": self._sender.side_failed,
             "device_dropped": self._waiter.dropped if self._waiter is not None else 0,
         }
@@ -410,15 +438,21 @@ class Run(_core.Producer):
 def init(project: str = "default", name: str | None = None, config: Mapping[str, Any] | None = None,
          tags: list[str] | None = None, address: str | None = None, dir: str | os.PathLike[str] | None = None,
          mode: str = "online", *, run_id: str | None = None, rank: int | None = None,
-         world_size: int | None = None, log_on_ranks: Iterable[int] | None = None, policy: str = "block",
+         world_size: int | None = None, log_on_ranks: Iterable[int] | None = None, on_unreachable: str = "spool",
+         policy: str = "block",
          batch_bytes: int = 1 << 20, flush_interval: float = 0.1, ring_capacity: int = 1 << 16, k: int = DEFAULT_K,
          finish_timeout: float = 60.0, connect_timeout: float = 10.0) -> Run:
     """Start a run and return it.
 
     With no ``address`` the run goes to the local collector of the data directory (``dir``, else
     ``$STEPWIRE_DIR``, else ``./stepwire-data``), started on demand and shared by every process using that
-    directory; it exits by itself once idle. With ``address`` (``host:port``) a collector must answer there
-    within ``connect_timeout`` seconds, else ``ConnectionError``.
+    directory; it exits by itself once idle. With ``address`` (``host:port``) the run goes to that collector.
+
+    Nothing is lost when the collector is away: what it does not acknowledge goes to the spool in
+    ``{dir}/spool/`` and is replayed when it answers again, or by ``stepwire sync``. If no collector answers
+    within ``connect_timeout`` seconds at ``init``, the run starts on the spool (``on_unreachable="spool"``)
+    or raises ``ConnectionError`` (``"raise"``). ``mode="offline"`` (or ``$STEPWIRE_MODE=offline``) writes only
+    to the spool.
 
     ``policy`` says what a full ring does: ``"block"`` waits (lossless), ``"drop"`` drops and counts.
     Batches are sealed every ``flush_interval`` seconds or at ``batch_bytes``.
@@ -428,8 +462,11 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
     comes from ``run_id=``, ``$STEPWIRE_RUN_ID``, rank 0 through ``torch.distributed``, or the launcher's job id.
     Ranks not in ``log_on_ranks`` (default: all) get a run whose logging calls are accepted and discarded.
     """
-    if mode != "online":
-        raise ValueError(f"mode {mode!r} is not supported by this version; use mode='online'")
+    mode = os.environ.get("STEPWIRE_MODE", mode)
+    if mode not in ("online", "offline"):
+        raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
+    if on_unreachable not in ("spool", "raise"):
+        raise ValueError(f"on_unreachable must be 'spool' or 'raise', got {on_unreachable!r}")
     ranks = detect_ranks(rank, world_size)
     agreed = agree_run_id(ranks, run_id)
     logging_ranks = set(range(ranks.world_size)) if log_on_ranks is None else set(log_on_ranks)
@@ -437,15 +474,48 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
     # the run is finished once every rank that logs has finished
     ranks = RankInfo(ranks.rank, ranks.world_size, ranks.local_rank, ranks.source,
                      len(logging_ranks & set(range(ranks.world_size))))
+    _install_signal_handlers()
     return Run(project=project, name=name, config=config, tags=tags, address=address, dir=dir, ranks=ranks,
-               run_id=agreed, active=active, policy=policy, batch_bytes=batch_bytes, flush_interval=flush_interval,
+               run_id=agreed, active=active, offline=mode == "offline", on_unreachable=on_unreachable,
+               policy=policy, batch_bytes=batch_bytes, flush_interval=flush_interval,
                ring_capacity=ring_capacity, k=k, finish_timeout=finish_timeout, connect_timeout=connect_timeout)
 
 
+_signals_installed = False
+
+
+def _install_signal_handlers() -> None:
+    """On SIGTERM finish every live run, then die of SIGTERM as before; an uncaught exception marks live
+    runs failed (normal exit and SIGINT/KeyboardInterrupt finish them through atexit)."""
+    global _signals_installed
+    if _signals_installed or threading.current_thread() is not threading.main_thread():
+        return
+    _signals_installed = True
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        _finish_live_runs("failed")
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    if previous in (signal.SIG_DFL, None) or callable(previous):
+        signal.signal(signal.SIGTERM, on_sigterm)
+    hook = sys.excepthook
+
+    def on_uncaught(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        _finish_live_runs("failed")
+        hook(tp, value, tb)
+
+    sys.excepthook = on_uncaught
+
+
 @atexit.register
-def _finish_live_runs() -> None:
+def _finish_live_runs(status: str = "finished") -> None:
     for run in list(_live_runs):
         try:
-            run.finish()
+            run.finish(status)
         except Exception as exc:  # never let one run's failure stop the others from flushing
             log.error("run %s failed to finish at exit: %s", run.id, exc)

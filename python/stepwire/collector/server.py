@@ -127,7 +127,8 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
         self.activity.touch()
         try:
             self.store.add_text(request.run_id, TextEntry(check_name(request.name), request.step, request.rank,
-                                                          request.wall_time, request.text))
+                                                          request.wall_time, request.text),
+                                (request.stream_id, request.sequence) if request.stream_id else None)
         except (TypeError, ValueError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except KeyError as exc:

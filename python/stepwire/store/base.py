@@ -177,8 +177,8 @@ class Store(ABC):
         """Last/min/max of every scalar series."""
 
     @abstractmethod
-    def add_text(self, run_id: str, entry: TextEntry) -> None:
-        """Store one text."""
+    def add_text(self, run_id: str, entry: TextEntry, dedup: tuple[str, int] | None = None) -> bool:
+        """Store one text; False (nothing stored) if ``dedup`` = (stream, sequence) was stored already."""
 
     @abstractmethod
     def put_artifact(self, run_id: str, name: str, step: int, rank: int, wall_time: float,

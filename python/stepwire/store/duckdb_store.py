@@ -378,11 +378,25 @@ class DuckDBStore(Store):
                 for r in rows]
 
     # -- texts and artifacts -------------------------------------------------------------------------------
-    def add_text(self, run_id: str, entry: TextEntry) -> None:
+    def add_text(self, run_id: str, entry: TextEntry, dedup: tuple[str, int] | None = None) -> bool:
         with self._lock:
             self._run(run_id)
-            self._con.execute("INSERT INTO texts VALUES (?, ?, ?, ?, ?, ?)",
-                              [run_id, entry.rank, entry.name, entry.step, entry.wall_time, entry.text])
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if dedup is not None:
+                    key = [f"{dedup[0]}/text", dedup[1]]
+                    if con.execute("SELECT 1 FROM batches WHERE stream_id = ? AND sequence = ?", key).fetchone():
+                        con.execute("ROLLBACK")
+                        return False
+                    con.execute("INSERT INTO batches VALUES (?, ?, 1, ?)", [*key, time.time()])
+                con.execute("INSERT INTO texts VALUES (?, ?, ?, ?, ?, ?)",
+                            [run_id, entry.rank, entry.name, entry.step, entry.wall_time, entry.text])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return True
 
     def texts(self, run_id: str, name: str | None = None) -> list[TextEntry]:
         where, params = (" AND name = ?", [name]) if name else ("", [])
