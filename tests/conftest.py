@@ -35,7 +35,7 @@ class CollectorProcess:
                 self.proc.wait()
 
 
-def start_collector(directory: Path, *extra: str) -> CollectorProcess:
+def start_collector(directory: Path, *extra: str, tls_ca: Path | None = None) -> CollectorProcess:
     """Start ``stepwire collector`` on an ephemeral loopback port and wait until it serves."""
     directory.mkdir(parents=True, exist_ok=True)
     log = open(directory / "test-collector.log", "ab")
@@ -44,7 +44,7 @@ def start_collector(directory: Path, *extra: str) -> CollectorProcess:
     log.close()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        address = running_collector(directory, pid=proc.pid)
+        address = running_collector(directory, pid=proc.pid, tls_ca=tls_ca)
         if address:
             return CollectorProcess(proc, address, directory)
         if proc.poll() is not None:

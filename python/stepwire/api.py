@@ -143,12 +143,14 @@ class Api:
     """Read access to stored runs: ``Api(dir=...)`` (the embedded default) or ``Api(address="host:port")``.
 
     With ``dir`` (else ``$STEPWIRE_DIR``, else ``./stepwire-data``) it asks the directory's running collector,
-    or reads the store file directly when none runs.
+    or reads the store file directly when none runs. A remote collector may want a bearer ``token`` (default
+    ``$STEPWIRE_TOKEN``) and TLS (``tls_ca``: the PEM file of the CA that signed its certificate).
     """
 
-    def __init__(self, dir: str | os.PathLike[str] | None = None, address: str | None = None) -> None:
+    def __init__(self, dir: str | os.PathLike[str] | None = None, address: str | None = None,
+                 token: str | None = None, tls_ca: str | os.PathLike[str] | None = None) -> None:
         if address is not None:
-            self._reader: Reader = RemoteReader(address)
+            self._reader: Reader = RemoteReader(address, token=token, tls_ca=tls_ca)
             return
         directory = data_dir(dir)
         running = running_collector(directory)

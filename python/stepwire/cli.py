@@ -20,12 +20,13 @@ from stepwire.collector.embedded import data_dir
 def _reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")
     p.add_argument("--address", help="host:port of a collector to query instead of a directory")
+    p.add_argument("--tls-ca", help="PEM file of the CA that signed the collector's certificate (TLS)")
 
 
 def _api(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from stepwire.api import Api
 
-    return Api(dir=args.dir, address=args.address)
+    return Api(dir=args.dir, address=args.address, tls_ca=args.tls_ca)
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
@@ -35,7 +36,13 @@ def cmd_collector(args: argparse.Namespace) -> int:
         return _detach(args)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    collector = Collector(data_dir(args.dir), listen=args.listen)
+    try:
+        collector = Collector(data_dir(args.dir), listen=args.listen,
+                              token=args.token or os.environ.get("STEPWIRE_TOKEN"), tls_cert=args.tls_cert,
+                              tls_key=args.tls_key, insecure=args.insecure)
+    except (PermissionError, ValueError) as exc:
+        print(f"stepwire collector: {exc}", file=sys.stderr)
+        return 2
     collector.start()
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -124,7 +131,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from stepwire.sync import sync
 
     directory = data_dir(args.dir)
-    report = sync(directory, args.address, show_progress=not args.quiet)
+    report = sync(directory, args.address, show_progress=not args.quiet, tls_ca=args.tls_ca)
     if report.spools == 0:
         print(f"nothing to sync in {directory / 'spool'}")
         return 0
@@ -150,6 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
                    help="exit after this long with no client and no request")
     p.add_argument("--detach", action="store_true", help="start the collector in the background and return")
+    p.add_argument("--token", help="require this bearer token on every RPC (default: $STEPWIRE_TOKEN)")
+    p.add_argument("--tls-cert", help="PEM certificate: serve over TLS (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow listening on a non-loopback address without a token")
     p.set_defaults(fn=cmd_collector)
 
     p = sub.add_parser("runs", help="list runs")
@@ -166,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("dir", nargs="?", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")
     p.add_argument("--address", help="host:port of the collector (default: the directory's own collector)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--tls-ca", help="PEM file of the CA that signed the collector's certificate (TLS)")
     p.set_defaults(fn=cmd_sync)
 
     p = sub.add_parser("demo", help="train a small model and log it to the embedded default")

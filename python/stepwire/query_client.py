@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -13,7 +14,7 @@ import numpy as np
 from stepwire.artifacts import check_artifact_name, read_file_chunks
 from stepwire.histogram import Histogram
 from stepwire.store.base import ArtifactEntry, RunRecord, ScalarPoints, SeriesRecord, SummaryEntry, TextEntry
-from stepwire.transport import GRPC_OPTIONS
+from stepwire.transport import open_channel
 from stepwire.v1 import ingest_pb2, query_pb2, query_pb2_grpc
 
 if TYPE_CHECKING:
@@ -26,9 +27,10 @@ _KINDS = {ingest_pb2.SERIES_KIND_SCALAR: "scalar", ingest_pb2.SERIES_KIND_HISTOG
 class RemoteReader:
     """Reads through the ``Query`` service at ``address``."""
 
-    def __init__(self, address: str, timeout: float = 60.0) -> None:
+    def __init__(self, address: str, timeout: float = 60.0, token: str | None = None,
+                 tls_ca: str | os.PathLike[str] | None = None) -> None:
         self.address = address
-        self._channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+        self._channel = open_channel(address, token, tls_ca)
         self._stub = query_pb2_grpc.QueryStub(self._channel)
         self._timeout = timeout
 

@@ -34,7 +34,7 @@ from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
 from stepwire.sender import Sender
 from stepwire.spool import Spool
 from stepwire.tensors import cpu_view, is_tensor
-from stepwire.transport import GRPC_OPTIONS
+from stepwire.transport import open_channel
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 if TYPE_CHECKING:
@@ -92,7 +92,8 @@ class Run(_core.Producer):
 
     def __init__(self, *, project: str, name: str | None, config: Mapping[str, Any] | None,
                  tags: list[str] | None, address: str | None, dir: str | os.PathLike[str] | None,
-                 ranks: RankInfo, run_id: str, active: bool, offline: bool, on_unreachable: str, policy: str,
+                 ranks: RankInfo, run_id: str, active: bool, offline: bool, on_unreachable: str,
+                 token: str | None, tls_ca: str | os.PathLike[str] | None, policy: str,
                  batch_bytes: int,
                  flush_interval: float, ring_capacity: int, k: int, finish_timeout: float,
                  connect_timeout: float) -> None:
@@ -135,6 +136,7 @@ class Run(_core.Producer):
         """Where records the collector has not acknowledged wait (replayed by the run or ``stepwire sync``)."""
         self._staging = self.spool_dir / "files"
         self._text_seq = 0
+        self._token, self._tls_ca = token, tls_ca
         self._channel: grpc.Channel | None = None
         if not offline:
             try:
@@ -145,7 +147,7 @@ class Run(_core.Producer):
                 log.warning("%s; logging to the spool %s until it answers (or run stepwire sync)", exc,
                             self.spool_dir)
                 self.address = address
-                self._channel = grpc.insecure_channel(address, options=GRPC_OPTIONS) if address else None
+                self._channel = open_channel(address, self._token, self._tls_ca) if address else None
         self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id, Spool(self.spool_dir),
                               offline=self._channel is None)
         if self.address is None or offline:
@@ -169,11 +171,11 @@ class Run(_core.Producer):
                     target = local_collector(self.dir)
                 except RuntimeError as exc:
                     raise ConnectionError(str(exc)) from None
-            elif not reachable(address, max(0.1, deadline - time.monotonic())):
+            elif not reachable(address, max(0.1, deadline - time.monotonic()), self._tls_ca):
                 raise ConnectionError(f"cannot reach a stepwire collector at {address} within {timeout:g} s")
             else:
                 target = address
-            channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
+            channel = open_channel(target, self._token if address is not None else None, self._tls_ca)
             try:
                 ingest_pb2_grpc.IngestStub(channel).OpenRun(info, timeout=max(0.1, deadline - time.monotonic()))
                 self._opened = True
@@ -439,6 +441,7 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
          tags: list[str] | None = None, address: str | None = None, dir: str | os.PathLike[str] | None = None,
          mode: str = "online", *, run_id: str | None = None, rank: int | None = None,
          world_size: int | None = None, log_on_ranks: Iterable[int] | None = None, on_unreachable: str = "spool",
+         token: str | None = None, tls_ca: str | os.PathLike[str] | None = None,
          policy: str = "block",
          batch_bytes: int = 1 << 20, flush_interval: float = 0.1, ring_capacity: int = 1 << 16, k: int = DEFAULT_K,
          finish_timeout: float = 60.0, connect_timeout: float = 10.0) -> Run:
@@ -452,7 +455,8 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
     ``{dir}/spool/`` and is replayed when it answers again, or by ``stepwire sync``. If no collector answers
     within ``connect_timeout`` seconds at ``init``, the run starts on the spool (``on_unreachable="spool"``)
     or raises ``ConnectionError`` (``"raise"``). ``mode="offline"`` (or ``$STEPWIRE_MODE=offline``) writes only
-    to the spool.
+    to the spool. A remote collector may want a bearer ``token`` (default ``$STEPWIRE_TOKEN``) and TLS:
+    ``tls_ca`` is the PEM file of the CA that signed its certificate.
 
     ``policy`` says what a full ring does: ``"block"`` waits (lossless), ``"drop"`` drops and counts.
     Batches are sealed every ``flush_interval`` seconds or at ``batch_bytes``.
@@ -477,6 +481,7 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
     _install_signal_handlers()
     return Run(project=project, name=name, config=config, tags=tags, address=address, dir=dir, ranks=ranks,
                run_id=agreed, active=active, offline=mode == "offline", on_unreachable=on_unreachable,
+               token=token, tls_ca=tls_ca,
                policy=policy, batch_bytes=batch_bytes, flush_interval=flush_interval,
                ring_capacity=ring_capacity, k=k, finish_timeout=finish_timeout, connect_timeout=connect_timeout)
 

@@ -18,7 +18,7 @@ from stepwire import spool
 from stepwire.collector.embedded import local_collector
 from stepwire.sender import PAYLOAD_TYPES, _refused, batch_items, deliver
 from stepwire.spool import Spool
-from stepwire.transport import GRPC_OPTIONS
+from stepwire.transport import open_channel
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 ATTEMPTS = 5
@@ -36,8 +36,10 @@ class SyncReport:
     spools: int = 0
 
 
-def sync(directory: Path, address: str | None = None, show_progress: bool = True) -> SyncReport:
-    """Replay every spool under ``directory`` to ``address`` (default: the directory's own collector)."""
+def sync(directory: Path, address: str | None = None, show_progress: bool = True,
+         tls_ca: str | None = None) -> SyncReport:
+    """Replay every spool under ``directory`` to ``address`` (default: the directory's own collector); the
+    token comes from ``$STEPWIRE_TOKEN``, TLS from ``tls_ca``."""
     report = SyncReport()
     pending = []
     for path in spool.spools(directory):
@@ -48,7 +50,7 @@ def sync(directory: Path, address: str | None = None, show_progress: bool = True
         return report
     total = sum(s.count() for _, s in pending)
     target = address or local_collector(directory)
-    with grpc.insecure_channel(target, options=GRPC_OPTIONS) as channel, \
+    with open_channel(target, tls_ca=tls_ca if address else None) as channel, \
             Progress(disable=not show_progress, transient=True) as progress:
         stub = ingest_pb2_grpc.IngestStub(channel)
         task = progress.add_task(f"syncing to {target}", total=total)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 
-from stepwire.transport import ADDRESS_FILE, GRPC_OPTIONS
+from stepwire.transport import ADDRESS_FILE, open_channel
 
 DEFAULT_DIR = "stepwire-data"
 IDLE_EXIT_S = 10.0
@@ -26,9 +26,9 @@ def data_dir(directory: str | os.PathLike[str] | None = None) -> Path:
     return Path(directory or os.environ.get("STEPWIRE_DIR") or DEFAULT_DIR).resolve()
 
 
-def reachable(address: str, timeout: float) -> bool:
-    """True if a gRPC server answers at ``address`` within ``timeout`` seconds."""
-    with grpc.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+def reachable(address: str, timeout: float, tls_ca: str | os.PathLike[str] | None = None) -> bool:
+    """True if a gRPC server answers at ``address`` within ``timeout`` seconds (over TLS with ``tls_ca``)."""
+    with open_channel(address, token="", tls_ca=tls_ca) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
@@ -50,8 +50,10 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def running_collector(directory: Path, pid: int | None = None) -> str | None:
-    """The address of the live collector serving ``directory``, if any (optionally only if it is ``pid``)."""
+def running_collector(directory: Path, pid: int | None = None, tls_ca: str | os.PathLike[str] | None = None
+                      ) -> str | None:
+    """The address of the live collector serving ``directory``, if any (optionally only if it is ``pid``;
+    ``tls_ca`` for one serving TLS)."""
     try:
         info = json.loads((directory / ADDRESS_FILE).read_text())
         address, owner = str(info["address"]), int(info["pid"])
@@ -59,7 +61,7 @@ def running_collector(directory: Path, pid: int | None = None) -> str | None:
         return None
     if (pid is not None and owner != pid) or not _pid_alive(owner):
         return None
-    return address if reachable(address, timeout=2.0) else None
+    return address if reachable(address, timeout=2.0, tls_ca=tls_ca) else None
 
 
 def local_collector(directory: Path, idle_exit: float | None = None) -> str:

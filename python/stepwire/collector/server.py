@@ -19,7 +19,7 @@ from stepwire.collector.decode import BatchError, decode_batch
 from stepwire.names import check_name
 from stepwire.store.base import RunRecord, Store, TextEntry
 from stepwire.store.duckdb_store import DuckDBStore
-from stepwire.transport import ADDRESS_FILE, GRPC_OPTIONS
+from stepwire.transport import ADDRESS_FILE, GRPC_OPTIONS, TokenCheck, is_loopback
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
 
 log = logging.getLogger("stepwire.collector")
@@ -242,17 +242,28 @@ class Collector:
     """A running collector: store, gRPC server, and (for the embedded default) its address file."""
 
     def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = 8,
-                 max_concurrent_rpcs: int = 32) -> None:
+                 max_concurrent_rpcs: int = 32, token: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None, insecure: bool = False) -> None:
+        if not is_loopback(listen) and not token and not insecure:
+            raise PermissionError(f"refusing to listen on {listen} (not loopback) without a token: pass --token "
+                                  "(or set $STEPWIRE_TOKEN), or --insecure to accept anyone who can connect")
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("TLS needs both a certificate and its key")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.store = DuckDBStore(self.directory)
         self.activity = Activity()
         # RPCs beyond max_concurrent_rpcs get RESOURCE_EXHAUSTED, which clients retry: memory stays bounded
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS,
-                                  maximum_concurrent_rpcs=max_concurrent_rpcs)
+                                  maximum_concurrent_rpcs=max_concurrent_rpcs,
+                                  interceptors=[TokenCheck(token)] if token else [])
         ingest_pb2_grpc.add_IngestServicer_to_server(IngestService(self.store, self.activity), self.server)
         query_pb2_grpc.add_QueryServicer_to_server(QueryService(self.store, self.activity), self.server)
-        port = self.server.add_insecure_port(listen)
+        if tls_cert is not None and tls_key is not None:
+            creds = grpc.ssl_server_credentials([(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])
+            port = self.server.add_secure_port(listen, creds)
+        else:
+            port = self.server.add_insecure_port(listen)
         if port == 0:
             raise OSError(f"cannot listen on {listen}")
         host = listen.rsplit(":", 1)[0]
