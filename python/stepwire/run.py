@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("stepwire")
 
 _live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+MAX_SERIES = 1_000_000
+"""Series names one process may define in a run (the collector enforces the same bound per stream)."""
 _HIST_DTYPES = (np.float16, np.float32, np.float64)
 
 
@@ -208,6 +210,8 @@ class Run(_core.Producer):
             what = {_core.KIND_SCALAR: "scalar", _core.KIND_HISTOGRAM: "histogram"}
             raise ValueError(f"{key!r} is already logged as a {what[known]}, not a {what[kind]}")
         if known is None:
+            if len(self._kinds) >= MAX_SERIES:
+                raise ValueError(f"cannot log {key!r}: a run holds at most {MAX_SERIES} series names per process")
             sid = self._stream.define(key, kind)
             self._kinds[key] = kind
             if kind == _core.KIND_SCALAR:

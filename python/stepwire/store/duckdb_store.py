@@ -35,6 +35,7 @@ from stepwire.store.base import (
 
 STORE_FILE = "stepwire.duckdb"  # also named in query_client, which must not import duckdb
 CHECKPOINT_THRESHOLD = "512MB"
+MAX_SERIES_PER_STREAM = 1_000_000
 MEMORY_LIMIT = "1GB"  # DuckDB's own default is 80% of RAM: a collector shares the machine with training
 
 _SCHEMA = """
@@ -169,6 +170,8 @@ class DuckDBStore(Store):
                     if known is not None and known != (name, kind):
                         raise BatchError(f"series id {sid} redefined from {known[0]!r} to {name!r}")
                 new_defs = [(sid, name, kind) for sid, name, kind in batch.defs if sid not in defs]
+                if len(defs) + len(new_defs) > MAX_SERIES_PER_STREAM:
+                    raise BatchError(f"stream {batch.stream_id} defines more than {MAX_SERIES_PER_STREAM} series")
                 if new_defs:
                     con.register("_defs", {
                         "series_id": np.array([d[0] for d in new_defs], dtype=np.uint32),
