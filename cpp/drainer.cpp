@@ -199,21 +199,27 @@ void Stream::run() {
         const std::size_t got = room > 0 ? drain(room) : 0;
         lock.lock();
 
-        for (HistogramRecord& h : pending_hists_) {
-            drained_hist_bytes_ += histogram_bytes(h.hist);
+        // Histograms join the open batch only while it is under max_batch_bytes, so that no batch outgrows
+        // the message size limit however many histograms are queued; the rest wait for the next batch.
+        std::size_t taken = 0;
+        while (taken < pending_hists_.size() &&
+               (drained_hists_ == 0 || drained_.size() * kPointBytes + drained_hist_bytes_ < cfg_.max_batch_bytes)) {
+            HistogramRecord& h = pending_hists_[taken++];
+            const std::size_t hb = histogram_bytes(h.hist);
+            drained_hist_bytes_ += hb;
+            pending_hist_bytes_ -= hb;
             ++drained_hists_;
             encoder_.add_histogram(std::move(h));
         }
-        if (!pending_hists_.empty()) {
-            pending_hists_.clear();
-            pending_hist_bytes_ = 0;
+        if (taken > 0) {
+            pending_hists_.erase(pending_hists_.begin(), pending_hists_.begin() + static_cast<std::ptrdiff_t>(taken));
             room_.notify_all();
         }
 
         const double now = wall_clock_now();
         const std::size_t bytes = drained_.size() * kPointBytes + drained_hist_bytes_;
         if (bytes > 0 && oldest_ == 0.0) oldest_ = now;
-        const bool rings_empty = got < room;
+        const bool rings_empty = got < room && pending_hists_.empty();  // everything logged so far is drained
         const bool flushing = flush_target > flush_served_ || closing;
         // Natural batching: while the sender still has a sealed batch to send, sealing another gains no
         // latency, so the open batch keeps growing; fewer, larger batches are what lets a busy collector keep up.
@@ -235,7 +241,7 @@ void Stream::run() {
             room_.notify_all();
             return;
         }
-        if (got == 0) wake_drainer_.wait_for(lock, kIdlePoll);
+        if (got == 0 && pending_hists_.empty()) wake_drainer_.wait_for(lock, kIdlePoll);
     }
 }
 

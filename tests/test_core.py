@@ -176,3 +176,21 @@ def test_step_argument_checks() -> None:
     p.log_scalar("x", 1.0, step=np.int64(3))
     assert p._take_step() == 4
     stream.close()
+
+
+def test_many_queued_histograms_are_spread_over_batches_under_the_size_limit() -> None:
+    stream = _core.Stream(batch_bytes=4096, max_batch_bytes=1 << 16, flush_interval=60.0, max_sealed=1000)
+    sid = stream.define("h", _core.KIND_HISTOGRAM)
+    rng = np.random.default_rng(0)
+    for step in range(200):  # each histogram has hundreds of buckets: ~10 KiB in a batch
+        values = (rng.standard_normal(5000) * 10.0 ** rng.integers(-9, 9, 5000)).astype(np.float32)
+        stream.push_histogram(sid, step, values)
+    stream.flush()
+    batches = drain(stream)
+    assert sum(b.histogram_count for b in batches) == 200
+    assert len(batches) > 1
+    for b in batches:
+        c = b.histogram_columns()
+        size = sum(len(v) for v in c.values())
+        assert size < (1 << 16) + 80 + 12 * 4000  # at most one histogram past the limit
+    stream.close()
