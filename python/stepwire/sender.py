@@ -97,7 +97,7 @@ def deliver(stub: ingest_pb2_grpc.IngestStub, kind: int, msg: Message, timeout: 
         raise ValueError(f"unknown spool record kind {kind}")
 
 
-def _refused(exc: grpc.RpcError) -> bool:
+def refused(exc: grpc.RpcError) -> bool:
     """The collector understood and refused (retrying cannot help), as opposed to not answering."""
     code = exc.code() if isinstance(exc, grpc.Call) else None
     return code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
@@ -221,7 +221,7 @@ class Sender:
             self.answering = True
             return "acknowledged"
         except grpc.RpcError as exc:
-            if _refused(exc):
+            if refused(exc):
                 self.answering = True
                 log.error("collector refused %s: %s", spool.KIND_NAMES[kind],
                           exc.details() if isinstance(exc, grpc.Call) else exc)

@@ -16,7 +16,7 @@ from rich.progress import Progress
 
 from stepwire import spool
 from stepwire.collector.embedded import local_collector
-from stepwire.sender import PAYLOAD_TYPES, _refused, batch_items, deliver
+from stepwire.sender import PAYLOAD_TYPES, batch_items, deliver, refused
 from stepwire.spool import Spool
 from stepwire.transport import open_channel
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
@@ -82,7 +82,7 @@ def _deliver_with_retries(stub: ingest_pb2_grpc.IngestStub, kind: int, msg: obje
             deliver(stub, kind, msg)  # type: ignore[arg-type]
             return True
         except grpc.RpcError as exc:
-            if _refused(exc):
+            if refused(exc):
                 return False
             if attempt == ATTEMPTS - 1:
                 raise ConnectionError(f"the stepwire collector at {target} does not answer: {exc}") from None
