@@ -150,89 +150,63 @@ class OptimizerParamsHandler(BaseOptimizerParamsHandler):
                  for i, group in enumerate(self.optimizer.param_groups)}, step=global_step)
 
 
-def _split(name: str) -> tuple[str, str]:
-    module, _, rest = name.partition(".")
-    return module, rest
+def _parameters(handler: BaseWeightsHandler, grads: bool, title: str) -> list[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` of every whitelisted parameter (its gradient with ``grads``, skipping parameters
+    without one), named ``{tag/}{title}/{rest of the parameter name}`` where ``title`` may use ``{module}``."""
+    prefix = f"{handler.tag}/" if handler.tag else ""
+    out = []
+    for name, p in handler.weights:
+        t = p.grad if grads else p.data
+        if t is not None:
+            module, _, rest = name.partition(".")
+            out.append((f"{prefix}{title.format(module=module)}/{rest}".rstrip("/"), t.detach()))
+    return out
 
 
 class _ScalarHandler(BaseWeightsScalarHandler):
-    kind = ""
-
-    def _tensor(self, p: torch.nn.Parameter) -> torch.Tensor | None:
-        raise NotImplementedError
+    grads = False
 
     def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
         run = _check_logger(self, logger).run
-        global_step = engine.state.get_event_attrib_value(event_name)
-        prefix = f"{self.tag}/" if self.tag else ""
-        names, tensors = [], []
-        for name, p in self.weights:
-            t = self._tensor(p)
-            if t is not None:
-                module, rest = _split(name)
-                names.append(f"{prefix}{self.kind}_{self.reduction.__name__}/{module}/{rest}".rstrip("/"))
-                tensors.append(t.detach())
-        if not tensors:
+        kind = "grads" if self.grads else "weights"
+        named = _parameters(self, self.grads, f"{kind}_{self.reduction.__name__}/{{module}}")
+        if not named:
             return
+        tensors = [t for _, t in named]
         results: list[Any] = (list(torch._foreach_norm(tensors))  # one fused launch per device and dtype
                               if self.reduction is torch.norm else [self.reduction(t) for t in tensors])
-        run.log(dict(zip(names, results, strict=True)), step=global_step)
+        run.log({name: r for (name, _), r in zip(named, results, strict=True)},
+                step=engine.state.get_event_attrib_value(event_name))
 
 
 class WeightsScalarHandler(_ScalarHandler):
     """Logs ``reduction(p.data)`` (default ``torch.norm``) of every (whitelisted) parameter."""
 
-    kind = "weights"
-
-    def _tensor(self, p: torch.nn.Parameter) -> torch.Tensor | None:
-        return p.data
-
 
 class GradsScalarHandler(_ScalarHandler):
     """Logs ``reduction(p.grad)`` (default ``torch.norm``) of every (whitelisted) parameter with a gradient."""
 
-    kind = "grads"
-
-    def _tensor(self, p: torch.nn.Parameter) -> torch.Tensor | None:
-        return p.grad
+    grads = True
 
 
 class _HistHandler(BaseWeightsHandler):
-    kind = ""
-
-    def _tensor(self, p: torch.nn.Parameter) -> torch.Tensor | None:
-        raise NotImplementedError
+    grads = False
 
     def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
         run = _check_logger(self, logger).run
-        global_step = engine.state.get_event_attrib_value(event_name)
-        prefix = f"{self.tag}/" if self.tag else ""
-        named = []
-        for name, p in self.weights:
-            t = self._tensor(p)
-            if t is not None:
-                module, rest = _split(name)
-                named.append((f"{prefix}{self.kind}_{module}/{rest}".rstrip("/"), t.detach()))
+        named = _parameters(self, self.grads, ("grads" if self.grads else "weights") + "_{module}")
         if named:
-            ModelStats(run).log(named, global_step, scalars=False)
+            ModelStats(run).log(named, engine.state.get_event_attrib_value(event_name), scalars=False)
 
 
 class WeightsHistHandler(_HistHandler):
     """Logs the histogram of every (whitelisted) parameter, all of them in a few fused launches per device."""
 
-    kind = "weights"
-
-    def _tensor(self, p: torch.nn.Parameter) -> torch.Tensor | None:
-        return p.data
-
 
 class GradsHistHandler(_HistHandler):
     """Logs the histogram of every (whitelisted) parameter's gradient, in a few fused launches per device."""
 
-    kind = "grads"
-
-    def _tensor(self, p: torch.nn.Parameter) -> torch.Tensor | None:
-        return p.grad
+    grads = True
 
 
 class StepwireSaver(DiskSaver):
