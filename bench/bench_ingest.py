@@ -23,8 +23,8 @@ import duckdb
 import numpy as np
 import psutil
 
+from processes import start_collector
 from report import emit
-from stepwire.collector.embedded import running_collector
 
 CLIENT = textwrap.dedent("""
     import json, sys, time, stepwire
@@ -38,16 +38,6 @@ CLIENT = textwrap.dedent("""
     run.finish()
     print(json.dumps({"start": t0, "logged": t1, "end": time.time(), "stats": run.stats()}))
 """)
-
-
-def start_collector(directory: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "stepwire", "collector", "--listen", "127.0.0.1:0",
-                             "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(600):
-        if running_collector(directory, pid=proc.pid):
-            return proc
-        time.sleep(0.05)
-    raise RuntimeError("collector did not start")
 
 
 def duckdb_rows_reference(points: int) -> float:
@@ -77,7 +67,7 @@ def main() -> None:
     rows = []
     for clients in args.clients:
         directory = Path(tempfile.mkdtemp(prefix="stepwire-ingest-"))
-        collector = start_collector(directory)
+        collector, address = start_collector(directory)
         proc = psutil.Process(collector.pid)
         peak = [proc.memory_info().rss]
         stop = threading.Event()
@@ -88,8 +78,6 @@ def main() -> None:
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        address = running_collector(directory)
-        assert address
         procs = [subprocess.Popen([sys.executable, "-c", CLIENT, address, str(args.points), str(args.keys),
                                    str(args.batch_bytes)],
                                   stdout=subprocess.PIPE) for _ in range(clients)]

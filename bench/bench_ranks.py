@@ -22,8 +22,8 @@ from pathlib import Path
 import psutil
 
 import stepwire
+from processes import start_collector
 from report import emit
-from stepwire.collector.embedded import running_collector
 
 RANK = textwrap.dedent("""
     import json, sys, time, stepwire
@@ -41,15 +41,7 @@ RANK = textwrap.dedent("""
 
 def measure(ranks: int, points: int, keys: int, tag: str) -> dict[str, float]:
     directory = Path(tempfile.mkdtemp(prefix="stepwire-ranks-"))
-    collector = subprocess.Popen([sys.executable, "-m", "stepwire", "collector", "--listen", "127.0.0.1:0",
-                                  "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = None
-    for _ in range(600):
-        address = running_collector(directory, pid=collector.pid)
-        if address:
-            break
-        time.sleep(0.05)
-    assert address, "collector did not start"
+    collector, address = start_collector(directory)
     proc = psutil.Process(collector.pid)
     peak = [proc.memory_info().rss]
     stop = threading.Event()

@@ -13,32 +13,13 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import stepwire
+from processes import free_port, start_collector
 from report import emit
-from stepwire.collector.embedded import running_collector
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(directory: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "stepwire", "collector", "--listen", f"127.0.0.1:{port}",
-                             "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(600):
-        if running_collector(directory, pid=proc.pid):
-            return proc
-        time.sleep(0.05)
-    raise RuntimeError("collector did not start")
 
 
 def log_points(run: stepwire.Run, points: int) -> None:
@@ -62,7 +43,7 @@ def main() -> None:
     spool_bytes = sum(f.stat().st_size for f in (tmp / "down" / "spool").rglob("*.spool"))
     assert run.stats()["spooled"] == args.points
 
-    collector = start(tmp / "server", port)
+    collector, _ = start_collector(tmp / "server", port)
     try:
         t = time.perf_counter()
         live = stepwire.init(address=f"127.0.0.1:{port}", dir=tmp / "up")
@@ -78,7 +59,7 @@ def main() -> None:
         client._stream.flush(60.0)
         time.sleep(3)
         restart = time.perf_counter()
-        collector = start(tmp / "server", port)
+        collector, _ = start_collector(tmp / "server", port)
         started = time.perf_counter() - restart
         assert client.flush(timeout=600)
         recovery = time.perf_counter() - restart
