@@ -210,3 +210,18 @@ def test_texts_artifacts_params_and_meta(collector: CollectorProcess, tmp_path) 
 def _write(path):  # type: ignore[no-untyped-def]
     path.write_text("lr: 0.1\n")
     return path
+
+
+def test_stats_account_for_the_time_spent_logging(collector: CollectorProcess, capfd) -> None:  # type: ignore[no-untyped-def]
+    run = stepwire.init(address=collector.address)
+    for i in range(20_000):
+        run.log({"a": float(i), "b": 1.0})
+    run.log_histogram("h", np.random.default_rng(0).standard_normal(1_000_000))
+    s = run.stats()
+    assert s["logging_s"] > 0 and 0 < s["logging_fraction"] < 1
+    run.finish()
+    err = capfd.readouterr().err
+    assert f"stepwire: run {run.id} finished (finished): logging cost" in err and "40.0 k points, 0 dropped" in err
+    with stepwire.init(address=collector.address, quiet=True) as quiet:
+        quiet.log({"a": 1.0})
+    assert "stepwire: run" not in capfd.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import numbers
@@ -15,10 +16,10 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import numpy as np
@@ -43,10 +44,34 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stepwire")
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _accounted(method: F) -> F:
+    """Counts the time a caller spends in ``method`` toward the run's ``stats()["logging_s"]``."""
+
+    @functools.wraps(method)
+    def wrapper(self: Run, *args: Any, **kwargs: Any) -> Any:
+        self._busy_begin()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._busy_end()
+
+    return wrapper  # type: ignore[return-value]
+
 _live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
 MAX_SERIES = 1_000_000
 """Series names one process may define in a run (the collector enforces the same bound per stream)."""
 _HIST_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def _count(n: float) -> str:
+    """1234567 -> "1.2 M"."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return str(int(n))
 
 
 def _to_float(key: str, value: object) -> float:
@@ -95,7 +120,7 @@ class Run(_core.Producer):
     def __init__(self, *, project: str, name: str | None, config: Mapping[str, Any] | None,
                  tags: list[str] | None, address: str | None, dir: str | os.PathLike[str] | None,
                  ranks: RankInfo, run_id: str, active: bool, offline: bool, on_unreachable: str,
-                 token: str | None, tls_ca: str | os.PathLike[str] | None, policy: str,
+                 token: str | None, tls_ca: str | os.PathLike[str] | None, quiet: bool, policy: str,
                  batch_bytes: int,
                  flush_interval: float, ring_capacity: int, k: int, finish_timeout: float,
                  connect_timeout: float) -> None:
@@ -139,6 +164,7 @@ class Run(_core.Producer):
         self._staging = self.spool_dir / "files"
         self._text_seq = 0
         self._token, self._tls_ca = token, tls_ca
+        self._quiet = quiet
         self._channel: grpc.Channel | None = None
         if not offline:
             try:
@@ -260,6 +286,7 @@ class Run(_core.Producer):
             log_device_values(self, device_scalars, device_hists, resolved)
 
     # -- public API ---------------------------------------------------------------------------------------
+    @_accounted
     def log_histogram(self, name: str, values: npt.ArrayLike | torch.Tensor, step: int | None = None) -> None:
         """Log the histogram of ``values`` (array, sequence of numbers, or torch tensor on any device).
 
@@ -275,6 +302,7 @@ class Run(_core.Producer):
         arr, bf16 = cpu_view(name, values) if is_tensor(values) else (_float_array(name, values), False)
         self._stream.push_histogram(sid, self._take_step(step), arr, self._k, bf16)
 
+    @_accounted
     def log_params(self, params: Mapping[str, Any], replace: bool = False) -> None:
         """Merge ``params`` into the run's config (or replace it); values that are not JSON become strings.
 
@@ -286,11 +314,13 @@ class Run(_core.Producer):
                                       replace_config=replace, rank=self.rank)
         self._submit(spool.UPDATE_RUN, update)
 
+    @_accounted
     def update_meta(self, meta: Mapping[str, Any]) -> None:
         """Merge ``meta`` (run properties that are not hyper-parameters, e.g. progress) into the run."""
         update = ingest_pb2.RunUpdate(run_id=self.id, meta_json=json.dumps(dict(meta), default=str), rank=self.rank)
         self._submit(spool.UPDATE_RUN, update)
 
+    @_accounted
     def log_text(self, name: str, text: str, step: int | None = None) -> None:
         """Log ``text`` under ``name`` at ``step`` (default: the auto counter)."""
         self._check_open()
@@ -303,6 +333,7 @@ class Run(_core.Producer):
                                        sequence=self._text_seq)
         self._submit(spool.TEXT, record)
 
+    @_accounted
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None, step: int | None = None) -> str:
         """Store the file at ``path`` with the run as ``name`` (default: its file name); returns the name.
 
@@ -327,6 +358,7 @@ class Run(_core.Producer):
             source_path=str(staged)))
         return name
 
+    @_accounted
     def delete_artifact(self, name: str) -> None:
         """Remove artifact ``name`` from the run (sent by the sender thread)."""
         self._submit(spool.DELETE_ARTIFACT, ingest_pb2.ArtifactRef(run_id=self.id, name=check_artifact_name(name)))
@@ -339,6 +371,7 @@ class Run(_core.Producer):
         self._check_open()
         return watch(self, model, log, every) if self.active else WatchHandle([])
 
+    @_accounted
     def log_model_stats(self, model: torch.nn.Module, step: int | None = None, log: str = "gradients") -> None:
         """Log what ``watch`` logs, once, at ``step`` (default: the run's current step, not advancing it)."""
         from stepwire.torch.watch import log_model_stats
@@ -395,6 +428,10 @@ class Run(_core.Producer):
         self._stream.close()
         self._sender.join(timeout=max(1.0, deadline - time.monotonic()))
         stats = self.stats()
+        if not self._quiet:
+            print(f"stepwire: run {self.id} finished ({status}): logging cost {stats['logging_fraction']:.1%} of "
+                  f"wall time, {_count(stats['logged'])} points, {int(stats['dropped'])} dropped, "
+                  f"{int(stats['spooled'])} in the spool", file=sys.stderr)
         if stats["spooled"] or self._sender.backlog:
             log.warning("run %s: %d items (%d records) wait in the spool %s; deliver them with: stepwire sync %s",
                         self.id, stats["spooled"], self._sender.backlog, self.spool_dir, self.spool_dir.parent.parent)
@@ -410,15 +447,20 @@ class Run(_core.Producer):
                     pass  # the lease expires by itself
             self._channel.close()
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         """Counts of items (scalar points and histograms): logged, dropped (drop policy), blocked (times a
         producer waited), sent, acknowledged, rejected (refused as invalid), spooled (waiting in the spool),
-        plus side_failed (refused texts, artifacts and updates) and device_dropped."""
+        side_failed (refused texts, artifacts and updates) and device_dropped; and the cost of logging:
+        ``logging_s``, the seconds calling threads spent inside stepwire's logging calls, and
+        ``logging_fraction``, that time over the wall time since ``init`` (approximate while several
+        threads log at once)."""
         core = self._stream.stats()
+        busy = self._busy_ns / 1e9
+        cost = {"logging_s": busy, "logging_fraction": busy / max(time.time() - self._t0, 1e-9)}
         if not self.active:
             return {"logged": 0, "dropped": 0, "blocked": 0, "sent": 0, "acknowledged": 0, "rejected": 0,
-                    "spooled": 0, "side_failed": 0, "device_dropped": 0}
-        return {
+                    "spooled": 0, "side_failed": 0, "device_dropped": 0, **cost}
+        return {**cost,
             "logged": core["logged"],
             "dropped": core["dropped"],
             "blocked": core["blocked"],
@@ -445,7 +487,7 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
          tags: list[str] | None = None, address: str | None = None, dir: str | os.PathLike[str] | None = None,
          mode: str = "online", *, run_id: str | None = None, rank: int | None = None,
          world_size: int | None = None, log_on_ranks: Iterable[int] | None = None, on_unreachable: str = "spool",
-         token: str | None = None, tls_ca: str | os.PathLike[str] | None = None,
+         token: str | None = None, tls_ca: str | os.PathLike[str] | None = None, quiet: bool = False,
          policy: str = "block",
          batch_bytes: int = 1 << 20, flush_interval: float = 0.1, ring_capacity: int = 1 << 16, k: int = DEFAULT_K,
          finish_timeout: float = 60.0, connect_timeout: float = 10.0) -> Run:
@@ -460,7 +502,8 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
     within ``connect_timeout`` seconds at ``init``, the run starts on the spool (``on_unreachable="spool"``)
     or raises ``ConnectionError`` (``"raise"``). ``mode="offline"`` (or ``$STEPWIRE_MODE=offline``) writes only
     to the spool. A remote collector may want a bearer ``token`` (default ``$STEPWIRE_TOKEN``) and TLS:
-    ``tls_ca`` is the PEM file of the CA that signed its certificate.
+    ``tls_ca`` is the PEM file of the CA that signed its certificate. ``finish`` prints a one-line summary of
+    what logging cost to stderr unless ``quiet``.
 
     ``policy`` says what a full ring does: ``"block"`` waits (lossless), ``"drop"`` drops and counts.
     Batches are sealed every ``flush_interval`` seconds or at ``batch_bytes``.
@@ -485,7 +528,7 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
     _install_signal_handlers()
     return Run(project=project, name=name, config=config, tags=tags, address=address, dir=dir, ranks=ranks,
                run_id=agreed, active=active, offline=mode == "offline", on_unreachable=on_unreachable,
-               token=token, tls_ca=tls_ca,
+               token=token, tls_ca=tls_ca, quiet=quiet,
                policy=policy, batch_bytes=batch_bytes, flush_interval=flush_interval,
                ring_capacity=ring_capacity, k=k, finish_timeout=finish_timeout, connect_timeout=connect_timeout)
 

@@ -94,6 +94,13 @@ class ModelStats:
 
     def log(self, named: Iterable[tuple[str, torch.Tensor]], step: int, scalars: bool = True) -> None:
         """Log the histogram of each ``(name, tensor)`` (and its scalars) at ``step``."""
+        self.run._busy_begin()  # hooks call this on the training thread: it counts as logging time
+        try:
+            self._log(named, step, scalars)
+        finally:
+            self.run._busy_end()
+
+    def _log(self, named: Iterable[tuple[str, torch.Tensor]], step: int, scalars: bool) -> None:
         by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
         for name, t in named:
             by_device.setdefault(t.device, []).append((name, t))
