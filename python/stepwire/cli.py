@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
@@ -140,6 +141,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0 if report.refused == 0 and report.corrupt == 0 else 2
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from stepwire.compare.suite import run_suite
+
+    run_suite(args.full, args.out)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stepwire.demo import run_demo
 
@@ -180,6 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--tls-ca", help="PEM file of the CA that signed the collector's certificate (TLS)")
     p.set_defaults(fn=cmd_sync)
+
+    p = sub.add_parser("bench", help="logging overhead of stepwire against W&B, MLflow, TensorBoard and ClearML")
+    p.add_argument("--full", action="store_true", help="the long version (ten times the quick sizes)")
+    p.add_argument("--out", type=Path, default=Path("stepwire-bench"), help="where the JSON and PNG go")
+    p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("demo", help="train a small model and log it to the embedded default")
     p.add_argument("--dir", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")
