@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -42,3 +43,17 @@ def test_a_missing_peer_is_reported_missing_not_faked() -> None:
 def test_unsupported_workloads_raise_rather_than_pretend(tmp_path: Path) -> None:
     with pytest.raises(Unsupported):
         Peer().histogram("x", None, 0)  # type: ignore[arg-type]
+
+
+def test_report_writes_json_and_a_table_for_every_status(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from stepwire.compare.suite import WORKLOADS, report
+
+    ok = {"A": {"median_ns": 100.0, "p99_ns": 300.0}, "B": {"median_us": 2.0}, "C": {"median_ms": 0.5},
+          "D": {"median_ms": 10.0}, "E": {"points_per_s": 1e6}}
+    results = {w: {"baseline": {"status": "ok", **ok[w], "expected": 1, "stored": None},
+                   "stepwire": {"status": "ok", **ok[w], "expected": 5, "stored": 5},
+                   "other": {"status": "missing", "detail": "x"}} for w in WORKLOADS}
+    path = report(results, False, tmp_path)
+    assert path.exists() and json.loads(path.read_text())["results"]["A"]["stepwire"]["stored"] == 5
+    printed = capsys.readouterr().out
+    assert "missing" in printed and "F 5/5" in printed

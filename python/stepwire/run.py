@@ -178,10 +178,8 @@ class Run(_core.Producer):
                 self._channel = open_channel(address, self._token, self._tls_ca) if address else None
         self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id, Spool(self.spool_dir),
                               offline=self._channel is None)
-        if self.address is None or offline:
+        if not self._opened:
             self._sender.submit(spool.OPEN_RUN, info)  # the collector learns of the run when the spool reaches it
-        elif self._channel is not None and not self._opened:
-            self._sender.submit(spool.OPEN_RUN, info)
         _live_runs.add(self)
 
     _opened = False

@@ -145,42 +145,59 @@ def headline(workload: str, r: dict[str, Any]) -> float | None:
 def run_suite(full: bool = False, out: Path | None = None) -> Path:
     """Run everything, print a table, and write JSON and a PNG of overhead ratios; returns the JSON path."""
     from rich.console import Console
-    from rich.table import Table
 
     scale = 10 if full else 1
     out = out or Path("stepwire-bench")
-    out.mkdir(parents=True, exist_ok=True)
-    peers = [p.name for p in all_peers()]
     results: dict[str, dict[str, Any]] = {w: {} for w in WORKLOADS}
     console = Console()
     for w in WORKLOADS:
         for peer in all_peers():
             console.print(f"[dim]{w} {WORKLOADS[w]}: {peer.name}...[/]")
             results[w][peer.name] = measure(peer, w, scale)
-    units = {"A": "ns/call (p99)", "B": "µs/step", "C": "ms/call", "D": "ms/step (overhead)", "E": "points/s"}
+    return report(results, full, out)
+
+
+def _figure(w: str, r: dict[str, Any], base: float | None) -> str:
+    if w == "A":
+        return f"{r['median_ns']:.0f} ({r['p99_ns']:.0f})"
+    if w == "B":
+        return f"{r['median_us']:.1f}"
+    if w == "C":
+        return f"{r['median_ms']:.2f}"
+    if w == "D":
+        return f"{r['median_ms']:.1f}" + (f" ({r['median_ms'] / base - 1:+.0%})" if base else "")
+    return f"{r['points_per_s']:.3g}"
+
+
+def report(results: dict[str, dict[str, Any]], full: bool, out: Path) -> Path:
+    """Write ``bench.json`` and ``bench.png`` under ``out`` and print the table; returns the JSON path."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "bench.json"
+    path.write_text(json.dumps({"full": full, "results": results}, indent=2))
+    png = _chart(results, out / "bench.png")
+    units = {"A": "ns/call (p99)", "B": "µs/step", "C": "ms/call", "D": "ms/step (vs baseline)", "E": "points/s"}
+    peers = list(next(iter(results.values())))
     table = Table(title=f"logging overhead, {'full' if full else 'quick'} run; F = stored/logged")
     table.add_column("workload")
     for p in peers:
         table.add_column(p, justify="right")
     for w in WORKLOADS:
-        cells = []
         base = headline("D", results["D"].get("baseline", {})) if w == "D" else None
+        cells = []
         for p in peers:
-            r = results[w][p]
+            r = results[w].get(p, {})
             if r.get("status") != "ok":
-                cells.append(r.get("status", "?"))
+                cells.append(str(r.get("status", "?")))
                 continue
-            fig = {"A": f"{r['median_ns']:.0f} ({r['p99_ns']:.0f})", "B": f"{r['median_us']:.1f}",
-                   "C": f"{r['median_ms']:.2f}", "E": f"{r['points_per_s']:.3g}",
-                   "D": f"{r['median_ms']:.1f}" + (f" (+{r['median_ms'] / base - 1:.0%})" if base else "")}[w]
             stored = r.get("stored")
             check = "?" if stored is None else f"{stored}/{r['expected']}"
-            cells.append(f"{fig}\nF {check}")
+            cells.append(f"{_figure(w, r, base)}\nF {check}")
         table.add_row(f"{w} {WORKLOADS[w]}\n{units[w]}", *cells)
+    console = Console()
     console.print(table)
-    path = out / "bench.json"
-    path.write_text(json.dumps({"full": full, "results": results}, indent=2))
-    png = _chart(results, out / "bench.png")
     console.print(f"results: {path}" + (f", chart: {png}" if png else ""))
     return path
 
