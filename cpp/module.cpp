@@ -92,18 +92,10 @@ Histogram bin_buffer(const py::buffer& values, int k, bool bfloat16) {
 }
 
 py::dict histogram_dict(const Histogram& h) {
-    py::dict d;
+    py::dict d = stats_dict(h);
     d["k"] = h.k;
     d["indices"] = array(h.indices);
     d["counts"] = array(h.counts);
-    d["count"] = h.count;
-    d["sum"] = h.sum;
-    d["sumsq"] = h.sumsq;
-    d["min"] = h.min;
-    d["max"] = h.max;
-    d["nan"] = h.nan;
-    d["pos_inf"] = h.pos_inf;
-    d["neg_inf"] = h.neg_inf;
     return d;
 }
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from stepwire.collector.decode import BatchError, decode_batch
 from stepwire.names import check_name
-from stepwire.store.base import RunRecord, Store, TextEntry
+from stepwire.store.base import ArtifactEntry, RunRecord, Store, TextEntry
 from stepwire.store.duckdb_store import DuckDBStore
 from stepwire.transport import ADDRESS_FILE, GRPC_OPTIONS, TokenCheck, is_loopback
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
@@ -66,6 +66,11 @@ def _run_info(r: RunRecord) -> ingest_pb2.RunInfo:
     return ingest_pb2.RunInfo(run_id=r.id, project=r.project, name=r.name, tags=r.tags,
                               config_json=json.dumps(r.config), created=r.created, status=r.status,
                               finished=r.finished, meta_json=json.dumps(r.meta))
+
+
+def _artifact_info(a: ArtifactEntry) -> ingest_pb2.ArtifactInfo:
+    return ingest_pb2.ArtifactInfo(name=a.name, size=a.size, step=a.step, wall_time=a.wall_time, sha256=a.sha256,
+                                   rank=a.rank)
 
 
 def _json_object(raw: str, context: grpc.ServicerContext, what: str = "config_json") -> dict[str, Any]:
@@ -155,8 +160,7 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except KeyError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        return ingest_pb2.ArtifactInfo(name=e.name, size=e.size, step=e.step, wall_time=e.wall_time,
-                                       sha256=e.sha256, rank=e.rank)
+        return _artifact_info(e)
 
     def DeleteArtifact(self, request: ingest_pb2.ArtifactRef, context: grpc.ServicerContext) -> ingest_pb2.Empty:
         self.activity.touch()
@@ -212,7 +216,6 @@ class QueryService(query_pb2_grpc.QueryServicer):
                                    last_step=e.last_step)
             for e in self.store.summary(request.run_id)])
 
-
     def Texts(self, request: query_pb2.TextRequest, context: grpc.ServicerContext) -> query_pb2.TextList:
         self.activity.touch()
         return query_pb2.TextList(texts=[
@@ -222,10 +225,7 @@ class QueryService(query_pb2_grpc.QueryServicer):
 
     def ListArtifacts(self, request: query_pb2.RunRef, context: grpc.ServicerContext) -> query_pb2.ArtifactList:
         self.activity.touch()
-        return query_pb2.ArtifactList(artifacts=[
-            ingest_pb2.ArtifactInfo(name=a.name, size=a.size, step=a.step, wall_time=a.wall_time, sha256=a.sha256,
-                                    rank=a.rank)
-            for a in self.store.artifacts(request.run_id)])
+        return query_pb2.ArtifactList(artifacts=[_artifact_info(a) for a in self.store.artifacts(request.run_id)])
 
     def GetArtifact(self, request: ingest_pb2.ArtifactRef, context: grpc.ServicerContext
                     ) -> Iterator[ingest_pb2.ArtifactChunk]:
