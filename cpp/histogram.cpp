@@ -370,7 +370,8 @@ void merge_into(Histogram& into, const Histogram& other) {
 }
 
 std::vector<Histogram> bin_many(const std::vector<BinInput>& inputs, int k, unsigned threads) {
-    constexpr std::size_t kChunk = 1u << 20;  // elements per task: enough to amortise a task, small to balance
+    if (k < 0 || k > kMaxMantissaBits) throw std::invalid_argument("k must be between 0 and 10");  // not in a worker
+    constexpr std::size_t kChunk = 1u << 18;  // elements per task: enough to amortise a task, small to balance
     struct Task {
         std::size_t input, offset, n;
     };

@@ -88,7 +88,7 @@ Histogram bin_buffer(const py::buffer& values, int k, bool bfloat16) {
     const FloatFormat fmt = buffer_format(info, bfloat16);
     const auto n = static_cast<std::size_t>(info.size);
     py::gil_scoped_release release;
-    return bin_values(info.ptr, n, fmt, k);
+    return std::move(bin_many({BinInput{info.ptr, n, fmt}}, k, default_threads()).front());  // large: all cores
 }
 
 py::dict histogram_dict(const Histogram& h) {

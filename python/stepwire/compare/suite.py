@@ -27,12 +27,12 @@ from stepwire.compare.peers import Peer, Unsupported, all_peers
 
 WORKLOADS = {"A": "1 scalar per call", "B": "100 scalars per step", "C": "histogram of 1M float32",
              "D": "MLP step, loss + gradient histograms", "E": "ingest incl. flush"}
-SIZES = {"A": 20_000, "B": 300, "C": 5, "D": 15, "E": 200_000}
-BUDGET_S = 8.0
-"""A slow peer stops a workload after this long (times the scale); figures are medians over what it did."""
+SIZES = {"A": 20_000, "B": 300, "C": 20, "D": 15, "E": 200_000}
+BUDGET_S = {False: 8.0, True: 30.0}
+"""A slow peer stops a workload after this long (quick, full); figures are medians over what it did."""
 
 
-def run_one(peer: Peer, workload: str, scale: int, workdir: Path, budget_s: float = BUDGET_S) -> dict[str, Any]:
+def run_one(peer: Peer, workload: str, scale: int, workdir: Path, budget_s: float = BUDGET_S[False]) -> dict[str, Any]:
     """One workload for one peer in this process: its figures, and stored vs expected items."""
     n = SIZES[workload] * scale
     out: dict[str, Any] = {}
@@ -40,7 +40,7 @@ def run_one(peer: Peer, workload: str, scale: int, workdir: Path, budget_s: floa
     if workload == "D":
         return _training(peer, n, workdir)
     peer.start(workdir)
-    deadline = time.perf_counter() + budget_s * scale  # from the first call: starting a run is not counted
+    deadline = time.perf_counter() + budget_s  # from the first call: starting a run is not counted
     if workload == "A":
         blocks: list[float] = []
         while len(blocks) < n // 100 and time.perf_counter() < deadline:
@@ -108,11 +108,11 @@ def _training(peer: Peer, steps: int, workdir: Path) -> dict[str, Any]:
             "expected": (steps + 3) * (1 + params * peer.items_per_watched_parameter), "stored": peer.stored()}
 
 
-def measure(peer: Peer, workload: str, scale: int, budget_s: float = BUDGET_S) -> dict[str, Any]:
+def measure(peer: Peer, workload: str, scale: int, budget_s: float = BUDGET_S[False]) -> dict[str, Any]:
     """Run one (peer, workload) in a fresh process; missing peers and unsupported workloads are reported."""
     if not peer.available():
         return {"status": "missing", "detail": f"{peer.module} is not installed (pip install 'stepwire[bench]')"}
-    limit = budget_s * scale * 4 + 60
+    limit = budget_s * 4 + 120
     with tempfile.TemporaryDirectory(prefix="stepwire-compare-") as tmp:
         try:
             proc = subprocess.run([sys.executable, "-m", "stepwire.compare.suite", "--one", peer.name, workload,
@@ -153,7 +153,7 @@ def run_suite(full: bool = False, out: Path | None = None) -> Path:
     for w in WORKLOADS:
         for peer in all_peers():
             console.print(f"[dim]{w} {WORKLOADS[w]}: {peer.name}...[/]")
-            results[w][peer.name] = measure(peer, w, scale)
+            results[w][peer.name] = measure(peer, w, scale, BUDGET_S[full])
     return report(results, full, out)
 
 
