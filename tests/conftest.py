@@ -25,6 +25,11 @@ class CollectorProcess:
     address: str
     dir: Path
 
+    @property
+    def http(self) -> str:
+        """The dashboard URL (the collector was started with ``--http``)."""
+        return str(json.loads((self.dir / "collector.json").read_text())["http"])
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -82,6 +87,14 @@ def stop_embedded(directory: Path) -> None:
 def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
     """A collector process on loopback with its own data directory."""
     c = start_collector(tmp_path / "collector")
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def dashboard(tmp_path: Path) -> Iterator[CollectorProcess]:
+    """A collector process serving the web dashboard too (its URL: ``.http``)."""
+    c = start_collector(tmp_path / "collector", "--http", "127.0.0.1:0")
     yield c
     c.stop()
 

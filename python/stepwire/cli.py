@@ -1,4 +1,4 @@
-"""The ``stepwire`` command: collector, runs, show, demo."""
+"""The ``stepwire`` command: collector, ui, runs, show, export, sync, bench, demo."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -40,19 +41,75 @@ def cmd_collector(args: argparse.Namespace) -> int:
     try:
         collector = Collector(data_dir(args.dir), listen=args.listen,
                               token=args.token or os.environ.get("STEPWIRE_TOKEN"), tls_cert=args.tls_cert,
-                              tls_key=args.tls_key, insecure=args.insecure)
-    except (PermissionError, ValueError) as exc:
+                              tls_key=args.tls_key, insecure=args.insecure, http=args.http)
+    except (PermissionError, ValueError, OSError) as exc:
         print(f"stepwire collector: {exc}", file=sys.stderr)
         return 2
     collector.start()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        collector.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    _stop_on_signals(collector.stop)
     print(f"stepwire collector listening on {collector.address}, store {collector.store.path}", flush=True)
+    if collector.http_url:
+        print(f"stepwire dashboard: {collector.http_url}", flush=True)
     collector.serve(exit_when_idle=args.exit_when_idle)
+    return 0
+
+
+def _stop_on_signals(stop: Callable[[], None]) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Print the dashboard URL of the directory's collector; start one (in the foreground) if none runs."""
+    from stepwire.collector.embedded import dashboard_url, running_collector
+    from stepwire.collector.server import Collector
+    from stepwire.dashboard.server import Dashboard
+    from stepwire.query_client import RemoteReader
+
+    directory = data_dir(args.dir)
+    url = dashboard_url(directory)
+    if url:
+        print(f"stepwire dashboard for {directory}: {url}")
+        return 0
+    address = running_collector(directory)
+    try:
+        if address:  # a collector without a dashboard: serve one over its Query service
+            dashboard = Dashboard(RemoteReader(address), args.http)
+            dashboard.start()
+            stopped = threading.Event()
+            _stop_on_signals(stopped.set)
+            print(f"stepwire dashboard for {directory} (collector {address}): {dashboard.url}", flush=True)
+            stopped.wait()
+            dashboard.stop()
+            return 0
+        collector = Collector(directory, listen="127.0.0.1:0", http=args.http)
+    except (PermissionError, OSError) as exc:
+        print(f"stepwire ui: {exc}", file=sys.stderr)
+        return 2
+    collector.start()
+    _stop_on_signals(collector.stop)
+    print(f"stepwire dashboard for {directory}: {collector.http_url} (collector {collector.address}; "
+          "Ctrl-C stops it)", flush=True)
+    collector.serve()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from stepwire.export import to_csv, to_parquet, to_tensorboard
+
+    if not (args.tensorboard or args.csv or args.parquet):
+        print("stepwire export: say where to: --tensorboard LOGDIR, --csv DIR and/or --parquet DIR", file=sys.stderr)
+        return 2
+    run = _api(args).run(args.run)
+    if args.tensorboard:
+        print(f"TensorBoard event files: {to_tensorboard(run, args.tensorboard, per_rank=args.per_rank)}")
+    if args.csv:
+        print(f"CSV files: {', '.join(map(str, to_csv(run, args.csv)))}")
+    if args.parquet:
+        print(f"Parquet files: {', '.join(map(str, to_parquet(run, args.parquet)))}")
     return 0
 
 
@@ -63,6 +120,8 @@ def _detach(args: argparse.Namespace) -> int:
 
     directory = data_dir(args.dir)
     argv = [sys.executable, "-m", "stepwire", "collector", "--dir", str(directory), "--listen", args.listen]
+    if args.http is not None:
+        argv += ["--http", args.http]
     if args.exit_when_idle is not None:
         argv += ["--exit-when-idle", str(args.exit_when_idle)]
     pid = os.posix_spawn(sys.executable, argv, os.environ, setsid=True)
@@ -170,7 +229,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument("--insecure", action="store_true",
                    help="allow listening on a non-loopback address without a token")
+    p.add_argument("--http", metavar="ADDR", help="also serve the web dashboard at ADDR (host:port)")
     p.set_defaults(fn=cmd_collector)
+
+    p = sub.add_parser("ui", help="the web dashboard of a data directory (starts a collector if none runs)")
+    p.add_argument("--dir", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")
+    p.add_argument("--http", default="127.0.0.1:7718", metavar="ADDR",
+                   help="where to serve it when starting one (default 127.0.0.1:7718)")
+    p.set_defaults(fn=cmd_ui)
+
+    p = sub.add_parser("export", help="write a run as TensorBoard event files, CSV or Parquet")
+    p.add_argument("run", help="run id")
+    _reader_args(p)
+    p.add_argument("--tensorboard", metavar="LOGDIR", help="event files for `tensorboard --logdir LOGDIR`")
+    p.add_argument("--per-rank", action="store_true",
+                   help="TensorBoard: one event directory per rank (default: scalars averaged across ranks, "
+                        "histograms merged)")
+    p.add_argument("--csv", metavar="DIR", help="scalars.csv and histograms.csv")
+    p.add_argument("--parquet", metavar="DIR", help="scalars.parquet and histograms.parquet")
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("runs", help="list runs")
     _reader_args(p)

@@ -314,7 +314,8 @@ class Run(_core.Producer):
 
     @_accounted
     def update_meta(self, meta: Mapping[str, Any]) -> None:
-        """Merge ``meta`` (run properties that are not hyper-parameters, e.g. progress) into the run."""
+        """Merge ``meta`` (run properties that are not hyper-parameters, e.g. progress) into the run; dict values
+        merge one level deep."""
         update = ingest_pb2.RunUpdate(run_id=self.id, meta_json=json.dumps(dict(meta), default=str), rank=self.rank)
         self._submit(spool.UPDATE_RUN, update)
 
@@ -418,8 +419,11 @@ class Run(_core.Producer):
             self._waiter.close()
         deadline = time.monotonic() + self._finish_timeout
         seq = self._stream.flush(self._finish_timeout) or 0
-        self._sender.submit(spool.UPDATE_RUN, ingest_pb2.RunUpdate(run_id=self.id, status=status,
-                                                                   finished=time.time(), rank=self.rank))
+        cost = self.stats()  # stored with the run, per rank: the dashboard shows it
+        overhead = {k: cost[k] for k in ("logging_s", "logging_fraction", "logged", "dropped")}
+        self._sender.submit(spool.UPDATE_RUN, ingest_pb2.RunUpdate(
+            run_id=self.id, status=status, finished=time.time(), rank=self.rank,
+            meta_json=json.dumps({"overhead": {str(self.rank): overhead}})))
         while not self._sender.wait(seq, 0.2) and time.monotonic() < deadline and self._sender.answering:
             pass
         self._sender.close()

@@ -64,6 +64,17 @@ def running_collector(directory: Path, pid: int | None = None, tls_ca: str | os.
     return address if reachable(address, timeout=2.0, tls_ca=tls_ca) else None
 
 
+def dashboard_url(directory: Path) -> str | None:
+    """The dashboard URL of the live collector serving ``directory``, if it serves one."""
+    if running_collector(directory) is None:
+        return None
+    try:
+        url = json.loads((directory / ADDRESS_FILE).read_text()).get("http")
+    except (OSError, ValueError):
+        return None
+    return str(url) if url else None
+
+
 def local_collector(directory: Path, idle_exit: float | None = None) -> str:
     """Join the collector of ``directory``, starting one if none runs; returns its address.
 
@@ -80,7 +91,7 @@ def local_collector(directory: Path, idle_exit: float | None = None) -> str:
         with open(directory / "collector.log", "ab") as log:
             launcher = subprocess.run(
                 [sys.executable, "-m", "stepwire", "collector", "--dir", str(directory), "--listen", "127.0.0.1:0",
-                 "--exit-when-idle", str(idle_exit), "--detach"],
+                 "--http", "127.0.0.1:0", "--exit-when-idle", str(idle_exit), "--detach"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=START_TIMEOUT_S + 10)
         address = running_collector(directory) if launcher.returncode == 0 else None
         if address:

@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 
 from stepwire.collector.decode import BatchError, decode_batch
+from stepwire.dashboard.server import Dashboard
 from stepwire.names import check_name
 from stepwire.store.base import ArtifactEntry, RunRecord, Store, TextEntry
 from stepwire.store.duckdb_store import DuckDBStore
@@ -243,7 +244,7 @@ class Collector:
 
     def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = 8,
                  max_concurrent_rpcs: int = 32, token: str | None = None, tls_cert: str | None = None,
-                 tls_key: str | None = None, insecure: bool = False) -> None:
+                 tls_key: str | None = None, insecure: bool = False, http: str | None = None) -> None:
         if not is_loopback(listen) and not token and not insecure:
             raise PermissionError(f"refusing to listen on {listen} (not loopback) without a token: pass --token "
                                   "(or set $STEPWIRE_TOKEN), or --insecure to accept anyone who can connect")
@@ -268,15 +269,20 @@ class Collector:
             raise OSError(f"cannot listen on {listen}")
         host = listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
+        self.dashboard: Dashboard | None = None
+        if http is not None:  # the web dashboard reads the same store, in this process
+            self.dashboard = Dashboard(self.store, http, token=token, insecure=insecure, on_request=self.activity.touch)
         self._stopped = threading.Event()
         self._closed = False
 
     def start(self, write_address_file: bool = True) -> None:
         """Start serving; with ``write_address_file`` clients of the same directory can find it."""
         self.server.start()
+        if self.dashboard is not None:
+            self.dashboard.start()
         if write_address_file:
             tmp = self.directory / f".{ADDRESS_FILE}.{os.getpid()}"
-            tmp.write_text(json.dumps({"address": self.address, "pid": os.getpid()}))
+            tmp.write_text(json.dumps({"address": self.address, "pid": os.getpid(), "http": self.http_url}))
             os.replace(tmp, self.directory / ADDRESS_FILE)
         log.info("collector for %s listening on %s", self.directory, self.address)
 
@@ -300,5 +306,12 @@ class Collector:
                 path.unlink()
         except (OSError, ValueError):
             pass
+        if self.dashboard is not None:
+            self.dashboard.stop()
         self.server.stop(grace=2.0).wait()
         self.store.close()
+
+    @property
+    def http_url(self) -> str | None:
+        """The dashboard's URL, if it serves one."""
+        return self.dashboard.url if self.dashboard is not None else None

@@ -145,8 +145,11 @@ class DuckDBStore(Store):
                 current.config = dict(config or {})
             elif config:
                 current.config.update(config)
-            if meta:
-                current.meta.update(meta)
+            for key, value in (meta or {}).items():  # one level deep, so ranks add to a dict, not replace it
+                if isinstance(value, dict) and isinstance(current.meta.get(key), dict):
+                    current.meta[key].update(value)
+                else:
+                    current.meta[key] = value
             if status:
                 current.meta.setdefault("ranks", {})[str(rank)] = status
                 current.status = status

@@ -1,0 +1,276 @@
+// stepwire dashboard: runs table, scalar charts, histogram heat maps, rank skew; polls the JSON API while live.
+/* global Plotly */
+
+const REFRESH_MS = 2000;
+const POINTS = 1000;
+const state = { runs: [], selected: new Set(), signatures: new Map(), histStep: new Map() };
+const $ = (sel) => document.querySelector(sel);
+
+async function api(route, params = {}) {
+  const query = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null) query.append(k, v);
+  const res = await fetch(`/api/${route}?${query}`);
+  const body = await res.json();
+  if (!res.ok) throw new Error(body.error || res.statusText);
+  return body;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString() : "");
+const fmtDuration = (s) => (s === null ? "" : s < 60 ? `${s.toFixed(0)} s` : s < 3600 ? `${(s / 60).toFixed(1)} min`
+  : `${(s / 3600).toFixed(1)} h`);
+const fmtValue = (v) => (v === null ? "?" : Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(2)
+  : +v.toPrecision(3));
+const cssId = (s) => s.replace(/[^A-Za-z0-9_-]/g, "_");
+
+// -- runs table ---------------------------------------------------------------------------------------------
+function renderRuns() {
+  const needle = $("#filter").value.trim().toLowerCase();
+  const body = $("#runs-table tbody");
+  body.replaceChildren();
+  for (const run of state.runs) {
+    const config = JSON.stringify(run.config);
+    const text = [run.project, run.name, run.id, run.status, run.tags.join(" "), config].join(" ").toLowerCase();
+    if (needle && !text.includes(needle)) continue;
+    const box = el("input", { type: "checkbox" });
+    box.checked = state.selected.has(run.id);
+    box.addEventListener("change", () => {
+      if (box.checked) state.selected.add(run.id); else state.selected.delete(run.id);
+      state.signatures.clear();
+      renderRuns();
+      refreshDetails();
+    });
+    body.append(el("tr", { "data-run": run.id, class: state.selected.has(run.id) ? "selected" : "" },
+      el("td", {}, box), el("td", {}, run.project), el("td", { title: run.id }, run.name),
+      el("td", { class: `status-${run.status}` }, run.status), el("td", {}, fmtTime(run.created)),
+      el("td", {}, fmtDuration(run.duration)), el("td", {}, run.tags.join(", ")),
+      el("td", {}, run.ranks.length), el("td", { class: "config" }, config === "{}" ? "" : config)));
+  }
+}
+
+async function loadRuns() {
+  state.runs = await api("runs");
+  if (state.selected.size === 0 && state.runs.length) {
+    const wanted = new URLSearchParams(location.hash.slice(1)).get("run");
+    state.selected.add(state.runs.some((r) => r.id === wanted) ? wanted : state.runs[0].id);
+  }
+  renderRuns();
+}
+
+// -- scalar charts ------------------------------------------------------------------------------------------
+function smooth(ys, weight) {  // TensorBoard's debiased exponential moving average
+  if (!weight) return ys;
+  let last = 0, n = 0;
+  return ys.map((y) => {
+    if (y === null) return null;
+    last = last * weight + (1 - weight) * y;
+    n += 1;
+    return last / (1 - weight ** n);
+  });
+}
+
+function xs(values, axis) {
+  return axis === "wall_time" ? values.map((t) => (t === null ? null : new Date(t * 1000))) : values;
+}
+
+function scalarTraces(result, run, axis, weight, everyRank) {
+  const traces = [];
+  const label = state.selected.size > 1 ? `${run.name} ` : "";
+  if (result.agg && !everyRank) {
+    const x = xs(result.agg.x, axis);
+    traces.push({ x, y: result.agg.min, mode: "lines", line: { width: 0 }, showlegend: false, hoverinfo: "skip" });
+    traces.push({ x, y: result.agg.max, mode: "lines", line: { width: 0 }, fill: "tonexty",
+      fillcolor: "rgba(37,99,235,0.18)", name: `${label}min–max over ranks` });
+    traces.push({ x, y: smooth(result.agg.mean, weight), mode: "lines", name: `${label}mean of ${result.ranks.length} ranks` });
+    return traces;
+  }
+  for (const r of result.ranks) {
+    const suffix = result.ranks.length > 1 ? `rank ${r.rank}` : "";
+    traces.push({ x: xs(r.x, axis), y: smooth(r.y, weight), mode: "lines", name: `${label}${suffix}` || run.name });
+  }
+  return traces;
+}
+
+function chartBox(container, cls, name, key) {
+  let div = container.querySelector(`[data-key="${CSS.escape(key)}"]`);
+  if (!div) {
+    div = el("div", { class: cls, "data-metric": name, "data-key": key });
+    container.append(div);
+  }
+  return div;
+}
+
+function sectionBox(parent, section, idPrefix) {
+  const id = `${idPrefix}-${cssId(section || "_")}`;
+  let box = parent.querySelector(`#${id}`);
+  if (!box) {
+    box = el("details", { id, open: "" }, el("summary", {}, section || "(no section)"), el("div", { class: "grid" }));
+    parent.append(box);
+  }
+  return box.querySelector(".grid");
+}
+
+async function drawScalars(name, runs, series, force) {
+  const axis = $("#x-axis").value, weight = +$("#smoothing").value, everyRank = $("#show-ranks").checked;
+  const items = runs.map((r) => (series.get(r.id).find((s) => s.name === name) || { items: 0 }).items);
+  const signature = JSON.stringify([items, axis, weight, everyRank, runs.map((r) => r.id)]);
+  const key = `scalar:${name}`;
+  if (!force && state.signatures.get(key) === signature) return;
+  state.signatures.set(key, signature);
+  const section = name.includes("/") ? name.split("/")[0] : "";
+  const div = chartBox(sectionBox($("#charts"), section, "scalars"), "chart", name, key);
+  const traces = [];
+  let total = 0;
+  for (const [i, run] of runs.entries()) {
+    if (!items[i]) continue;
+    const result = await api("scalars", { run: run.id, name, x: axis, points: POINTS });
+    total += result.total;
+    traces.push(...scalarTraces(result, run, axis, weight, everyRank));
+  }
+  await Plotly.react(div, traces, {
+    title: { text: name, font: { size: 13 } }, margin: { l: 50, r: 10, t: 30, b: 35 }, showlegend: traces.length > 1,
+    legend: { orientation: "h" }, xaxis: { title: axis === "step" ? "step" : "" },
+  }, { displaylogo: false, responsive: true });
+  div.dataset.total = total;
+}
+
+// -- histograms ---------------------------------------------------------------------------------------------
+async function drawHistogram(run, name, items, force) {
+  const key = `hist:${run.id}:${name}`;
+  const signature = JSON.stringify([items]);
+  const box = sectionBox($("#histograms"), `histograms of ${run.name}`, `hist-${run.id}`);
+  let block = box.querySelector(`[data-key="${CSS.escape(key)}"]`);
+  if (!block) {
+    block = el("div", { "data-key": key, class: "histogram-block" },
+      el("div", { class: "heatmap", "data-metric": name }),
+      el("div", {}, el("div", { class: "bars", "data-metric": name }),
+        el("div", { class: "step-picker" }, "step", el("input", { type: "range", min: 0, max: 0, value: 0 }),
+          el("output", {}, ""))));
+    box.append(block);
+    block.querySelector("input").addEventListener("input", (e) => {
+      const steps = JSON.parse(block.dataset.steps || "[]");
+      state.histStep.set(key, steps[+e.target.value]);
+      drawBars(block, run, name, steps[+e.target.value]);
+    });
+  }
+  if (!force && state.signatures.get(key) === signature) return;
+  state.signatures.set(key, signature);
+  const heat = await api("heatmap", { run: run.id, name });
+  const rows = heat.lower.map((lo, i) => `[${fmtValue(lo)}, ${fmtValue(heat.upper[i])})`);
+  const every = Math.max(1, Math.ceil(rows.length / 12));
+  const heatDiv = block.querySelector(".heatmap");
+  await Plotly.react(heatDiv, [{
+    type: "heatmap", x: heat.steps, y: rows.map((_, i) => i), z: heat.z.map((row) => row.map((c) => (c ? Math.log10(c + 1) : null))),
+    customdata: heat.z, text: heat.z.map((row, i) => row.map(() => rows[i])),
+    hovertemplate: "step %{x}<br>%{text}<br>count %{customdata}<extra></extra>", colorscale: "Viridis",
+    colorbar: { title: { text: "log10(count+1)", side: "right" } },
+  }], {
+    title: { text: `${name} (${heat.total} steps)`, font: { size: 13 } }, margin: { l: 110, r: 10, t: 30, b: 35 },
+    xaxis: { title: "step" },
+    yaxis: { tickvals: rows.map((_, i) => i).filter((i) => i % every === 0), ticktext: rows.filter((_, i) => i % every === 0) },
+  }, { displaylogo: false, responsive: true });
+  heatDiv.dataset.steps = heat.steps.length;
+  const all = (await api("histogram", { run: run.id, name })).steps;
+  block.dataset.steps = JSON.stringify(all);
+  const slider = block.querySelector("input");
+  slider.max = Math.max(0, all.length - 1);
+  const chosen = state.histStep.has(key) ? state.histStep.get(key) : all[all.length - 1];
+  slider.value = Math.max(0, all.indexOf(chosen));
+  await drawBars(block, run, name, chosen);
+}
+
+async function drawBars(block, run, name, step) {
+  const h = await api("histogram", { run: run.id, name, step });
+  block.querySelector("output").textContent = h.step;
+  const widths = h.lower.map((lo, i) => h.upper[i] - lo);
+  await Plotly.react(block.querySelector(".bars"), [{
+    type: "bar", x: h.lower.map((lo, i) => lo + widths[i] / 2), y: h.counts, width: widths,
+    hovertemplate: "%{x}<br>count %{y}<extra></extra>",
+  }], {
+    title: { text: `${name} at step ${h.step}: ${h.count} values` + (h.nan + h.pos_inf + h.neg_inf
+      ? `, ${h.nan} NaN, ${h.pos_inf + h.neg_inf} inf` : ""), font: { size: 13 } },
+    margin: { l: 50, r: 10, t: 30, b: 35 }, bargap: 0,
+  }, { displaylogo: false, responsive: true });
+}
+
+// -- ranks and overhead -------------------------------------------------------------------------------------
+async function drawRanks(runs) {
+  const panel = $("#ranks-panel");
+  const parts = [];
+  for (const run of runs) {
+    const overhead = Object.entries(run.overhead || {});
+    if (overhead.length) {
+      parts.push(el("h3", {}, `logging overhead of ${run.name}`), el("table", { class: "overhead" },
+        el("tr", {}, ...["rank", "logging cost", "time in logging calls", "points", "dropped"].map((h) => el("th", {}, h))),
+        ...overhead.map(([rank, o]) => el("tr", {}, el("td", {}, rank), el("td", {}, `${(100 * o.logging_fraction).toFixed(2)}%`),
+          el("td", {}, `${o.logging_s.toFixed(3)} s`), el("td", {}, o.logged), el("td", {}, o.dropped)))));
+    }
+    if (run.ranks.length > 1) {
+      const skew = await api("skew", { run: run.id });
+      parts.push(el("h3", {}, `step timing per rank of ${run.name} (${skew.series}): slowest rank ${skew.slowest}, `
+        + `${skew.lag.toFixed(3)} s behind the median`), el("table", { class: "skew" },
+        el("tr", {}, ...["rank", "steps", "step time (s)", "lag behind median (s)"].map((h) => el("th", {}, h))),
+        ...skew.ranks.map((r) => el("tr", { class: r.rank === skew.slowest ? "selected" : "" }, el("td", {}, r.rank),
+          el("td", {}, r.steps), el("td", {}, r.step_time === null ? "" : r.step_time.toFixed(4)),
+          el("td", {}, r.lag.toFixed(4))))));
+    }
+  }
+  panel.replaceChildren(...parts);
+}
+
+// -- refresh loop -------------------------------------------------------------------------------------------
+async function refreshDetails(force = false) {
+  const runs = state.runs.filter((r) => state.selected.has(r.id));
+  const series = new Map();
+  for (const run of runs) series.set(run.id, await api("series", { run: run.id }));
+  const scalarNames = [...new Set(runs.flatMap((r) => series.get(r.id).filter((s) => s.kind === "scalar").map((s) => s.name)))];
+  const keep = new Set(scalarNames.map((n) => `scalar:${n}`));
+  for (const run of runs) {
+    for (const s of series.get(run.id)) if (s.kind === "histogram") keep.add(`hist:${run.id}:${s.name}`);
+  }
+  for (const node of document.querySelectorAll("#details [data-key]")) if (!keep.has(node.dataset.key)) node.remove();
+  for (const box of document.querySelectorAll("#details details")) if (!box.querySelector("[data-key]")) box.remove();
+  for (const name of scalarNames.sort()) await drawScalars(name, runs, series, force);
+  for (const run of runs) {
+    for (const s of series.get(run.id)) if (s.kind === "histogram") await drawHistogram(run, s.name, s.items, force);
+  }
+  await drawRanks(runs);
+}
+
+async function tick(force = false) {
+  try {
+    await loadRuns();
+    await refreshDetails(force);
+    $("#status").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (err) {
+    $("#status").textContent = `error: ${err.message}`;
+  }
+}
+
+let busy = false;
+async function poll() {
+  if (busy || !$("#live").checked) return;
+  busy = true;
+  try { await tick(); } finally { busy = false; }
+}
+
+$("#filter").addEventListener("input", renderRuns);
+for (const id of ["#x-axis", "#smoothing", "#show-ranks"]) {
+  $(id).addEventListener("input", () => {
+    $("#smoothing-value").textContent = $("#smoothing").value;
+    refreshDetails(true);
+  });
+}
+busy = true;
+tick(true).finally(() => { busy = false; document.body.dataset.ready = "1"; });
+setInterval(poll, REFRESH_MS);

@@ -1,0 +1,65 @@
+"""Downsampling keeps at most the points asked for, and the minimum and maximum of every bucket."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stepwire.dashboard.downsample import minmax
+
+
+def _check(x: np.ndarray, y: np.ndarray, max_points: int) -> None:
+    keep = minmax(x, y, max_points)
+    assert len(keep) <= max_points
+    assert np.all(np.diff(keep) > 0), "indices must be unique and in x order"
+    if len(x) <= max_points:
+        assert keep.tolist() == list(range(len(x)))
+        return
+    buckets = max_points // 2
+    edges = np.linspace(float(x[0]), float(x[-1]), buckets + 1)
+    which = np.clip(np.searchsorted(edges, x.astype(np.float64), side="right") - 1, 0, buckets - 1)
+    kept = np.zeros(len(x), bool)
+    kept[keep] = True
+    for b in np.unique(which):
+        members = which == b
+        values = y[members]
+        assert kept[members].any(), f"bucket {b} lost every point"
+        finite = values[~np.isnan(values)]
+        if len(finite):
+            shown = y[members & kept]
+            assert np.nanmin(shown) == finite.min() and np.nanmax(shown) == finite.max(), f"bucket {b}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 3000), max_points=st.integers(2, 400), seed=st.integers(0, 2**32 - 1),
+       nan_fraction=st.sampled_from([0.0, 0.1, 1.0]), repeats=st.booleans())
+def test_bounds_and_extremes(n: int, max_points: int, seed: int, nan_fraction: float, repeats: bool) -> None:
+    rng = np.random.default_rng(seed)
+    x = np.sort(rng.integers(0, n // 3 + 1, n) if repeats else rng.permutation(10 * n)[:n]).astype(np.int64)
+    y = rng.standard_normal(n).cumsum()
+    y[rng.random(n) < nan_fraction] = np.nan
+    _check(x, y, max_points)
+
+
+def test_large_series_with_spikes() -> None:
+    n = 1_000_000
+    x = np.arange(n, dtype=np.int64)
+    y = np.sin(np.arange(n) / 1e4)
+    y[123_457] = 50.0
+    y[876_543] = -50.0
+    keep = minmax(x, y, 1000)
+    assert len(keep) <= 1000
+    assert 123_457 in keep and 876_543 in keep
+    _check(x, y, 1000)
+
+
+def test_wall_time_axis() -> None:
+    x = 1.7e9 + np.cumsum(np.random.default_rng(1).exponential(0.01, 50_000))
+    _check(x, np.random.default_rng(2).standard_normal(50_000), 300)
+
+
+def test_rejects_too_few_points() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        minmax(np.arange(10), np.zeros(10), 1)
