@@ -186,3 +186,15 @@ def test_token_protects_the_dashboard(tmp_path: Any) -> None:
         assert get(c.http + "api/runs", {"Cookie": cookie}) == []
     finally:
         c.stop()
+
+
+def test_histogram_display_bins(dashboard: CollectorProcess) -> None:
+    run = stepwire.init(project="dash", address=dashboard.address, quiet=True)
+    values = np.random.default_rng(5).standard_normal(10_000)
+    run.log_histogram("h", values, step=3)
+    run.finish()
+    data = get(dashboard.http + f"api/histogram?run={run.id}&name=h&bins=10")
+    edges, counts = Histogram.from_values(values).to_bins(10)
+    assert data["bin_edges"] == edges.tolist() and data["bin_counts"] == counts.tolist()
+    assert sum(data["bin_counts"]) == 10_000
+    assert error(dashboard.http + f"api/histogram?run={run.id}&name=h&bins=0")[0] == 400

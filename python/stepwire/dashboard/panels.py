@@ -148,10 +148,13 @@ class Panels:
                 "lower": _floats(lower), "upper": _floats(upper), "z": z.tolist(),
                 "nan": [h.nan for h in scaled], "inf": [h.pos_inf + h.neg_inf for h in scaled]}
 
-    def histogram(self, run_id: str, name: str, step: int | None = None, rank: int | None = None
+    def histogram(self, run_id: str, name: str, step: int | None = None, rank: int | None = None, bins: int = 64
                   ) -> dict[str, Any]:
         """The histogram at ``step`` (the last one at or before it; default the last step): exact buckets
-        (``lower``, ``upper``, ``counts``) and its statistics."""
+        (``lower``, ``upper``, ``counts``), the same counts in ``bins`` equal-width display bins over
+        [min, max] (``bin_edges``, ``bin_counts``; see ``Histogram.to_bins``) and its statistics."""
+        if not 1 <= bins <= 1000:
+            raise PanelError(f"bins must be between 1 and 1000, got {bins}")
         hists = self._histograms(run_id, name, rank)
         if not hists:
             raise PanelError(f"run {run_id!r} has no histogram {name!r}", status=404)
@@ -159,7 +162,9 @@ class Panels:
         i = len(hists) - 1 if step is None else max(0, int(np.searchsorted(steps, step, side="right")) - 1)
         h = hists[i]
         lower, upper = h.edges()
+        bin_edges, bin_counts = h.to_bins(bins)
         return {"run": run_id, "name": name, "step": h.step, "steps": steps.tolist(), "k": h.k,
+                "bin_edges": _floats(bin_edges), "bin_counts": bin_counts.tolist(),
                 "lower": _floats(lower), "upper": _floats(upper), "counts": h.counts.tolist(), "count": h.count,
                 "sum": h.sum, "min": _floats(np.array([h.min]))[0], "max": _floats(np.array([h.max]))[0],
                 "nan": h.nan, "pos_inf": h.pos_inf, "neg_inf": h.neg_inf}

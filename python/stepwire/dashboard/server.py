@@ -7,7 +7,7 @@ Routes (all ``GET``; JSON answers, errors as ``{"error": ...}`` with 400/401/404
   ``/api/series?run=ID``                  the run's series
   ``/api/scalars?run=ID&name=N[&x=step|wall_time][&points=1000]``
   ``/api/heatmap?run=ID&name=N[&steps=200][&rows=120][&rank=R]``
-  ``/api/histogram?run=ID&name=N[&step=S][&rank=R]``
+  ``/api/histogram?run=ID&name=N[&step=S][&rank=R][&bins=64]``
   ``/api/skew?run=ID``
 With a token, every request needs it: ``Authorization: Bearer TOKEN``, or the cookie set by opening
 ``/?token=TOKEN`` once.
@@ -77,7 +77,8 @@ def _api(panels: Panels, route: str, q: dict[str, list[str]]) -> Any:
         return panels.heatmap(_one(q, "run"), _one(q, "name"), _int(q, "steps", 200) or 0,
                               _int(q, "rows", 120) or 0, _int(q, "rank"))
     if route == "histogram":
-        return panels.histogram(_one(q, "run"), _one(q, "name"), _int(q, "step"), _int(q, "rank"))
+        return panels.histogram(_one(q, "run"), _one(q, "name"), _int(q, "step"), _int(q, "rank"),
+                                _int(q, "bins", 64) or 0)
     if route == "skew":
         return panels.skew(_one(q, "run"))
     raise PanelError(f"no API route {route!r}", status=404)

@@ -190,11 +190,12 @@ async function drawHistogram(run, name, items, force) {
 }
 
 async function drawBars(block, run, name, step) {
-  const h = await api("histogram", { run: run.id, name, step });
+  const h = await api("histogram", { run: run.id, name, step, bins: 32 });
   block.querySelector("output").textContent = h.step;
-  const widths = h.lower.map((lo, i) => h.upper[i] - lo);
+  const edges = h.bin_edges;  // equal-width display bins over [min, max], from the exact buckets
+  const width = edges[1] - edges[0];
   await Plotly.react(block.querySelector(".bars"), [{
-    type: "bar", x: h.lower.map((lo, i) => lo + widths[i] / 2), y: h.counts, width: widths,
+    type: "bar", x: h.bin_counts.map((_, i) => edges[i] + width / 2), y: h.bin_counts, width,
     hovertemplate: "%{x}<br>count %{y}<extra></extra>",
   }], {
     title: { text: `${name} at step ${h.step}: ${h.count} values` + (h.nan + h.pos_inf + h.neg_inf

@@ -1,0 +1,85 @@
+"""The dashboard in headless Chromium (Debian's ``chromium``, driven by Playwright): the runs table lists a run
+made by the test, a scalar chart and a histogram heat map render, and a point logged after the page loaded
+appears without a reload. A screenshot goes to ``test-artifacts/dashboard.png``.
+
+Without Chromium the test is skipped, unless ``STEPWIRE_REQUIRE_BROWSER=1`` (as in ``.ci/run``) makes that a
+failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CollectorProcess
+
+import stepwire
+
+CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "",
+                             shutil.which("chromium-browser") or "") if p and os.path.exists(p)), None)
+
+
+@pytest.fixture
+def browser_page():  # type: ignore[no-untyped-def]
+    if CHROMIUM is None:
+        if os.environ.get("STEPWIRE_REQUIRE_BROWSER"):
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield page
+        browser.close()
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def test_dashboard_shows_a_live_run(dashboard: CollectorProcess, browser_page, pytestconfig) -> None:  # type: ignore[no-untyped-def]
+    page = browser_page
+    run = stepwire.init(project="browser", name="live-run", address=dashboard.address, quiet=True,
+                        config={"lr": 0.05}, tags=["ui"])
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        run.log({"train/loss": 1.0 / (step + 1), "train/acc": step / 20}, step=step)
+        if step % 5 == 0:
+            run.log_histogram("weights/fc1", rng.standard_normal(5000) * (1 + step / 10), step=step)
+    run.flush()
+
+    page.goto(dashboard.http + f"#run={run.id}")
+    row = page.locator(f'#runs-table tbody tr[data-run="{run.id}"]')
+    row.wait_for(timeout=30_000)
+    assert "live-run" in row.inner_text() and "running" in row.inner_text()
+    chart = page.locator('.chart[data-metric="train/loss"]')
+    page.wait_for_function(
+        """() => { const d = document.querySelector('.chart[data-metric="train/loss"]');
+                   return d && d.dataset.total === '20' && d.querySelector('.main-svg .scatterlayer .trace'); }""",
+        timeout=30_000)
+    assert page.evaluate("""() => document.querySelector('.chart[data-metric="train/loss"]').data[0].y.length""") == 20
+    page.wait_for_function(
+        """() => { const d = document.querySelector('.heatmap[data-metric="weights/fc1"]');
+                   return d && d.data && d.data[0].type === 'heatmap' && d.dataset.steps === '4'; }""",
+        timeout=30_000)
+    heat = page.evaluate("""() => { const d = document.querySelector('.heatmap[data-metric="weights/fc1"]');
+                                    return d.data[0].customdata.map((row) => row.reduce((a, b) => a + b, 0)); }""")
+    assert np.array(heat).sum() == 4 * 5000
+    page.locator('.bars[data-metric="weights/fc1"] .main-svg').first.wait_for(timeout=30_000)
+
+    page.evaluate("window.__notReloaded = true")
+    run.log({"train/loss": 0.001}, step=20)
+    run.flush()
+    page.wait_for_function(
+        """() => document.querySelector('.chart[data-metric="train/loss"]').dataset.total === '21'""", timeout=30_000)
+    assert page.evaluate("window.__notReloaded") is True
+    assert page.evaluate("""() => document.querySelector('.chart[data-metric="train/loss"]').data[0].y.length""") == 21
+    assert chart.count() == 1
+
+    out = Path(pytestconfig.rootpath) / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "dashboard.png"), full_page=True)
+    run.finish()
