@@ -18,10 +18,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_collector(directory: Path, port: int = 0) -> tuple[subprocess.Popen[bytes], str]:
-    """``stepwire collector`` for ``directory`` on 127.0.0.1:``port`` (0: any); returns (process, address)."""
+def start_collector(directory: Path, port: int = 0, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``stepwire collector`` for ``directory`` on 127.0.0.1:``port`` (0: any) with ``extra`` arguments;
+    returns (process, address)."""
     proc = subprocess.Popen([sys.executable, "-m", "stepwire", "collector", "--listen", f"127.0.0.1:{port}",
-                             "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--dir", str(directory), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(1200):
         address = running_collector(directory, pid=proc.pid)
         if address:

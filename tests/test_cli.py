@@ -20,6 +20,7 @@ def test_ignite_demo(data_dir: Path) -> None:
     demo = stepwire_cli("demo", "--epochs", "2", env_dir=data_dir)  # torch and ignite are installed: ignite
     assert demo.returncode == 0, demo.stderr
     assert "(ignite)" in demo.stdout and "grads_0/weight" in demo.stdout and "checkpoints/model_" in demo.stdout
+    assert f"stepwire ui --dir {data_dir}" in demo.stdout and "Dashboard: http://127.0.0.1:" in demo.stdout
     (run,) = stepwire.Api(dir=data_dir).runs(project="demo")
     iterations = 2 * len(range(0, int(0.8 * 1797), 64))
     assert len(run.scalars("train/loss")["step"]) == iterations

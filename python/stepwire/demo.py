@@ -8,11 +8,13 @@ artifacts); otherwise a numpy MLP logs loss, accuracy and gradient histograms di
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
 import stepwire
+from stepwire.collector.embedded import dashboard_url
 
 
 def run_demo(dir: str | os.PathLike[str] | None = None, epochs: int = 20, backend: str = "auto") -> int:
@@ -56,6 +58,10 @@ def report(run_id: str, directory: os.PathLike[str] | str, backend: str, epochs:
     for a in view.artifacts():
         console.print(f"  artifact {a.name} ({a.size:,} bytes, step {a.step})")
     console.print(f"Look again with: stepwire show {run_id} --dir {directory}")
+    url = dashboard_url(Path(directory))
+    if url:
+        console.print(f"Dashboard: {url}#run={run_id} (served while the local collector runs; it stops when idle)")
+    console.print(f"Open the dashboard any time with: stepwire ui --dir {directory}")
 
 
 def _digits(seed: int) -> tuple[np.ndarray, np.ndarray, int]:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from stepwire.dashboard.downsample import minmax
+from stepwire.dashboard.downsample import from_blocks, minmax
+from stepwire.store import overview
 
 
 def _check(x: np.ndarray, y: np.ndarray, max_points: int) -> None:
-    keep = minmax(x, y, max_points)
+    keep, starts = minmax(x, y, max_points)
     assert len(keep) <= max_points
     assert np.all(np.diff(keep) > 0), "indices must be unique and in x order"
     if len(x) <= max_points:
@@ -20,6 +21,7 @@ def _check(x: np.ndarray, y: np.ndarray, max_points: int) -> None:
     buckets = max_points // 2
     edges = np.linspace(float(x[0]), float(x[-1]), buckets + 1)
     which = np.clip(np.searchsorted(edges, x.astype(np.float64), side="right") - 1, 0, buckets - 1)
+    assert starts.tolist() == np.flatnonzero(np.r_[True, which[1:] != which[:-1]]).tolist()
     kept = np.zeros(len(x), bool)
     kept[keep] = True
     for b in np.unique(which):
@@ -49,7 +51,7 @@ def test_large_series_with_spikes() -> None:
     y = np.sin(np.arange(n) / 1e4)
     y[123_457] = 50.0
     y[876_543] = -50.0
-    keep = minmax(x, y, 1000)
+    keep, _ = minmax(x, y, 1000)
     assert len(keep) <= 1000
     assert 123_457 in keep and 876_543 in keep
     _check(x, y, 1000)
@@ -63,3 +65,42 @@ def test_wall_time_axis() -> None:
 def test_rejects_too_few_points() -> None:
     with pytest.raises(ValueError, match="at least 2"):
         minmax(np.arange(10), np.zeros(10), 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 40_000), max_points=st.integers(2, 40), chunks=st.integers(1, 5),
+       seed=st.integers(0, 2**32 - 1), ties=st.booleans())
+@example(n=30_000, max_points=10, chunks=3, seed=1, ties=True)
+@example(n=40_000, max_points=2, chunks=1, seed=2, ties=False)
+def test_from_blocks_keeps_every_declared_bucket_exact(n: int, max_points: int, chunks: int, seed: int,
+                                                       ties: bool) -> None:
+    """Downsampling from block extremes (chunks cut into blocks as the store cuts them) keeps the min and max of
+    every bucket it declares, ties in x included, and is the same whichever axis ascends."""
+    rng = np.random.default_rng(seed)
+    steps = np.sort(rng.integers(0, n // 4 + 1, n)) if ties else np.arange(n, dtype=np.int64)
+    walls = 1.7e9 + np.sort(rng.integers(0, n // 2 + 1, n)) * 1e-6
+    values = rng.standard_normal(n).cumsum()
+    values[rng.random(n) < 0.05] = np.nan
+    cuts = np.unique(np.r_[0, np.sort(rng.integers(0, n, chunks - 1)), n])
+    starts, ends = cuts[:-1], cuts[1:]
+    first, _ = overview.block_starts(starts, ends)
+    packed = overview.block_extremes(steps, values, walls, first).tobytes()
+    blocks = overview.unpack([packed])
+    for axis, x in (("step", steps.astype(np.float64)), ("wall", walls)):
+        chosen = from_blocks(blocks, n, axis, max_points)
+        if chosen is None:
+            assert n <= max_points or n < (max_points // 2) * 4 * overview.BLOCK
+            continue
+        shown_x = chosen[axis].astype(np.float64)
+        assert len(shown_x) <= max_points and np.all(np.diff(shown_x) >= 0)
+        bucket_starts = chosen["bucket_start"]
+        assert len(bucket_starts) <= max_points // 2 and np.all(np.diff(bucket_starts) > 0)
+        which = np.searchsorted(bucket_starts, x, side="right") - 1
+        shown_which = np.searchsorted(bucket_starts, shown_x, side="right") - 1
+        for b in range(len(bucket_starts)):
+            stored, shown = values[which == b], chosen["value"][shown_which == b]
+            assert len(shown)
+            if np.isnan(stored).all():
+                assert np.isnan(shown).all()
+            else:
+                assert np.nanmin(shown) == np.nanmin(stored) and np.nanmax(shown) == np.nanmax(stored)

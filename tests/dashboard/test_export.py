@@ -9,10 +9,10 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-from conftest import CollectorProcess
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import stepwire
+from conftest import CollectorProcess
 from stepwire.api import Api, RunView
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import stepwire
+from conftest import CollectorProcess, start_collector
 from stepwire.api import Api
 from stepwire.histogram import Histogram
-from conftest import CollectorProcess, start_collector
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> Any:
@@ -81,31 +81,46 @@ def test_scalars_per_rank_and_across_ranks(dashboard: CollectorProcess) -> None:
     assert all(np.all(np.diff(r["x"]) >= 0) and r["x"][0] > 1e9 for r in wall["ranks"])
 
 
-def test_long_series_downsampled_on_the_server(dashboard: CollectorProcess) -> None:
+def _assert_extremes_kept(stored_x: np.ndarray, stored_y: np.ndarray, curve: dict[str, Any], points: int) -> None:
+    """At most ``points`` points; the min and max of every bucket the server declares are among them."""
+    x = np.array(curve["x"], dtype=np.float64)
+    y = np.array([np.nan if v is None else v for v in curve["y"]])
+    assert len(x) <= points and np.all(np.diff(x) >= 0)
+    starts = np.array(curve["buckets"], dtype=np.float64)
+    assert len(starts) <= points // 2 and starts[0] == stored_x[0]
+    which = np.searchsorted(starts, stored_x, side="right") - 1
+    shown_which = np.searchsorted(starts, x, side="right") - 1
+    for b in range(len(starts)):
+        stored = stored_y[which == b]
+        shown = y[shown_which == b]
+        assert len(shown) and np.nanmin(shown) == np.nanmin(stored) and np.nanmax(shown) == np.nanmax(stored), b
+
+
+@pytest.mark.parametrize("ascending", [True, False])
+def test_long_series_downsampled_on_the_server(dashboard: CollectorProcess, ascending: bool) -> None:
+    """Both ways of downsampling: from the store's block extremes (wide buckets of a series logged in step
+    order) and from the points (narrow buckets, or steps out of order)."""
     run = stepwire.init(project="dash", name="long", address=dashboard.address, quiet=True)
     n = 200_000
-    values = np.sin(np.arange(n) / 500.0)
+    values = np.sin(np.arange(n) / 500.0) + np.random.default_rng(1).standard_normal(n) * 0.01
     values[77_777] = 9.0  # spikes that a chart must not lose
     values[155_555] = -9.0
     values[1000] = np.nan
-    for i, v in enumerate(values.tolist()):
-        run.log_scalar("signal", v, step=i)
+    steps = np.arange(n) if ascending else np.r_[np.arange(1, n), 0]
+    for step, v in zip(steps.tolist(), values.tolist(), strict=True):
+        run.log_scalar("signal", v, step=step)
     run.finish()
+    order = np.argsort(steps, kind="stable")
+    stored_x, stored_y = steps[order].astype(np.float64), values[order]
     for points in (2, 100, 1000):
         data = get(dashboard.http + f"api/scalars?run={run.id}&name=signal&points={points}")
-        curve = data["ranks"][0]
         assert data["total"] == n and data["nonfinite"] == 1
-        assert len(curve["x"]) <= points
-        buckets = points // 2
-        edges = np.linspace(0, n - 1, buckets + 1)
-        x = np.array(curve["x"])
-        y = np.array([np.nan if v is None else v for v in curve["y"]])
-        which = np.clip(np.searchsorted(edges, np.arange(n), side="right") - 1, 0, buckets - 1)
-        shown_which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, buckets - 1)
-        for b in range(buckets):  # every bucket's min and max survive
-            stored = values[which == b]
-            shown = y[shown_which == b]
-            assert np.nanmin(shown) == np.nanmin(stored) and np.nanmax(shown) == np.nanmax(stored)
+        _assert_extremes_kept(stored_x, stored_y, data["ranks"][0], points)
+    wall = get(dashboard.http + f"api/scalars?run={run.id}&name=signal&points=100&x=wall_time")
+    stored_wall = Api(address=dashboard.address).run(run.id).scalars("signal")
+    wall_order = np.argsort(stored_wall["wall_time"], kind="stable")
+    _assert_extremes_kept(stored_wall["wall_time"][wall_order], stored_wall["value"][wall_order], wall["ranks"][0],
+                          100)
 
 
 def test_heatmap_and_histogram_at_step(dashboard: CollectorProcess) -> None:
@@ -123,7 +138,7 @@ def test_heatmap_and_histogram_at_step(dashboard: CollectorProcess) -> None:
         assert z[:, col].sum() == h.counts.sum() == 3000
         assert z[np.searchsorted(heat["lower"], lower), col].tolist() == coarse.counts.tolist()
     few = get(dashboard.http + f"api/heatmap?run={run_id}&name=weights/w&steps=4&rows=20&rank=2")
-    assert len(few["steps"]) <= 4 and len(few["lower"]) <= 20 or few["k"] == 0
+    assert (len(few["steps"]) <= 4 and len(few["lower"]) <= 20) or few["k"] == 0
     assert np.array(few["z"]).sum(axis=0).tolist() == [1000] * len(few["steps"])
 
     at = get(dashboard.http + f"api/histogram?run={run_id}&name=weights/w&step=10")

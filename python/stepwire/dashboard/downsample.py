@@ -1,4 +1,10 @@
-"""Downsampling of long series to what a chart can show, keeping every bucket's extremes."""
+"""Downsampling of long series to what a chart can show, keeping every bucket's extremes.
+
+A chart ``max_points`` wide gets ``max_points // 2`` buckets of equal width in x; each keeps the points holding
+its minimum and its maximum (NaN skipped; a bucket of NaN keeps its first point, so the gap stays visible).
+``minmax`` works on the points; ``from_blocks`` on a store's block extremes (``stepwire.store.overview``), where
+bucket edges snap to block edges so that the extremes stay exact.
+"""
 
 from __future__ import annotations
 
@@ -7,43 +13,82 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from stepwire.store.overview import BLOCK
 
-def minmax(x: npt.NDArray[Any], y: npt.NDArray[np.float64], max_points: int) -> npt.NDArray[np.int64]:
-    """Indices of the points to draw: at most ``max_points``, in ``x`` order.
+MIN_BLOCKS_PER_BUCKET = 4
+"""``from_blocks`` answers only when buckets are at least this many blocks wide (else the edges move too much)."""
 
-    ``x`` must be sorted. Its range is cut into ``max_points // 2`` equal-width buckets (one per pixel
-    column of a chart that wide) and each bucket keeps the points holding its minimum and its maximum ``y``
-    (NaN is skipped; a bucket of NaN only keeps its first point, so gaps stay visible). Series of at most
-    ``max_points`` points come back whole.
-    """
+
+def _first_per_group(hit: npt.NDArray[np.bool_], group: npt.NDArray[np.intp], starts: npt.NDArray[np.intp]
+                     ) -> npt.NDArray[np.int64]:
+    out = np.asarray(starts, dtype=np.int64).copy()
+    where = np.flatnonzero(hit)
+    g = group[where]
+    first = np.r_[True, g[1:] != g[:-1]] if len(where) else np.zeros(0, bool)
+    out[g[first]] = where[first]
+    return out
+
+
+def _bucket_starts(x: npt.NDArray[Any], max_points: int) -> npt.NDArray[np.intp]:
+    xf = np.asarray(x, dtype=np.float64)
+    edges = np.linspace(xf[0], xf[-1], max_points // 2 + 1)[1:-1]
+    return np.unique(np.r_[0, np.searchsorted(xf, edges, side="left")])  # empty buckets share a start: dropped
+
+
+def _extremes(y: npt.NDArray[np.float64], starts: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.int64],
+                                                                                   npt.NDArray[np.int64]]:
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(y)]))
+    notnan = ~np.isnan(y)
+    lo = np.where(notnan, y, np.inf)
+    hi = np.where(notnan, y, -np.inf)
+    first_min = _first_per_group(lo == np.minimum.reduceat(lo, starts)[group], group, starts)
+    first_max = _first_per_group(hi == np.maximum.reduceat(hi, starts)[group], group, starts)
+    return first_min, first_max
+
+
+def minmax(x: npt.NDArray[Any], y: npt.NDArray[np.float64], max_points: int
+           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Indices of the points to draw (at most ``max_points``, in ``x`` order) and the index where each bucket
+    starts. ``x`` must be sorted; series of at most ``max_points`` points come back whole (one bucket each)."""
     n = len(x)
     if max_points < 2:
         raise ValueError("max_points must be at least 2")
     if n <= max_points:
-        return np.arange(n, dtype=np.int64)
+        every = np.arange(n, dtype=np.int64)
+        return every, every
+    starts = _bucket_starts(x, max_points)
+    first_min, first_max = _extremes(y, starts)
+    return np.unique(np.r_[first_min, first_max]).astype(np.int64), starts.astype(np.int64)
+
+
+def from_blocks(blocks: dict[str, npt.NDArray[Any]], total: int, axis: str, max_points: int
+                ) -> dict[str, npt.NDArray[Any]] | None:
+    """The points to draw from block extremes: ``step``, ``value``, ``wall`` of at most ``max_points`` points
+    and ``bucket_start`` (x where each bucket starts); None when the buckets would be narrower than
+    ``MIN_BLOCKS_PER_BUCKET`` blocks (read the points instead). ``axis`` is ``"step"`` or ``"wall"``."""
     buckets = max_points // 2
-    xf = np.asarray(x, dtype=np.float64)
-    lo, hi = xf[0], xf[-1]
-    edges = np.linspace(lo, hi, buckets + 1)[1:-1]
-    starts = np.r_[0, np.searchsorted(xf, edges, side="left")]
-    starts = np.unique(starts)  # empty buckets share a start: drop them
-    bucket = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
-    finite = ~np.isnan(y)
-    y_lo = np.where(finite, y, np.inf)
-    y_hi = np.where(finite, y, -np.inf)
-    mins = np.minimum.reduceat(y_lo, starts)
-    maxs = np.maximum.reduceat(y_hi, starts)
-    first_min = _first_per_bucket(np.flatnonzero(y_lo == mins[bucket]), bucket, len(starts))
-    first_max = _first_per_bucket(np.flatnonzero(y_hi == maxs[bucket]), bucket, len(starts))
-    keep = np.unique(np.r_[first_min, first_max])
-    return keep.astype(np.int64)
-
-
-def _first_per_bucket(hits: npt.NDArray[np.intp], bucket: npt.NDArray[np.intp], n_buckets: int
-                      ) -> npt.NDArray[np.int64]:
-    out = np.full(n_buckets, -1, dtype=np.int64)
-    hit_bucket = bucket[hits]
-    first = np.r_[True, hit_bucket[1:] != hit_bucket[:-1]] if len(hits) else np.zeros(0, bool)
-    out[hit_bucket[first]] = hits[first]
-    return out
-
+    if total <= max_points or total < buckets * MIN_BLOCKS_PER_BUCKET * BLOCK:
+        return None
+    first_x = blocks[f"first_{axis}"].astype(np.float64)
+    edges = np.linspace(first_x[0], float(blocks[f"last_{axis}"][-1]), buckets + 1)[1:-1]
+    bucket = np.searchsorted(edges, first_x, side="right")  # a block belongs to the bucket of its first point,
+    tied = np.r_[False, first_x[1:] == blocks[f"last_{axis}"][:-1]]  # or, if that x goes on from the block
+    bucket = np.maximum.accumulate(np.where(tied, -1, bucket))  # before, to that block's: no x in two buckets
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(first_x)]))
+    lo = np.where(np.isnan(blocks["min_value"]), np.inf, blocks["min_value"])
+    hi = np.where(np.isnan(blocks["max_value"]), -np.inf, blocks["max_value"])
+    bmin = _first_per_group(lo == np.minimum.reduceat(lo, starts)[group], group, starts)
+    bmax = _first_per_group(hi == np.maximum.reduceat(hi, starts)[group], group, starts)
+    step = np.c_[blocks["min_step"][bmin], blocks["max_step"][bmax]]
+    value = np.c_[blocks["min_value"][bmin], blocks["max_value"][bmax]]
+    wall = np.c_[blocks["min_wall"][bmin], blocks["max_wall"][bmax]]
+    key = step if axis == "step" else wall
+    swap = key[:, 1] < key[:, 0]  # each bucket's two points in x order
+    for arr in (step, value, wall):
+        arr[swap] = arr[swap][:, ::-1]
+    same_value = (value[:, 0] == value[:, 1]) | (np.isnan(value[:, 0]) & np.isnan(value[:, 1]))
+    same = (step[:, 0] == step[:, 1]) & (wall[:, 0] == wall[:, 1]) & same_value  # one point, both min and max
+    keep = np.c_[np.ones(len(starts), bool), ~same].ravel()
+    return {"step": step.ravel()[keep], "value": value.ravel()[keep], "wall": wall.ravel()[keep],
+            "bucket_start": first_x[starts]}

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stepwire.api import RunView
-from stepwire.dashboard.downsample import minmax
+from stepwire.dashboard.downsample import from_blocks, minmax
 from stepwire.histogram import Histogram, merge_by_step
 from stepwire.store.base import Reader, RunRecord
 
@@ -74,27 +74,32 @@ class Panels:
         return sorted(out, key=lambda s: (s["section"], s["name"]))
 
     def scalars(self, run_id: str, name: str, x: str = "step", points: int = 1000) -> dict[str, Any]:
-        """One run's curve(s) of ``name``: per rank (each downsampled to at most ``points``), and for
-        multi-rank series the cross-rank ``mean`` with its ``min``/``max`` band (the three together at most
-        ``points``). ``total`` is the number of stored points."""
+        """One run's curve(s) of ``name``: per rank (each downsampled to at most ``points``, with ``buckets``:
+        the x where each downsampling bucket starts), and for multi-rank series the cross-rank ``mean`` with
+        its ``min``/``max`` band (the three together at most ``points``). ``total`` is the number of stored
+        points. A long single-rank series is answered from the store's block extremes when it has them."""
         if x not in X_AXES:
             raise PanelError(f"x must be one of {X_AXES}, got {x!r}")
         if not 2 <= points <= MAX_POINTS:
             raise PanelError(f"points must be between 2 and {MAX_POINTS}, got {points}")
         self._record(run_id)
+        fast = self._from_overview(run_id, name, x, points)
+        if fast is not None:
+            return fast
         pts = self.reader.scalars(run_id, name)
         out: dict[str, Any] = {"run": run_id, "name": name, "x": x, "total": len(pts.step),
                                "nonfinite": int(np.count_nonzero(~np.isfinite(pts.value))), "ranks": [], "agg": None}
         ranks = np.unique(pts.rank)
         for rank in ranks.tolist():
-            sel = pts.rank == rank
+            sel = pts.rank == rank if len(ranks) > 1 else slice(None)
             xs = pts.step[sel] if x == "step" else pts.wall_time[sel]
             ys = pts.value[sel]
             if len(xs) > 1 and np.any(xs[1:] < xs[:-1]):
                 order = np.argsort(xs, kind="stable")
                 xs, ys = xs[order], ys[order]
-            keep = minmax(xs, ys, points)
-            out["ranks"].append({"rank": rank, "total": len(xs), "x": _floats(xs[keep]), "y": _floats(ys[keep])})
+            keep, starts = minmax(xs, ys, points)
+            out["ranks"].append({"rank": rank, "total": len(xs), "x": _floats(xs[keep]), "y": _floats(ys[keep]),
+                                 "buckets": _floats(xs[starts])})
         if len(ranks) > 1:
             view = RunView(self.reader, self._record(run_id))
             mean = view.scalars(name, agg="mean")
@@ -104,10 +109,29 @@ class Panels:
             order = np.argsort(xs, kind="stable")
             xs, m, low, high, count = xs[order], mean["value"][order], low[order], high[order], mean["count"][order]
             third = max(2, points // 3)
-            keep = np.unique(np.r_[minmax(xs, m, third), minmax(xs, low, third), minmax(xs, high, third)])
+            keep = np.unique(np.r_[minmax(xs, m, third)[0], minmax(xs, low, third)[0], minmax(xs, high, third)[0]])
             out["agg"] = {"x": _floats(xs[keep]), "mean": _floats(m[keep]), "min": _floats(low[keep]),
                           "max": _floats(high[keep]), "count": count[keep].tolist(), "total": len(xs)}
         return out
+
+    def _from_overview(self, run_id: str, name: str, x: str, points: int) -> dict[str, Any] | None:
+        """The chart of a long single-rank series from the store's block extremes, without reading its points;
+        None where that does not apply (several ranks, a remote store, steps out of order, a short series)."""
+        blocks_of = getattr(self.reader, "scalar_overview", None)
+        if blocks_of is None:
+            return None
+        per_rank = blocks_of(run_id, name)
+        if not per_rank or len(per_rank) != 1:
+            return None
+        ((rank, (total, blocks)),) = per_rank.items()
+        chosen = from_blocks(blocks, total, "step" if x == "step" else "wall", points)
+        if chosen is None:
+            return None
+        xs = chosen["step"] if x == "step" else chosen["wall"]
+        curve = {"rank": rank, "total": total, "x": _floats(xs), "y": _floats(chosen["value"]),
+                 "buckets": _floats(chosen["bucket_start"])}
+        return {"run": run_id, "name": name, "x": x, "total": total, "nonfinite": int(blocks["nonfinite"].sum()),
+                "ranks": [curve], "agg": None}
 
     def _histograms(self, run_id: str, name: str, rank: int | None) -> list[Histogram]:
         self._record(run_id)

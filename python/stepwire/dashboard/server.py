@@ -143,10 +143,13 @@ def _handler(panels: Panels, token: str | None, on_request: Callable[[], None]) 
                     self._json(HTTPStatus.NOT_FOUND, {"error": f"nothing at {path}"})
             except PanelError as exc:
                 self._json(exc.status, {"error": str(exc)})
-            except (KeyError, RuntimeError) as exc:
-                self._json(HTTPStatus.NOT_FOUND, {"error": str(exc)})
-            except BrokenPipeError:
+            except KeyError as exc:
+                self._json(HTTPStatus.NOT_FOUND, {"error": str(exc.args[0]) if exc.args else "not found"})
+            except (BrokenPipeError, ConnectionResetError):
                 pass
+            except Exception as exc:  # a store or Query-service failure: say so, keep serving
+                log.exception("dashboard request %s failed", self.path)
+                self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
 
     return Handler
 
@@ -167,7 +170,8 @@ class Dashboard:
                                          _handler(Panels(reader), token, on_request))
         self.httpd.daemon_threads = True
         bound_host, bound_port = self.httpd.server_address[:2]
-        self.url = f"http://{host or bound_host}:{bound_port}/"
+        shown = host or (bound_host if isinstance(bound_host, str) else bound_host.decode())
+        self.url = f"http://{shown}:{bound_port}/"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="stepwire-dashboard", daemon=True)
 
     def start(self) -> None:

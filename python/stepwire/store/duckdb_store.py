@@ -23,6 +23,7 @@ from stepwire import _core
 from stepwire.artifacts import check_artifact_name, read_file_chunks
 from stepwire.collector.decode import BatchError, DecodedBatch
 from stepwire.histogram import Histogram
+from stepwire.store import overview
 from stepwire.store.base import (
     ArtifactEntry,
     RunRecord,
@@ -55,7 +56,9 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS scalar_chunks (
     run_id VARCHAR, rank INTEGER, name VARCHAR, stream_id VARCHAR, sequence UBIGINT, n INTEGER,
     step_min BIGINT, step_max BIGINT, vmin DOUBLE, vmax DOUBLE, last DOUBLE,
-    points BLOB);  -- n int64 steps, then n float64 values, then n float64 wall times
+    points BLOB,  -- n int64 steps, then n float64 values, then n float64 wall times
+    overview BLOB);  -- block extremes (store/overview.py) of chunks of >= BLOCK points that ascend; else NULL
+ALTER TABLE scalar_chunks ADD COLUMN IF NOT EXISTS overview BLOB;  -- stores written before it existed
 CREATE TABLE IF NOT EXISTS histograms (
     run_id VARCHAR, rank INTEGER, name VARCHAR, stream_id VARCHAR, sequence UBIGINT, step BIGINT,
     wall_time DOUBLE, k UTINYINT, count BIGINT, sum DOUBLE, min DOUBLE, max DOUBLE,
@@ -265,6 +268,7 @@ class DuckDBStore(Store):
         raw = packed.view(np.uint8).data
         blobs = np.array([bytes(raw[24 * a:24 * b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)],
                          dtype=object)
+        overviews = self._overviews(steps, values, walls, starts, ends)
         rows = {
             "rank": np.full(g, batch.rank, dtype=np.int32),
             "name": names,
@@ -275,14 +279,67 @@ class DuckDBStore(Store):
             "vmax": vmax,
             "last": values[last_idx],
             "points": blobs,
+            "overview": overviews,
         }
         self._con.register("_chunks", rows)
         try:
             self._con.execute(
                 "INSERT INTO scalar_chunks SELECT $run, rank, name, $stream, $seq, n, step_min, step_max, vmin, vmax,"
-                " last, points FROM _chunks", {"run": batch.run_id, "stream": batch.stream_id, "seq": batch.sequence})
+                " last, points, overview FROM _chunks",
+                {"run": batch.run_id, "stream": batch.stream_id, "seq": batch.sequence})
         finally:
             self._con.unregister("_chunks")
+
+    @staticmethod
+    def _overviews(steps: np.ndarray, values: np.ndarray, walls: np.ndarray, starts: np.ndarray,
+                   ends: np.ndarray) -> np.ndarray:
+        """Block extremes of every chunk with at least ``BLOCK`` points whose steps and wall times ascend."""
+        out = np.full(len(starts), None, dtype=object)
+        big = np.flatnonzero((ends - starts >= overview.BLOCK) & overview.ascending(steps, starts, ends)
+                            & overview.ascending(walls, starts, ends))
+        if len(big) == 0:
+            return out
+        if len(big) < len(starts):  # only the big chunks' points, back to back
+            take = np.concatenate([np.arange(starts[i], ends[i]) for i in big.tolist()])
+            steps, values, walls = steps[take], values[take], walls[take]
+            lengths = ends[big] - starts[big]
+            ends = np.cumsum(lengths)
+            starts = ends - lengths
+        else:
+            starts, ends = starts[big], ends[big]
+        first, counts = overview.block_starts(starts, ends)
+        rows = overview.block_extremes(steps, values, walls, first)
+        offsets = np.r_[0, np.cumsum(counts)]
+        for j, i in enumerate(big.tolist()):
+            out[i] = rows[offsets[j]:offsets[j + 1]].tobytes()
+        return out
+
+    def scalar_overview(self, run_id: str, name: str) -> dict[int, tuple[int, dict[str, np.ndarray]]] | None:
+        """Per rank: the number of points and the block extremes of series ``name`` in step order, computed
+        for chunks stored without them; None when a rank's steps or wall times do not ascend (then only the
+        points themselves tell the extremes)."""
+        rows = self._query("""SELECT rank, n, overview, CASE WHEN overview IS NULL THEN points END
+                              FROM scalar_chunks WHERE run_id = ? AND name = ? ORDER BY rank, step_min, sequence""",
+                           [run_id, name])
+        by_rank: dict[int, list[tuple[int, bytes]]] = {}
+        for rank, n, ov, blob in rows:
+            if ov is None:
+                packed = np.frombuffer(blob, np.int64).reshape(3, n)
+                steps, values, walls = packed[0], packed[1].view(np.float64), packed[2].view(np.float64)
+                one = np.zeros(1, np.int64)
+                if not (overview.ascending(steps, one, one + n)[0] and overview.ascending(walls, one, one + n)[0]):
+                    return None
+                first, _ = overview.block_starts(one, one + n)
+                ov = overview.block_extremes(steps, values, walls, first).tobytes()
+            by_rank.setdefault(int(rank), []).append((int(n), ov))
+        out = {}
+        for rank, parts in by_rank.items():
+            cols = overview.unpack([ov for _, ov in parts])
+            for x in ("step", "wall"):  # chunk after chunk, the series must go on ascending
+                if np.any(cols[f"first_{x}"][1:] < cols[f"last_{x}"][:-1]):
+                    return None
+            out[rank] = (sum(n for n, _ in parts), cols)
+        return out
 
     def _insert_histograms(self, batch: DecodedBatch, defs: dict[int, tuple[str, int]]) -> None:
         h = batch.hist
