@@ -10,6 +10,7 @@
 #include "drainer.hpp"
 #include "histogram.hpp"
 #include "hotpath.hpp"
+#include "overview.hpp"
 
 namespace py = pybind11;
 using namespace stepwire;
@@ -123,6 +124,38 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("values"), py::arg("bfloat16"), py::arg("k") = kDefaultMantissaBits, py::arg("threads") = 0,
         "Bins several buffers on several threads (0: one per core), GIL released; a list of bin_values results.");
+    m.def(
+        "block_extremes",
+        [](const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& steps,
+           const py::array_t<double, py::array::c_style | py::array::forcecast>& values,
+           const py::array_t<double, py::array::c_style | py::array::forcecast>& walls,
+           const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& starts,
+           const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& ends, std::size_t block,
+           std::size_t min_points) {
+            const auto n = steps.size();
+            if (values.size() != n || walls.size() != n) throw py::value_error("steps, values and walls differ in length");
+            if (starts.size() != ends.size()) throw py::value_error("starts and ends differ in length");
+            if (block == 0) throw py::value_error("block must be positive");
+            for (py::ssize_t i = 0; i < starts.size(); ++i) {
+                if (starts.data()[i] < 0 || starts.data()[i] > ends.data()[i] || ends.data()[i] > n) {
+                    throw py::value_error("chunk bounds out of range");
+                }
+            }
+            BlockExtremes out;
+            {
+                py::gil_scoped_release release;
+                out = block_extremes(steps.data(), values.data(), walls.data(), starts.data(), ends.data(),
+                                     static_cast<std::size_t>(starts.size()), block, min_points);
+            }
+            py::array_t<std::int64_t> rows = array(out.rows);
+            return py::make_tuple(rows.reshape({static_cast<py::ssize_t>(out.rows.size() / kBlockFields),
+                                                static_cast<py::ssize_t>(kBlockFields)}),
+                                  array(out.blocks));
+        },
+        py::arg("steps"), py::arg("values"), py::arg("walls"), py::arg("starts"), py::arg("ends"), py::arg("block"),
+        py::arg("min_points"),
+        "Block extremes of the chunks [starts[i], ends[i]) of at least min_points points whose steps and wall times "
+        "ascend (GIL released): (rows of 11 int64 per block, blocks per chunk; 0 for a chunk left out).");
     m.def("bucket_index", &bucket_index, py::arg("x"), py::arg("k") = kDefaultMantissaBits,
           "Bucket index of one value in the log-linear scheme.");
 

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 DEFAULT_K: int
@@ -15,6 +16,12 @@ def bin_values(values: Any, k: int = ..., bfloat16: bool = ...) -> dict[str, Any
 
 def bin_many(values: list[Any], bfloat16: list[bool], k: int = ..., threads: int = ...) -> list[dict[str, Any]]:
     """Bins several buffers on several threads (0: one per core), GIL released; a list of bin_values results."""
+
+def block_extremes(steps: npt.ArrayLike, values: npt.ArrayLike, walls: npt.ArrayLike, starts: npt.ArrayLike,
+                   ends: npt.ArrayLike, block: int, min_points: int
+                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Block extremes of the chunks [starts[i], ends[i]) of at least min_points points whose steps and wall times
+    ascend (GIL released): (rows of 11 int64 per block, blocks per chunk; 0 for a chunk left out)."""
 
 def bucket_index(x: float, k: int = ...) -> int:
     """Bucket index of one value in the log-linear scheme."""

@@ -82,10 +82,8 @@ def test_from_blocks_keeps_every_declared_bucket_exact(n: int, max_points: int, 
     values = rng.standard_normal(n).cumsum()
     values[rng.random(n) < 0.05] = np.nan
     cuts = np.unique(np.r_[0, np.sort(rng.integers(0, n, chunks - 1)), n])
-    starts, ends = cuts[:-1], cuts[1:]
-    first, _ = overview.block_starts(starts, ends)
-    packed = overview.block_extremes(steps, values, walls, first).tobytes()
-    blocks = overview.unpack([packed])
+    packed = overview.compute(steps, values, walls, cuts[:-1], cuts[1:], min_points=1)
+    blocks = overview.unpack([p for p in packed if p is not None])
     for axis, x in (("step", steps.astype(np.float64)), ("wall", walls)):
         chosen = from_blocks(blocks, n, axis, max_points)
         if chosen is None:
@@ -104,3 +102,36 @@ def test_from_blocks_keeps_every_declared_bucket_exact(n: int, max_points: int, 
                 assert np.isnan(shown).all()
             else:
                 assert np.nanmin(shown) == np.nanmin(stored) and np.nanmax(shown) == np.nanmax(stored)
+
+
+def test_block_rows_against_numpy() -> None:
+    rng = np.random.default_rng(7)
+    n = 5000
+    steps = np.arange(n, dtype=np.int64) * 2
+    walls = 1.7e9 + np.arange(n) * 1e-3
+    values = rng.standard_normal(n)
+    values[300:600] = np.nan  # a whole block of NaN (256..511) and parts of two others
+    values[[10, 20]] = [np.inf, -np.inf]
+    starts, ends = np.array([0, 1000, 1100]), np.array([1000, 1100, n])
+    packed = overview.compute(steps, values, walls, starts, ends)  # the 100-point chunk is too short
+    assert packed[1] is None and packed[0] is not None and packed[2] is not None
+    blocks = overview.unpack([packed[0], packed[2]])
+    firsts = [b for s, e in ((0, 1000), (1100, n)) for b in range(s, e, overview.BLOCK)]
+    assert len(blocks["first_step"]) == len(firsts)
+    for i, b in enumerate(firsts):
+        e = min(b + overview.BLOCK, 1000 if b < 1000 else n)
+        seg = values[b:e]
+        assert (blocks["first_step"][i], blocks["last_step"][i]) == (steps[b], steps[e - 1])
+        assert (blocks["first_wall"][i], blocks["last_wall"][i]) == (walls[b], walls[e - 1])
+        assert blocks["nonfinite"][i] == np.count_nonzero(~np.isfinite(seg))
+        if np.isnan(seg).all():
+            assert blocks["min_step"][i] == blocks["max_step"][i] == steps[b] and np.isnan(blocks["min_value"][i])
+            continue
+        lo, hi = b + int(np.nanargmin(seg)), b + int(np.nanargmax(seg))
+        for end, j in (("min", lo), ("max", hi)):
+            assert (blocks[f"{end}_step"][i], blocks[f"{end}_value"][i], blocks[f"{end}_wall"][i]) == (
+                steps[j], values[j], walls[j])
+    descending = overview.compute(steps[::-1].copy(), values, walls, np.array([0]), np.array([n]))
+    assert descending == [None]
+    with pytest.raises(ValueError, match="out of range"):
+        overview.compute(steps, values, walls, np.array([0]), np.array([n + 1]))

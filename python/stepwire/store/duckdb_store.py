@@ -268,7 +268,7 @@ class DuckDBStore(Store):
         raw = packed.view(np.uint8).data
         blobs = np.array([bytes(raw[24 * a:24 * b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)],
                          dtype=object)
-        overviews = self._overviews(steps, values, walls, starts, ends)
+        overviews = np.array(overview.compute(steps, values, walls, starts, ends), dtype=object)
         rows = {
             "rank": np.full(g, batch.rank, dtype=np.int32),
             "name": names,
@@ -290,30 +290,6 @@ class DuckDBStore(Store):
         finally:
             self._con.unregister("_chunks")
 
-    @staticmethod
-    def _overviews(steps: np.ndarray, values: np.ndarray, walls: np.ndarray, starts: np.ndarray,
-                   ends: np.ndarray) -> np.ndarray:
-        """Block extremes of every chunk with at least ``BLOCK`` points whose steps and wall times ascend."""
-        out = np.full(len(starts), None, dtype=object)
-        big = np.flatnonzero((ends - starts >= overview.BLOCK) & overview.ascending(steps, starts, ends)
-                            & overview.ascending(walls, starts, ends))
-        if len(big) == 0:
-            return out
-        if len(big) < len(starts):  # only the big chunks' points, back to back
-            take = np.concatenate([np.arange(starts[i], ends[i]) for i in big.tolist()])
-            steps, values, walls = steps[take], values[take], walls[take]
-            lengths = ends[big] - starts[big]
-            ends = np.cumsum(lengths)
-            starts = ends - lengths
-        else:
-            starts, ends = starts[big], ends[big]
-        first, counts = overview.block_starts(starts, ends)
-        rows = overview.block_extremes(steps, values, walls, first)
-        offsets = np.r_[0, np.cumsum(counts)]
-        for j, i in enumerate(big.tolist()):
-            out[i] = rows[offsets[j]:offsets[j + 1]].tobytes()
-        return out
-
     def scalar_overview(self, run_id: str, name: str) -> dict[int, tuple[int, dict[str, np.ndarray]]] | None:
         """Per rank: the number of points and the block extremes of series ``name`` in step order, computed
         for chunks stored without them; None when a rank's steps or wall times do not ascend (then only the
@@ -323,14 +299,12 @@ class DuckDBStore(Store):
                            [run_id, name])
         by_rank: dict[int, list[tuple[int, bytes]]] = {}
         for rank, n, ov, blob in rows:
-            if ov is None:
+            if ov is None:  # a short chunk, or one out of order
                 packed = np.frombuffer(blob, np.int64).reshape(3, n)
-                steps, values, walls = packed[0], packed[1].view(np.float64), packed[2].view(np.float64)
-                one = np.zeros(1, np.int64)
-                if not (overview.ascending(steps, one, one + n)[0] and overview.ascending(walls, one, one + n)[0]):
+                (ov,) = overview.compute(packed[0], packed[1].view(np.float64), packed[2].view(np.float64),
+                                         np.zeros(1, np.int64), np.full(1, n, np.int64), min_points=1)
+                if ov is None:
                     return None
-                first, _ = overview.block_starts(one, one + n)
-                ov = overview.block_extremes(steps, values, walls, first).tobytes()
             by_rank.setdefault(int(rank), []).append((int(n), ov))
         out = {}
         for rank, parts in by_rank.items():
