@@ -83,3 +83,34 @@ def test_dashboard_shows_a_live_run(dashboard: CollectorProcess, browser_page, p
     out.mkdir(exist_ok=True)
     page.screenshot(path=str(out / "dashboard.png"), full_page=True)
     run.finish()
+
+
+def test_dashboard_shows_rank_spread_and_skew(dashboard: CollectorProcess, browser_page, pytestconfig) -> None:  # type: ignore[no-untyped-def]
+    page = browser_page
+    runs = [stepwire.init(project="browser", name="four-ranks", address=dashboard.address, run_id="four-ranks",
+                          rank=r, world_size=4, quiet=True) for r in range(4)]
+    for step in range(30):
+        for r, run in enumerate(runs):
+            run.log({"loss": 1.0 / (step + 1) + 0.1 * r}, step=step)
+    for run in runs:
+        run.finish()
+    page.goto(dashboard.http + "#run=four-ranks")
+    page.wait_for_function(
+        """() => { const d = document.querySelector('.chart[data-metric="loss"]'); return d && d.data; }""",
+        timeout=30_000)
+    traces = page.evaluate("""() => document.querySelector('.chart[data-metric="loss"]').data.map(
+                                  (t) => [t.name || '', t.fill || '', t.y.length])""")
+    assert [t[1] for t in traces] == ["", "tonexty", ""], traces  # band low edge, band, mean
+    assert traces[2][0].endswith("mean of 4 ranks") and traces[2][2] == 30
+    assert "slowest rank" in page.locator("#ranks-panel").inner_text()
+    assert page.locator("#ranks-panel table.skew tr").count() == 5  # header + 4 ranks
+    assert "logging cost" in page.locator("#ranks-panel").inner_text()
+
+    page.locator("#show-ranks").check()
+    page.wait_for_function(
+        """() => document.querySelector('.chart[data-metric="loss"]').data.length === 4""", timeout=30_000)
+    names = page.evaluate("""() => document.querySelector('.chart[data-metric="loss"]').data.map((t) => t.name)""")
+    assert names == [f"rank {r}" for r in range(4)]
+    out = Path(pytestconfig.rootpath) / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "dashboard-ranks.png"), full_page=True)

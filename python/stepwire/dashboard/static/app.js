@@ -31,6 +31,8 @@ const fmtDuration = (s) => (s === null ? "" : s < 60 ? `${s.toFixed(0)} s` : s <
   : `${(s / 3600).toFixed(1)} h`);
 const fmtValue = (v) => (v === null ? "?" : Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(2)
   : +v.toPrecision(3));
+const fmtSeconds = (s) => (s === null ? "" : Math.abs(s) < 1e-3 ? `${(s * 1e6).toFixed(0)} µs`
+  : Math.abs(s) < 1 ? `${(s * 1e3).toFixed(2)} ms` : `${s.toFixed(3)} s`);
 const cssId = (s) => s.replace(/[^A-Za-z0-9_-]/g, "_");
 
 // -- runs table ---------------------------------------------------------------------------------------------
@@ -214,16 +216,15 @@ async function drawRanks(runs) {
       parts.push(el("h3", {}, `logging overhead of ${run.name}`), el("table", { class: "overhead" },
         el("tr", {}, ...["rank", "logging cost", "time in logging calls", "points", "dropped"].map((h) => el("th", {}, h))),
         ...overhead.map(([rank, o]) => el("tr", {}, el("td", {}, rank), el("td", {}, `${(100 * o.logging_fraction).toFixed(2)}%`),
-          el("td", {}, `${o.logging_s.toFixed(3)} s`), el("td", {}, o.logged), el("td", {}, o.dropped)))));
+          el("td", {}, fmtSeconds(o.logging_s)), el("td", {}, o.logged), el("td", {}, o.dropped)))));
     }
     if (run.ranks.length > 1) {
       const skew = await api("skew", { run: run.id });
       parts.push(el("h3", {}, `step timing per rank of ${run.name} (${skew.series}): slowest rank ${skew.slowest}, `
-        + `${skew.lag.toFixed(3)} s behind the median`), el("table", { class: "skew" },
-        el("tr", {}, ...["rank", "steps", "step time (s)", "lag behind median (s)"].map((h) => el("th", {}, h))),
+        + `${fmtSeconds(skew.lag)} behind the median`), el("table", { class: "skew" },
+        el("tr", {}, ...["rank", "steps", "step time", "lag behind the median"].map((h) => el("th", {}, h))),
         ...skew.ranks.map((r) => el("tr", { class: r.rank === skew.slowest ? "selected" : "" }, el("td", {}, r.rank),
-          el("td", {}, r.steps), el("td", {}, r.step_time === null ? "" : r.step_time.toFixed(4)),
-          el("td", {}, r.lag.toFixed(4))))));
+          el("td", {}, r.steps), el("td", {}, fmtSeconds(r.step_time)), el("td", {}, fmtSeconds(r.lag))))));
     }
   }
   panel.replaceChildren(...parts);
