@@ -49,7 +49,7 @@ def test_report_writes_json_and_a_table_for_every_status(tmp_path: Path, capsys)
     from stepwire.compare.suite import WORKLOADS, report
 
     ok = {"A": {"median_ns": 100.0, "p99_ns": 300.0}, "B": {"median_us": 2.0}, "C": {"median_ms": 0.5},
-          "D": {"median_ms": 10.0}, "E": {"points_per_s": 1e6}}
+          "D": {"median_ms": 10.0, "base_ms": 9.0, "overhead_ms": 1.0}, "E": {"points_per_s": 1e6}}
     results = {w: {"baseline": {"status": "ok", **ok[w], "expected": 1, "stored": None},
                    "stepwire": {"status": "ok", **ok[w], "expected": 5, "stored": 5},
                    "other": {"status": "missing", "detail": "x"}} for w in WORKLOADS}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from stepwire import _core
 
 MAX_NAME_BYTES: int = _core.MAX_NAME_BYTES
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def check_name(name: object) -> str:
@@ -22,7 +25,7 @@ def check_name(name: object) -> str:
         raise ValueError(f"series name {name!r:.80} is not valid UTF-8: {exc}") from None
     if size > MAX_NAME_BYTES:
         raise ValueError(f"series name {name[:60]!r}... is {size} UTF-8 bytes; the limit is {MAX_NAME_BYTES}")
-    for ch in name:
-        if ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F:
-            raise ValueError(f"series name {name!r:.80} contains the control character {ch!r}")
+    control = _CONTROL.search(name)
+    if control:
+        raise ValueError(f"series name {name!r:.80} contains the control character {control.group()!r}")
     return name

@@ -228,6 +228,8 @@ class Run(_core.Producer):
             raise RuntimeError(f"run {self.id} is finished")
 
     def _define(self, name: object, kind: int) -> int:
+        if type(name) is str and self._kinds.get(name) == kind:  # known: checked when it was first used
+            return self._scalar_ids[name] if kind == _core.KIND_SCALAR else self._hist_ids[name]
         key = check_name(name)
         known = self._kinds.get(key)
         if known is not None and known != kind:
@@ -381,9 +383,9 @@ class Run(_core.Producer):
 
     def _log_stats(self, scalars: Mapping[str, float], step: int) -> None:
         """Log scalars at ``step`` without moving the step counter (statistics logged from hooks)."""
-        values = {check_name(k): float(v) for k, v in scalars.items()}
+        values = {k: float(v) for k, v in scalars.items()}
         for name in values:
-            self._define(name, _core.KIND_SCALAR)
+            self._define(name, _core.KIND_SCALAR)  # checks names it has not seen
         self._log_at(values, step)
 
     def _device_waiter(self) -> DeviceWaiter:

@@ -207,7 +207,10 @@ async function drawBars(block, run, name, step) {
 }
 
 // -- ranks and overhead -------------------------------------------------------------------------------------
-async function drawRanks(runs) {
+async function drawRanks(runs, series) {
+  const signature = JSON.stringify(runs.map((r) => [r.id, r.status, series.get(r.id).map((s) => s.items)]));
+  if (state.signatures.get("ranks") === signature) return;  // skew reads a whole series: only when it grew
+  state.signatures.set("ranks", signature);
   const panel = $("#ranks-panel");
   const parts = [];
   for (const run of runs) {
@@ -246,7 +249,7 @@ async function refreshDetails(force = false) {
   for (const run of runs) {
     for (const s of series.get(run.id)) if (s.kind === "histogram") await drawHistogram(run, s.name, s.items, force);
   }
-  await drawRanks(runs);
+  await drawRanks(runs, series);
 }
 
 async function tick(force = false) {
