@@ -177,7 +177,7 @@ async function drawHistogram(run, name, items, force) {
     hovertemplate: "step %{x}<br>%{text}<br>count %{customdata}<extra></extra>", colorscale: "Viridis",
     colorbar: { title: { text: "log10(count+1)", side: "right" } },
   }], {
-    title: { text: `${name} (${heat.total} steps)`, font: { size: 13 } }, margin: { l: 110, r: 10, t: 30, b: 35 },
+    title: { text: `${name} (${heat.total} steps)`, font: { size: 13 } }, margin: { l: 125, r: 10, t: 30, b: 35 },
     xaxis: { title: "step" },
     yaxis: { tickvals: rows.map((_, i) => i).filter((i) => i % every === 0), ticktext: rows.filter((_, i) => i % every === 0) },
   }, { displaylogo: false, responsive: true });
