@@ -13,9 +13,32 @@ import numpy.typing as npt
 from stepwire.collector.embedded import data_dir, running_collector
 from stepwire.histogram import Histogram, merge_by_step
 from stepwire.query_client import LocalReader, RemoteReader
-from stepwire.store.base import ArtifactEntry, Reader, RunRecord, SeriesRecord, TextEntry
+from stepwire.store.base import ArtifactEntry, Reader, RunRecord, ScalarPoints, SeriesRecord, TextEntry
 
 AGGREGATIONS = ("mean", "min", "max", "sum")
+
+
+def aggregate(pts: ScalarPoints, agg: str) -> dict[str, npt.NDArray[Any]]:
+    """One row per step of ``pts`` across ranks, as ``RunView.scalars(name, agg=...)`` returns it."""
+    if agg not in AGGREGATIONS:
+        raise ValueError(f"agg must be one of {AGGREGATIONS} or None, got {agg!r}")
+    if len(pts.step) == 0:
+        empty = {"step": pts.step, "value": pts.value, "wall_time": pts.wall_time}
+        return {**empty, "rank": np.empty(0, np.int64), "count": np.empty(0, np.int64)}
+    starts = np.flatnonzero(np.r_[True, pts.step[1:] != pts.step[:-1]])
+    count = np.diff(np.r_[starts, len(pts.step)])
+    rank = np.full(len(starts), -1, dtype=np.int64)
+    if agg in ("mean", "sum"):
+        value = np.add.reduceat(pts.value, starts)
+        if agg == "mean":
+            value = value / count
+    else:
+        key = pts.value if agg == "min" else -pts.value
+        order = np.lexsort((key, pts.step))  # NaN sorts last: picked only when a step has nothing else
+        first = order[starts]
+        value, rank = pts.value[first], pts.rank[first].astype(np.int64)
+    return {"step": pts.step[starts], "value": value, "wall_time": np.maximum.reduceat(pts.wall_time, starts),
+            "rank": rank, "count": count}
 
 
 class RunView:
@@ -48,25 +71,7 @@ class RunView:
         pts = self._reader.scalars(self.id, name, ranks)
         if agg is None:
             return {"step": pts.step, "value": pts.value, "wall_time": pts.wall_time, "rank": pts.rank}
-        if agg not in AGGREGATIONS:
-            raise ValueError(f"agg must be one of {AGGREGATIONS} or None, got {agg!r}")
-        if len(pts.step) == 0:
-            empty = {"step": pts.step, "value": pts.value, "wall_time": pts.wall_time}
-            return {**empty, "rank": np.empty(0, np.int64), "count": np.empty(0, np.int64)}
-        starts = np.flatnonzero(np.r_[True, pts.step[1:] != pts.step[:-1]])
-        count = np.diff(np.r_[starts, len(pts.step)])
-        rank = np.full(len(starts), -1, dtype=np.int64)
-        if agg in ("mean", "sum"):
-            value = np.add.reduceat(pts.value, starts)
-            if agg == "mean":
-                value = value / count
-        else:
-            key = pts.value if agg == "min" else -pts.value
-            order = np.lexsort((key, pts.step))  # NaN sorts last: picked only when a step has nothing else
-            first = order[starts]
-            value, rank = pts.value[first], pts.rank[first].astype(np.int64)
-        return {"step": pts.step[starts], "value": value, "wall_time": np.maximum.reduceat(pts.wall_time, starts),
-                "rank": rank, "count": count}
+        return aggregate(pts, agg)
 
     def step_skew(self, name: str | None = None) -> dict[str, Any]:
         """Per-rank step timing from the wall times stored with scalar series ``name`` (default: the scalar

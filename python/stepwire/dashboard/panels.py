@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from stepwire.api import RunView
+from stepwire.api import RunView, aggregate
 from stepwire.dashboard.downsample import from_blocks, minmax
 from stepwire.histogram import Histogram, merge_by_step
 from stepwire.store.base import Reader, RunRecord
@@ -101,10 +101,8 @@ class Panels:
             out["ranks"].append({"rank": rank, "total": len(xs), "x": _floats(xs[keep]), "y": _floats(ys[keep]),
                                  "buckets": _floats(xs[starts])})
         if len(ranks) > 1:
-            view = RunView(self.reader, self._record(run_id))
-            mean = view.scalars(name, agg="mean")
-            low = view.scalars(name, agg="min")["value"]
-            high = view.scalars(name, agg="max")["value"]
+            mean = aggregate(pts, "mean")
+            low, high = aggregate(pts, "min")["value"], aggregate(pts, "max")["value"]
             xs = mean["step"] if x == "step" else mean["wall_time"]
             order = np.argsort(xs, kind="stable")
             xs, m, low, high, count = xs[order], mean["value"][order], low[order], high[order], mean["count"][order]
