@@ -61,14 +61,19 @@ def minmax(x: npt.NDArray[Any], y: npt.NDArray[np.float64], max_points: int
     return np.unique(np.r_[first_min, first_max]).astype(np.int64), starts.astype(np.int64)
 
 
+def min_points_for_blocks(max_points: int) -> int:
+    """The fewest points a series needs before ``from_blocks`` answers for a chart ``max_points`` wide."""
+    return max(max_points + 1, (max_points // 2) * MIN_BLOCKS_PER_BUCKET * BLOCK)
+
+
 def from_blocks(blocks: dict[str, npt.NDArray[Any]], total: int, axis: str, max_points: int
                 ) -> dict[str, npt.NDArray[Any]] | None:
     """The points to draw from block extremes: ``step``, ``value``, ``wall`` of at most ``max_points`` points
     and ``bucket_start`` (x where each bucket starts); None when the buckets would be narrower than
     ``MIN_BLOCKS_PER_BUCKET`` blocks (read the points instead). ``axis`` is ``"step"`` or ``"wall"``."""
-    buckets = max_points // 2
-    if total <= max_points or total < buckets * MIN_BLOCKS_PER_BUCKET * BLOCK:
+    if total < min_points_for_blocks(max_points):
         return None
+    buckets = max_points // 2
     first_x = blocks[f"first_{axis}"].astype(np.float64)
     edges = np.linspace(first_x[0], float(blocks[f"last_{axis}"][-1]), buckets + 1)[1:-1]
     bucket = np.searchsorted(edges, first_x, side="right")  # a block belongs to the bucket of its first point,

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stepwire.api import RunView, aggregate
-from stepwire.dashboard.downsample import from_blocks, minmax
+from stepwire.dashboard.downsample import from_blocks, min_points_for_blocks, minmax
 from stepwire.histogram import Histogram, merge_by_step
 from stepwire.store.base import Reader, RunRecord
 
@@ -83,7 +83,7 @@ class Panels:
         if not 2 <= points <= MAX_POINTS:
             raise PanelError(f"points must be between 2 and {MAX_POINTS}, got {points}")
         self._record(run_id)
-        fast = self._from_overview(run_id, name, x, points)
+        fast = self._from_blocks(run_id, name, x, points)
         if fast is not None:
             return fast
         pts = self.reader.scalars(run_id, name)
@@ -112,16 +112,14 @@ class Panels:
                           "max": _floats(high[keep]), "count": count[keep].tolist(), "total": len(xs)}
         return out
 
-    def _from_overview(self, run_id: str, name: str, x: str, points: int) -> dict[str, Any] | None:
+    def _from_blocks(self, run_id: str, name: str, x: str, points: int) -> dict[str, Any] | None:
         """The chart of a long single-rank series from the store's block extremes, without reading its points;
         None where that does not apply (several ranks, a remote store, steps out of order, a short series)."""
-        blocks_of = getattr(self.reader, "scalar_overview", None)
-        if blocks_of is None:
+        blocks_of = getattr(self.reader, "scalar_blocks", None)
+        found = blocks_of(run_id, name, min_points_for_blocks(points)) if blocks_of is not None else None
+        if found is None:
             return None
-        per_rank = blocks_of(run_id, name)
-        if not per_rank or len(per_rank) != 1:
-            return None
-        ((rank, (total, blocks)),) = per_rank.items()
+        rank, total, blocks = found
         chosen = from_blocks(blocks, total, "step" if x == "step" else "wall", points)
         if chosen is None:
             return None

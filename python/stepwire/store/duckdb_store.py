@@ -290,30 +290,32 @@ class DuckDBStore(Store):
         finally:
             self._con.unregister("_chunks")
 
-    def scalar_overview(self, run_id: str, name: str) -> dict[int, tuple[int, dict[str, np.ndarray]]] | None:
-        """Per rank: the number of points and the block extremes of series ``name`` in step order, computed
-        for chunks stored without them; None when a rank's steps or wall times do not ascend (then only the
-        points themselves tell the extremes)."""
+    def scalar_blocks(self, run_id: str, name: str, min_points: int = 0
+                      ) -> tuple[int, int, dict[str, np.ndarray]] | None:
+        """(rank, points, block extremes in step order) of series ``name`` when one rank logged it, it has at
+        least ``min_points`` points, and its steps and wall times ascend; else None, having read no points.
+        Chunks stored without block extremes (short ones) get them computed here."""
+        ((ranks, total),) = self._query("SELECT count(DISTINCT rank), coalesce(sum(n), 0) FROM scalar_chunks "
+                                        "WHERE run_id = ? AND name = ?", [run_id, name]) or [(0, 0)]
+        if ranks != 1 or total < max(min_points, 1):
+            return None
         rows = self._query("""SELECT rank, n, overview, CASE WHEN overview IS NULL THEN points END
-                              FROM scalar_chunks WHERE run_id = ? AND name = ? ORDER BY rank, step_min, sequence""",
+                              FROM scalar_chunks WHERE run_id = ? AND name = ? ORDER BY step_min, sequence""",
                            [run_id, name])
-        by_rank: dict[int, list[tuple[int, bytes]]] = {}
-        for rank, n, ov, blob in rows:
+        parts = []
+        for _, n, ov, blob in rows:
             if ov is None:  # a short chunk, or one out of order
                 packed = np.frombuffer(blob, np.int64).reshape(3, n)
                 (ov,) = overview.compute(packed[0], packed[1].view(np.float64), packed[2].view(np.float64),
                                          np.zeros(1, np.int64), np.full(1, n, np.int64), min_points=1)
                 if ov is None:
                     return None
-            by_rank.setdefault(int(rank), []).append((int(n), ov))
-        out = {}
-        for rank, parts in by_rank.items():
-            cols = overview.unpack([ov for _, ov in parts])
-            for x in ("step", "wall"):  # chunk after chunk, the series must go on ascending
-                if np.any(cols[f"first_{x}"][1:] < cols[f"last_{x}"][:-1]):
-                    return None
-            out[rank] = (sum(n for n, _ in parts), cols)
-        return out
+            parts.append(ov)
+        cols = overview.unpack(parts)
+        for x in ("step", "wall"):  # chunk after chunk, the series must go on ascending
+            if np.any(cols[f"first_{x}"][1:] < cols[f"last_{x}"][:-1]):
+                return None
+        return int(rows[0][0]), int(total), cols
 
     def _insert_histograms(self, batch: DecodedBatch, defs: dict[int, tuple[str, int]]) -> None:
         h = batch.hist
