@@ -81,6 +81,11 @@ bool resolve_step(ProducerObject* self, PyObject* step, long long* out, bool adv
     long long s;
     if (step == nullptr || step == Py_None) {
         s = self->next_step;
+        if (s > kMaxStep) {
+            PyErr_Format(PyExc_OverflowError, "the step counter is past the largest step %lld: pass step=",
+                         kMaxStep);
+            return false;
+        }
     } else {
         if (PyLong_CheckExact(step)) {
             s = PyLong_AsLongLong(step);
@@ -94,8 +99,8 @@ bool resolve_step(ProducerObject* self, PyObject* step, long long* out, bool adv
             return false;
         }
         if (s == -1 && PyErr_Occurred()) return false;
-        if (s < 0) {
-            PyErr_Format(PyExc_ValueError, "step must be >= 0, got %lld", s);
+        if (s < 0 || s > kMaxStep) {
+            PyErr_Format(PyExc_ValueError, "step must be between 0 and %lld, got %lld", kMaxStep, s);
             return false;
         }
     }

@@ -107,6 +107,7 @@ PYBIND11_MODULE(_core, m) {
     m.attr("DEFAULT_K") = kDefaultMantissaBits;
     m.attr("MAX_K") = kMaxMantissaBits;
     m.attr("MAX_NAME_BYTES") = kMaxNameBytes;
+    m.attr("MAX_STEP") = kMaxStep;
     m.attr("KIND_SCALAR") = static_cast<int>(SeriesKind::Scalar);
     m.attr("KIND_HISTOGRAM") = static_cast<int>(SeriesKind::Histogram);
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <bit>
 #include <cstdint>
+#include <limits>
 
 namespace stepwire {
 
@@ -10,6 +11,8 @@ static_assert(std::endian::native == std::endian::little, "the wire format is li
 inline constexpr int kDefaultMantissaBits = 3;   // 8 buckets per power of two
 inline constexpr int kMaxMantissaBits = 10;
 inline constexpr int kMaxNameBytes = 256;        // UTF-8 bytes in a series name
+// The largest step: the auto-step counter (one past the highest step logged) then still fits in an int64.
+inline constexpr long long kMaxStep = std::numeric_limits<long long>::max() - 1;
 
 enum class SeriesKind : std::uint8_t { Scalar = 1, Histogram = 2 };
 

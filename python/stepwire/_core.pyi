@@ -8,6 +8,7 @@ import numpy.typing as npt
 DEFAULT_K: int
 MAX_K: int
 MAX_NAME_BYTES: int
+MAX_STEP: int
 KIND_SCALAR: int
 KIND_HISTOGRAM: int
 

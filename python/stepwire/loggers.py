@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypeVar
 
-from stepwire.artifacts import check_artifact_name
+from stepwire.names import check_artifact_name
 from stepwire.run import Run, init
 
 log = logging.getLogger("stepwire")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 import grpc
 import numpy as np
 
-from stepwire.artifacts import check_artifact_name, read_file_chunks
+from stepwire.artifacts import read_file_chunks
 from stepwire.histogram import Histogram
 from stepwire.store.base import ArtifactEntry, RunRecord, ScalarPoints, SeriesRecord, SummaryEntry, TextEntry
 from stepwire.transport import open_channel
@@ -125,5 +125,4 @@ class LocalReader:
         return self._with(lambda s: s.artifacts(run_id))
 
     def read_artifact(self, run_id: str, name: str) -> Iterator[bytes]:
-        self._with(lambda s: s.read_artifact(run_id, name))  # KeyError now if it is not there
-        return read_file_chunks(self.directory / "artifacts" / run_id / check_artifact_name(name))
+        return read_file_chunks(self._with(lambda s: s.artifact_path(run_id, name)))

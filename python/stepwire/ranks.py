@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from stepwire.names import check_id
+
 # (rank, world size, local rank) variables of each launcher, most specific first: torchrun inside an
 # srun allocation sets both its own and SLURM's, and its own are the ones that describe the training processes.
 LAUNCHERS: list[tuple[str, str, str, str]] = [
@@ -89,9 +91,7 @@ def agree_run_id(info: RankInfo, run_id: str | None = None, env: Mapping[str, st
     env = os.environ if env is None else env
     chosen = run_id or env.get("STEPWIRE_RUN_ID")
     if chosen:
-        if not all(c.isalnum() or c in "-_." for c in chosen) or len(chosen) > 64:
-            raise ValueError(f"run id {chosen!r} must be at most 64 letters, digits, '-', '_' or '.'")
-        return chosen
+        return check_id("run id", chosen)
     fresh = uuid.uuid4().hex[:16]
     if info.world_size == 1:
         return fresh

@@ -27,14 +27,13 @@ import numpy.typing as npt
 from google.protobuf.message import Message
 
 from stepwire import _core, spool
-from stepwire.artifacts import check_artifact_name
 from stepwire.collector.embedded import data_dir, local_collector, reachable
 from stepwire.histogram import DEFAULT_K
-from stepwire.names import check_name
+from stepwire.names import MAX_NAME_BYTES, check_artifact_name, check_label, check_name
 from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
 from stepwire.sender import Sender
 from stepwire.spool import Spool
-from stepwire.tensors import cpu_view, is_tensor
+from stepwire.tensors import check_tensor, cpu_view, is_tensor
 from stepwire.transport import open_channel
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -77,8 +76,7 @@ def _count(n: float) -> str:
 def _to_float(key: str, value: object) -> float:
     """A number as float, or TypeError naming ``key``."""
     if is_tensor(value) and value.numel() == 1 and value.device.type == "cpu":
-        if value.is_complex():
-            raise TypeError(f"value for {key!r} must be real, got a complex tensor")
+        check_tensor(key, value)
         return float(value)
     if isinstance(value, (numbers.Real, np.bool_)) or (isinstance(value, np.ndarray) and value.ndim == 0
                                                         and value.dtype.kind in "biuf"):
@@ -99,12 +97,19 @@ def _float_array(key: str, values: object) -> npt.NDArray[Any]:
     return arr
 
 
-def _flatten(data: Mapping[Any, Any], prefix: str = "") -> dict[Any, Any]:
+def _flatten(data: Mapping[Any, Any], prefix: str = "", ancestors: tuple[int, ...] = ()) -> dict[Any, Any]:
+    """``{"a": {"b": x}}`` as ``{"a/b": x}``; a dict inside itself, or nested deeper than a name can be long,
+    raises ``ValueError`` naming the key (never ``RecursionError``)."""
     out: dict[Any, Any] = {}
+    ancestors = (*ancestors, id(data))
     for key, value in data.items():
         if isinstance(value, Mapping):
-            check_name(key)
-            out.update(_flatten(value, f"{prefix}{key}/"))
+            name = f"{prefix}{check_name(key)}"
+            if id(value) in ancestors:
+                raise ValueError(f"the dict under {name!r:.80} contains itself")
+            if len(name.encode("utf-8")) >= MAX_NAME_BYTES:
+                raise ValueError(f"names under {name[:60]!r}... would be longer than {MAX_NAME_BYTES} bytes")
+            out.update(_flatten(value, f"{name}/", ancestors))
         else:
             out[f"{prefix}{key}" if prefix and isinstance(key, str) else key] = value
     return out
@@ -128,6 +133,10 @@ class Run(_core.Producer):
             raise ValueError(f"policy must be 'block' or 'drop', got {policy!r}")
         if not 0 <= k <= _core.MAX_K:
             raise ValueError(f"k must be between 0 and {_core.MAX_K}, got {k}")
+        check_label("project", project)
+        for what, label in [("run name", name), *(("tag", t) for t in tags or [])]:
+            if label is not None or what == "tag":
+                check_label(what, label)
         self.id: str = run_id
         """The run id, the same on every rank of a job: pass it to ``Api().run(id)``."""
         self.project = project
@@ -261,9 +270,9 @@ class Run(_core.Producer):
         device_hists: dict[str, torch.Tensor] = {}
         for key, value in _flatten(data).items():
             name = check_name(key)
+            if is_tensor(value):
+                check_tensor(name, value)
             if is_tensor(value) and value.device.type != "cpu":
-                if value.is_complex():
-                    raise TypeError(f"value for {name!r} must be a real tensor, got {value.dtype}")
                 (device_scalars if value.ndim == 0 else device_hists)[name] = value
             elif is_tensor(value) and value.ndim > 0:
                 hists.append((name, *cpu_view(name, value)))

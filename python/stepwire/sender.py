@@ -61,17 +61,20 @@ def batch_items(msg: ingest_pb2.Batch) -> int:
 
 
 def artifact_chunks(first: ingest_pb2.ArtifactChunk) -> Iterator[ingest_pb2.ArtifactChunk]:
-    """The upload of a staged file: ``first`` (metadata, ``source_path``) with its first piece, then the rest."""
+    """The upload of a staged file: ``first`` (metadata, ``source_path``) with its first piece, then the rest, the
+    final chunk marked ``last``."""
     from stepwire.artifacts import ARTIFACT_CHUNK_BYTES
 
-    head = ingest_pb2.ArtifactChunk()
-    head.CopyFrom(first)
-    head.ClearField("source_path")
+    chunk = ingest_pb2.ArtifactChunk()
+    chunk.CopyFrom(first)
+    chunk.ClearField("source_path")
     with open(first.source_path, "rb") as f:
-        head.data = f.read(ARTIFACT_CHUNK_BYTES)
-        yield head
+        chunk.data = f.read(ARTIFACT_CHUNK_BYTES)
         while data := f.read(ARTIFACT_CHUNK_BYTES):
-            yield ingest_pb2.ArtifactChunk(data=data)
+            yield chunk
+            chunk = ingest_pb2.ArtifactChunk(data=data)
+    chunk.last = True  # the collector stores an upload only once it has seen its end
+    yield chunk
 
 
 def deliver(stub: ingest_pb2_grpc.IngestStub, kind: int, msg: Message, timeout: float = RPC_TIMEOUT_S) -> None:

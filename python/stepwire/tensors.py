@@ -18,18 +18,29 @@ def is_tensor(value: object) -> TypeGuard[torch.Tensor]:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
+def check_tensor(key: str, tensor: Any) -> None:
+    """Raise ``TypeError`` naming ``key`` for a tensor that holds no real values to read: complex, sparse (or any
+    layout but strided), or on the meta device."""
+    import torch
+
+    if tensor.layout != torch.strided:
+        raise TypeError(f"value for {key!r} is a {tensor.layout} tensor: pass .to_dense()")
+    if tensor.device.type == "meta":
+        raise TypeError(f"value for {key!r} is on the meta device: it holds no values")
+    if tensor.is_complex():
+        raise TypeError(f"value for {key!r} must be real, got a {tensor.dtype} tensor")
+
+
 def cpu_view(key: str, tensor: Any) -> tuple[npt.NDArray[Any], bool]:
     """A numpy view of a CPU tensor for binning, and whether it holds bfloat16 bit patterns.
 
     Contiguous float16/float32/float64 tensors are shared, not copied; bfloat16 is viewed as uint16 bits.
-    Integer and bool tensors are converted to float64; complex ones raise ``TypeError`` naming ``key``.
+    Integer and bool tensors are converted to float64; those ``check_tensor`` refuses raise ``TypeError``.
     """
     import torch
 
-    t = tensor.detach()
-    if t.is_complex():
-        raise TypeError(f"histogram values for {key!r} must be real, got a {t.dtype} tensor")
-    t = t.contiguous()
+    check_tensor(key, tensor)
+    t = tensor.detach().contiguous()
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(np.uint16), True
     if t.dtype in (torch.float16, torch.float32, torch.float64):

@@ -10,10 +10,13 @@ import numpy as np
 import numpy.typing as npt
 
 from stepwire import _core
+from stepwire.names import check_id, check_name
 from stepwire.v1 import ingest_pb2
 
-MAX_COLUMN_BYTES = 256 << 20
-"""Largest decompressed column accepted; guards against a forged size prefix."""
+MAX_DECODED_BYTES = 64 << 20
+"""Largest batch accepted once decompressed (clients seal batches of at most 16 MiB). Every column's declared
+size is checked against the counts the batch states, and their sum against this bound, before anything is
+decompressed: a forged batch costs the collector at most this much memory (no decompression bombs)."""
 
 KINDS = {_core.KIND_SCALAR, _core.KIND_HISTOGRAM}
 
@@ -54,22 +57,46 @@ class DecodedBatch:
         return self.point_count + self.histogram_count
 
 
-def _column(raw: bytes, dtype: type[np.generic], compressed: bool, what: str) -> npt.NDArray[Any]:
-    data = raw
-    if compressed and raw:
-        if len(raw) < 4:
-            raise BatchError(f"column {what}: truncated LZ4 block")
-        size = int.from_bytes(raw[:4], "little", signed=True)
-        if size < 0 or size > MAX_COLUMN_BYTES:
-            raise BatchError(f"column {what}: declared size {size} is outside [0, {MAX_COLUMN_BYTES}]")
-        try:
-            data = lz4.block.decompress(raw)
-        except Exception as exc:  # lz4 raises LZ4BlockError (a plain Exception subclass)
-            raise BatchError(f"column {what}: corrupt LZ4 block ({exc})") from None
-    itemsize = np.dtype(dtype).itemsize
-    if len(data) % itemsize:
-        raise BatchError(f"column {what}: {len(data)} bytes is not a whole number of {np.dtype(dtype).name}")
-    return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"))
+class _Columns:
+    """Decodes a batch's columns, each checked against the item count the batch states for it, within one
+    budget of ``MAX_DECODED_BYTES`` for the whole batch."""
+
+    def __init__(self, compressed: bool) -> None:
+        self.compressed = compressed
+        self.budget = MAX_DECODED_BYTES
+
+    def check(self, nbytes: int, what: str) -> None:
+        """Raise unless ``nbytes`` more still fit in the batch's budget."""
+        if nbytes > self.budget:
+            raise BatchError(f"{what}: {nbytes} bytes would take the batch past {MAX_DECODED_BYTES} bytes decoded")
+
+    def decode(self, raw: bytes, dtype: type[np.generic], what: str, count: int | None = None,
+               at_most: int | None = None) -> npt.NDArray[Any]:
+        """Column ``what``: exactly ``count`` items, or any whole number of items up to ``at_most``."""
+        itemsize = np.dtype(dtype).itemsize
+        declared = len(raw)
+        if self.compressed and raw:
+            if len(raw) < 4:
+                raise BatchError(f"column {what}: truncated LZ4 block")
+            declared = int.from_bytes(raw[:4], "little", signed=True)
+        if declared < 0 or declared % itemsize:
+            raise BatchError(f"column {what}: {declared} bytes is not a whole number of {np.dtype(dtype).name}")
+        items = declared // itemsize
+        if count is not None and items != count:
+            raise BatchError(f"column {what}: {items} items where the batch states {count}")
+        if at_most is not None and items > at_most:
+            raise BatchError(f"column {what}: {items} items where the batch states at most {at_most}")
+        self.check(declared, f"column {what}")
+        self.budget -= declared
+        data = raw
+        if self.compressed and raw:
+            try:
+                data = lz4.block.decompress(raw)
+            except Exception as exc:  # lz4 raises LZ4BlockError (a plain Exception subclass)
+                raise BatchError(f"column {what}: corrupt LZ4 block ({exc})") from None
+            if len(data) != declared:
+                raise BatchError(f"column {what}: inflates to {len(data)} bytes, not the {declared} declared")
+        return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"))
 
 
 _HIST_COLUMNS: dict[str, type[np.generic]] = {
@@ -81,48 +108,55 @@ _HIST_COLUMNS: dict[str, type[np.generic]] = {
 
 def decode_batch(batch: ingest_pb2.Batch) -> DecodedBatch:
     """Decode and validate ``batch``; raise ``BatchError`` saying what is wrong."""
-    if not batch.run_id or not batch.stream_id:
-        raise BatchError("batch has no run_id or stream_id")
+    try:
+        check_id("run id", batch.run_id)
+        check_id("stream id", batch.stream_id)
+    except ValueError as exc:
+        raise BatchError(str(exc)) from None
     if batch.sequence < 1:
         raise BatchError("batch sequence numbers start at 1")
     if batch.compression not in (ingest_pb2.COMPRESSION_NONE, ingest_pb2.COMPRESSION_LZ4_BLOCK):
         raise BatchError(f"unknown compression {batch.compression}")
-    lz = batch.compression == ingest_pb2.COMPRESSION_LZ4_BLOCK
+    columns = _Columns(batch.compression == ingest_pb2.COMPRESSION_LZ4_BLOCK)
     defs = []
     for d in batch.series:
         if d.kind not in KINDS:
-            raise BatchError(f"series {d.name!r}: unknown kind {d.kind}")
-        if not d.name or len(d.name.encode()) > _core.MAX_NAME_BYTES:
-            raise BatchError(f"series id {d.id}: invalid name")
-        defs.append((int(d.id), d.name, int(d.kind)))
+            raise BatchError(f"series {d.name!r:.80}: unknown kind {d.kind}")
+        try:
+            defs.append((int(d.id), check_name(d.name), int(d.kind)))
+        except ValueError as exc:
+            raise BatchError(f"series id {d.id}: {exc}") from None
 
     s = batch.scalars
-    group_series = _column(s.series_ids, np.uint32, lz, "scalars.series_ids")
-    group_lengths = _column(s.group_lengths, np.uint32, lz, "scalars.group_lengths")
-    steps = _column(s.steps, np.int64, lz, "scalars.steps")
-    values = _column(s.values, np.float64, lz, "scalars.values")
-    wall_times = _column(s.wall_times, np.float64, lz, "scalars.wall_times")
     n = int(s.point_count)
-    if not (len(steps) == len(values) == len(wall_times) == n):
-        raise BatchError(f"scalar columns disagree with point_count {n}")
-    if len(group_series) != len(group_lengths):
-        raise BatchError("scalars.series_ids and scalars.group_lengths differ in length")
+    columns.check(24 * n, f"{n} scalar points")  # before any column is inflated
+    group_series = columns.decode(s.series_ids, np.uint32, "scalars.series_ids", at_most=n)
+    group_lengths = columns.decode(s.group_lengths, np.uint32, "scalars.group_lengths", count=len(group_series))
     if int(group_lengths.sum(dtype=np.uint64)) != n or (len(group_lengths) and group_lengths.min() == 0):
         raise BatchError("scalars.group_lengths do not add up to point_count")
+    steps = columns.decode(s.steps, np.int64, "scalars.steps", count=n)
+    values = columns.decode(s.values, np.float64, "scalars.values", count=n)
+    wall_times = columns.decode(s.wall_times, np.float64, "scalars.wall_times", count=n)
+    if n and steps.min() < 0:
+        raise BatchError("scalar steps must be >= 0")
 
     hist: dict[str, npt.NDArray[Any]] = {}
     h = batch.histograms
     if h.histogram_count or h.series_ids:
-        for name, dtype in _HIST_COLUMNS.items():
-            hist[name] = _column(getattr(h, name), dtype, lz, f"histograms.{name}")
         m = int(h.histogram_count)
-        for name in _HIST_COLUMNS:
-            if name not in ("bucket_indices", "bucket_counts") and len(hist[name]) != m:
-                raise BatchError(f"histograms.{name} disagrees with histogram_count {m}")
+        columns.check(sum(np.dtype(t).itemsize for t in _HIST_COLUMNS.values()) * m, f"{m} histograms")
+        for name, dtype in _HIST_COLUMNS.items():
+            if name not in ("bucket_indices", "bucket_counts"):
+                hist[name] = columns.decode(getattr(h, name), dtype, f"histograms.{name}", count=m)
         buckets = int(hist["bucket_lengths"].sum(dtype=np.uint64))
-        if len(hist["bucket_indices"]) != buckets or len(hist["bucket_counts"]) != buckets:
-            raise BatchError("histogram bucket columns disagree with bucket_lengths")
-        if len(hist["k"]) and int(hist["k"].max()) > _core.MAX_K:
+        for name in ("bucket_indices", "bucket_counts"):
+            hist[name] = columns.decode(getattr(h, name), _HIST_COLUMNS[name], f"histograms.{name}", count=buckets)
+        if m and int(hist["k"].max()) > _core.MAX_K:
             raise BatchError("histogram k out of range")
+        if m and hist["steps"].min() < 0:
+            raise BatchError("histogram steps must be >= 0")
+        for name in ("count", "nan", "pos_inf", "neg_inf", "bucket_counts"):
+            if len(hist[name]) and hist[name].min() < 0:
+                raise BatchError(f"histograms.{name} must not be negative")
     return DecodedBatch(batch.run_id, int(batch.rank), batch.stream_id, int(batch.sequence), defs,
                         group_series, group_lengths, steps, values, wall_times, hist)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 
 from stepwire.collector.decode import BatchError, decode_batch
 from stepwire.dashboard.server import Dashboard
-from stepwire.names import check_name
+from stepwire.names import check_artifact_name, check_id, check_label, check_name
 from stepwire.store.base import ArtifactEntry, RunRecord, Store, TextEntry
 from stepwire.store.duckdb_store import DuckDBStore
 from stepwire.transport import ADDRESS_FILE, GRPC_OPTIONS, TokenCheck, is_loopback
@@ -86,17 +87,84 @@ def _json_object(raw: str, context: grpc.ServicerContext, what: str = "config_js
     return value
 
 
+UPLOAD_STALL_S = 10.0
+"""An upload that sends no chunk for this long is cancelled: a stalled client never keeps a worker thread."""
+
+
+class StallWatch:
+    """Cancels RPCs whose client stopped sending: one thread checks every watched call twice a second."""
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self._lock = threading.Lock()
+        self._calls: dict[int, tuple[float, grpc.ServicerContext]] = {}
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watch(self, context: grpc.ServicerContext) -> Iterator[Callable[[], None]]:
+        """While inside, ``context`` is cancelled once ``stall_s`` pass without a call of the yielded function."""
+        key = id(context)
+
+        def alive() -> None:
+            with self._lock:
+                self._calls[key] = (time.monotonic() + self.stall_s, context)
+
+        alive()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="stepwire-stall-watch", daemon=True)
+                self._thread.start()
+        try:
+            yield alive
+        finally:
+            with self._lock:
+                self._calls.pop(key, None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic()
+            with self._lock:
+                stalled = [ctx for deadline, ctx in self._calls.values() if deadline < now]
+            for ctx in stalled:
+                log.warning("cancelling an upload whose client sent nothing for %.0f s", self.stall_s)
+                ctx.cancel()  # type: ignore[no-untyped-call]
+
+
+STATUSES = ("running", "finished", "failed")
+"""What a client may report of its rank (the collector itself marks a rank "crashed")."""
+
+
+def _checked(context: grpc.ServicerContext, check: Callable[..., str], *args: object) -> str:
+    """``check(*args)``, or INVALID_ARGUMENT with its message: every identifier is checked where it arrives."""
+    try:
+        return check(*args)
+    except (TypeError, ValueError) as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    raise AssertionError("unreachable")  # context.abort raises
+
+
 class IngestService(ingest_pb2_grpc.IngestServicer):
     """Receives runs and batches; a batch is acknowledged only once it is committed to the store."""
 
-    def __init__(self, store: Store, activity: Activity) -> None:
+    def __init__(self, store: Store, activity: Activity, max_uploads: int = 2) -> None:
         self.store = store
         self.activity = activity
+        self.uploads = threading.BoundedSemaphore(max_uploads)
+        self.stalls = StallWatch(UPLOAD_STALL_S)
 
     def OpenRun(self, request: ingest_pb2.RunInfo, context: grpc.ServicerContext) -> ingest_pb2.RunInfo:
         self.activity.touch(request.client_id)
-        if not request.run_id:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "run_id is required")
+        _checked(context, check_id, "run id", request.run_id)
+        if request.client_id:
+            _checked(context, check_id, "client id", request.client_id)
+        for what, label in [("project", request.project), ("run name", request.name),
+                            *(("tag", t) for t in request.tags)]:
+            if label or what == "tag":
+                _checked(context, check_label, what, label)
+        if request.world_size and request.rank >= request.world_size:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"rank {request.rank} is outside world size "
+                          f"{request.world_size}")
         run = RunRecord(id=request.run_id, project=request.project or "default", name=request.name or request.run_id,
                         tags=list(request.tags), config=_json_object(request.config_json, context),
                         created=request.created or time.time(), status=request.status or "running",
@@ -105,6 +173,9 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
 
     def UpdateRun(self, request: ingest_pb2.RunUpdate, context: grpc.ServicerContext) -> ingest_pb2.Empty:
         self.activity.touch()
+        _checked(context, check_id, "run id", request.run_id)
+        if request.status and request.status not in STATUSES:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"status {request.status!r:.40} is not one of {STATUSES}")
         try:
             self.store.update_run(request.run_id, _json_object(request.config_json, context),
                                   request.status or None, request.finished or None, request.replace_config,
@@ -131,12 +202,16 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
 
     def LogText(self, request: ingest_pb2.TextRecord, context: grpc.ServicerContext) -> ingest_pb2.Empty:
         self.activity.touch()
+        _checked(context, check_id, "run id", request.run_id)
+        _checked(context, check_name, request.name)
+        if request.stream_id:
+            _checked(context, check_id, "stream id", request.stream_id)
+        if request.step < 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"step must be >= 0, got {request.step}")
         try:
-            self.store.add_text(request.run_id, TextEntry(check_name(request.name), request.step, request.rank,
+            self.store.add_text(request.run_id, TextEntry(request.name, request.step, request.rank,
                                                           request.wall_time, request.text),
                                 (request.stream_id, request.sequence) if request.stream_id else None)
-        except (TypeError, ValueError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except KeyError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return ingest_pb2.Empty()
@@ -144,27 +219,41 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
     def PutArtifact(self, request_iterator: Iterator[ingest_pb2.ArtifactChunk], context: grpc.ServicerContext
                     ) -> ingest_pb2.ArtifactInfo:
         self.activity.touch()
-        first = next(request_iterator, None)
-        if first is None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an artifact upload needs at least one chunk")
-
-        def pieces() -> Iterator[bytes]:
-            yield first.data
-            for chunk in request_iterator:
-                self.activity.touch()
-                yield chunk.data
-
+        if not self.uploads.acquire(blocking=False):  # the other workers stay free for ingest
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many uploads at once: retry later")
         try:
-            e = self.store.put_artifact(first.run_id, first.name, first.step, first.rank, first.wall_time,
-                                        pieces())
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except KeyError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            with self.stalls.watch(context) as alive:
+                first = next(request_iterator, None)
+                if first is None:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an artifact upload needs at least one chunk")
+                _checked(context, check_id, "run id", first.run_id)
+                _checked(context, check_artifact_name, first.name)
+
+                def pieces() -> Iterator[bytes]:
+                    chunk = first
+                    yield chunk.data
+                    while not chunk.last:
+                        chunk = next(request_iterator, None)
+                        if chunk is None:  # a client that died or was cancelled mid-way: store nothing
+                            raise ValueError(f"the upload of {first.name!r} ended before its last chunk")
+                        alive()
+                        yield chunk.data
+
+                try:
+                    e = self.store.put_artifact(first.run_id, first.name, first.step, first.rank, first.wall_time,
+                                                pieces())
+                except KeyError as exc:
+                    context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+                except ValueError as exc:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        finally:
+            self.uploads.release()
         return _artifact_info(e)
 
     def DeleteArtifact(self, request: ingest_pb2.ArtifactRef, context: grpc.ServicerContext) -> ingest_pb2.Empty:
         self.activity.touch()
+        _checked(context, check_id, "run id", request.run_id)
+        _checked(context, check_artifact_name, request.name)
         try:
             self.store.delete_artifact(request.run_id, request.name)
         except KeyError as exc:

@@ -20,9 +20,10 @@ import duckdb
 import numpy as np
 
 from stepwire import _core
-from stepwire.artifacts import check_artifact_name, read_file_chunks
+from stepwire.artifacts import read_file_chunks
 from stepwire.collector.decode import BatchError, DecodedBatch
 from stepwire.histogram import Histogram
+from stepwire.names import check_artifact_name, check_id
 from stepwire.store import overview
 from stepwire.store.base import (
     ArtifactEntry,
@@ -443,15 +444,27 @@ class DuckDBStore(Store):
                            "ORDER BY step, rank, wall_time", [run_id, *params])
         return [TextEntry(*r) for r in rows]
 
-    def _artifact_path(self, run_id: str, name: str) -> Path:
-        return self.path.parent / "artifacts" / run_id / check_artifact_name(name)
+    def _blob(self, sha256: str) -> Path:
+        """Where the content with this digest lives: paths derive from content, never from ids or names."""
+        return self.path.parent / "blobs" / sha256[:2] / sha256
+
+    def _sha256(self, run_id: str, name: str) -> str:
+        rows = self._query("SELECT sha256 FROM artifacts WHERE run_id = ? AND name = ?", [run_id, name])
+        if not rows:
+            raise KeyError(f"run {run_id} has no artifact {name!r}")
+        return str(rows[0][0])
+
+    def _release_blob(self, sha256: str) -> None:
+        """Remove a blob that no artifact refers to any more (call with the lock held)."""
+        if not self._con.execute("SELECT 1 FROM artifacts WHERE sha256 = ?", [sha256]).fetchone():
+            self._blob(sha256).unlink(missing_ok=True)
 
     def put_artifact(self, run_id: str, name: str, step: int, rank: int, wall_time: float,
                      chunks: Iterable[bytes]) -> ArtifactEntry:
+        check_artifact_name(name)
         self._run(run_id)
-        path = self._artifact_path(run_id, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+        tmp = self.path.parent / "blobs" / f".{uuid.uuid4().hex}.part"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
         try:
@@ -462,31 +475,42 @@ class DuckDBStore(Store):
                     size += len(chunk)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            entry = ArtifactEntry(name, size, step, rank, wall_time, digest.hexdigest())
+            blob = self._blob(entry.sha256)
+            blob.parent.mkdir(exist_ok=True)
+            os.replace(tmp, blob)  # the same content again replaces a blob with identical bytes
         finally:
             tmp.unlink(missing_ok=True)
-        entry = ArtifactEntry(name, size, step, rank, wall_time, digest.hexdigest())
         with self._lock:
+            previous = self._query("SELECT sha256 FROM artifacts WHERE run_id = ? AND name = ?", [run_id, name])
             self._con.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)",
                               [run_id, name, rank, step, wall_time, size, entry.sha256])
+            if previous and previous[0][0] != entry.sha256:
+                self._release_blob(str(previous[0][0]))
         return entry
 
     def delete_artifact(self, run_id: str, name: str) -> None:
         with self._lock:
-            if not self._query("SELECT 1 FROM artifacts WHERE run_id = ? AND name = ?", [run_id, name]):
-                raise KeyError(f"run {run_id} has no artifact {name!r}")
+            sha256 = self._sha256(run_id, name)
             self._con.execute("DELETE FROM artifacts WHERE run_id = ? AND name = ?", [run_id, name])
-            self._artifact_path(run_id, name).unlink(missing_ok=True)
+            self._release_blob(sha256)
 
     def artifacts(self, run_id: str) -> list[ArtifactEntry]:
         rows = self._query("SELECT name, size, step, rank, wall_time, sha256 FROM artifacts WHERE run_id = ? "
                            "ORDER BY name", [run_id])
         return [ArtifactEntry(*r) for r in rows]
 
+    def artifact_path(self, run_id: str, name: str) -> Path:
+        """The file holding artifact ``name`` of ``run_id`` (``KeyError`` if there is none)."""
+        blob = self._blob(self._sha256(run_id, name))
+        if not blob.exists():  # stored before content addressing: artifacts/<run id>/<name>, both checked
+            legacy = self.path.parent / "artifacts" / check_id("run id", run_id) / check_artifact_name(name)
+            if legacy.exists():
+                return legacy
+        return blob
+
     def read_artifact(self, run_id: str, name: str) -> Iterator[bytes]:
-        if not self._query("SELECT 1 FROM artifacts WHERE run_id = ? AND name = ?", [run_id, name]):
-            raise KeyError(f"run {run_id} has no artifact {name!r}")
-        return read_file_chunks(self._artifact_path(run_id, name))
+        return read_file_chunks(self.artifact_path(run_id, name))
 
     def close(self) -> None:
         with self._lock:
