@@ -35,33 +35,75 @@ LEASE_TTL_S = 15.0
 
 
 class Activity:
-    """Client leases and the time of the last RPC: an idle collector may exit on its own."""
+    """Client leases and the time of the last RPC: an idle collector may exit on its own, and a run rank whose
+    client stopped renewing its lease has crashed."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._leases: dict[str, float] = {}
+        self._owners: dict[str, tuple[str, int]] = {}  # lease -> (run, rank) it logs for
+        self._seen: dict[tuple[str, int], float] = {}  # (run, rank) -> when a lease of it last expired or ended
         self.last_rpc = time.monotonic()
+        self.started = self.last_rpc
 
-    def touch(self, client_id: str = "") -> None:
-        """Record an RPC, renewing the caller's lease when it names one."""
+    def touch(self, client_id: str = "", run: tuple[str, int] | None = None) -> None:
+        """Record an RPC, renewing the caller's lease when it names one (and noting which run rank it logs)."""
         now = time.monotonic()
         with self._lock:
             self.last_rpc = now
             if client_id:
                 self._leases[client_id] = now + LEASE_TTL_S
+                if run is not None:
+                    self._owners[client_id] = run
 
     def release(self, client_id: str) -> None:
         """Drop a lease: the client has finished."""
         with self._lock:
             self._leases.pop(client_id, None)
+            self._owners.pop(client_id, None)
             self.last_rpc = time.monotonic()
+
+    def _prune(self, now: float) -> None:
+        for client, expiry in [(c, t) for c, t in self._leases.items() if t <= now]:
+            del self._leases[client]
+            self.last_rpc = max(self.last_rpc, expiry)  # idle counts from when the lease lapsed
+            owner = self._owners.pop(client, None)
+            if owner is not None:
+                self._seen[owner] = expiry - LEASE_TTL_S
 
     def idle_for(self) -> float:
         """Seconds without a live lease or any RPC (0 while a lease is live)."""
         now = time.monotonic()
         with self._lock:
-            self._leases = {c: t for c, t in self._leases.items() if t > now}
+            self._prune(now)
             return 0.0 if self._leases else now - self.last_rpc
+
+    def silent(self, run: tuple[str, int]) -> bool:
+        """True once no lease has spoken for ``run`` (run id, rank) for ``LEASE_TTL_S``, counting from this
+        collector's start for a run rank it has not heard of (its client may reconnect after a restart)."""
+        now = time.monotonic()
+        with self._lock:
+            self._prune(now)
+            if run in self._owners.values():
+                return False
+            return now - max(self._seen.get(run, self.started), self.started) >= LEASE_TTL_S
+
+
+def mark_crashed(store: Store, activity: Activity) -> list[tuple[str, int]]:
+    """Mark "crashed" every rank of a running run that no client has renewed a lease for in ``LEASE_TTL_S``,
+    with the time of its last data as the run's end; a rank whose client speaks again is running again.
+    Returns the (run, rank) pairs marked."""
+    marked = []
+    for run in store.runs():
+        for rank_key, status in dict(run.meta.get("ranks", {})).items():
+            key = (run.id, int(rank_key))
+            if status == "crashed" and not activity.silent(key):
+                store.update_run(run.id, status="running", rank=key[1])
+            elif status == "running" and activity.silent(key):
+                log.warning("run %s rank %s: no client for %.0f s, marked crashed", run.id, rank_key, LEASE_TTL_S)
+                store.update_run(run.id, status="crashed", finished=store.last_data(run.id, key[1]), rank=key[1])
+                marked.append(key)
+    return marked
 
 
 def _run_info(r: RunRecord) -> ingest_pb2.RunInfo:
@@ -132,7 +174,7 @@ class StallWatch:
 
 
 STATUSES = ("running", "finished", "failed")
-"""What a client may report of its rank (the collector itself marks a rank "crashed")."""
+"""What a client may report of its rank (the collector itself marks a silent rank "crashed": ``mark_crashed``)."""
 
 
 def _checked(context: grpc.ServicerContext, check: Callable[..., str], *args: object) -> str:
@@ -154,7 +196,6 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
         self.stalls = StallWatch(UPLOAD_STALL_S)
 
     def OpenRun(self, request: ingest_pb2.RunInfo, context: grpc.ServicerContext) -> ingest_pb2.RunInfo:
-        self.activity.touch(request.client_id)
         _checked(context, check_id, "run id", request.run_id)
         if request.client_id:
             _checked(context, check_id, "client id", request.client_id)
@@ -165,6 +206,7 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
         if request.world_size and request.rank >= request.world_size:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"rank {request.rank} is outside world size "
                           f"{request.world_size}")
+        self.activity.touch(request.client_id, (request.run_id, request.rank))
         run = RunRecord(id=request.run_id, project=request.project or "default", name=request.name or request.run_id,
                         tags=list(request.tags), config=_json_object(request.config_json, context),
                         created=request.created or time.time(), status=request.status or "running",
@@ -191,9 +233,11 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
             stored = self.store.append(batch)
         except BatchError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"rejected batch {request.sequence}: {exc}")
+        self.activity.touch(batch.stream_id, (batch.run_id, batch.rank))
         return ingest_pb2.Ack(sequence=request.sequence, duplicate=not stored, items=batch.items)
 
     def Heartbeat(self, request: ingest_pb2.Lease, context: grpc.ServicerContext) -> ingest_pb2.Empty:
+        _checked(context, check_id, "client id", request.client_id)
         if request.release:
             self.activity.release(request.client_id)
         else:
@@ -377,7 +421,14 @@ class Collector:
 
     def serve(self, exit_when_idle: float | None = None) -> None:
         """Serve until stopped, or until idle (no lease, no RPC) for ``exit_when_idle`` seconds."""
+        next_check = 0.0
         while not self._stopped.wait(0.25):
+            if time.monotonic() >= next_check:  # before an idle exit, so that a crash is recorded first
+                next_check = time.monotonic() + 1.0
+                try:
+                    mark_crashed(self.store, self.activity)
+                except Exception:  # the store may be busy or failing: try again next time, never stop serving
+                    log.exception("checking for crashed runs failed")
             if exit_when_idle is not None and self.activity.idle_for() >= exit_when_idle:
                 log.info("idle for %.1f s: exiting", exit_when_idle)
                 break

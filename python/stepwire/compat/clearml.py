@@ -118,7 +118,7 @@ OFFLINE_DIR_ENV = "STEPWIRE_OFFLINE_DIR"
 
 _X_AXES = ("iter", "timestamp", "iso_time")
 _HIST_MODES = ("stack", "group", "relative")
-_STATUS = {"running": "in_progress", "finished": "completed", "failed": "failed"}
+_STATUS = {"running": "in_progress", "finished": "completed", "failed": "failed", "crashed": "stopped"}
 _PARAM_TYPES = (str, int, float, list, tuple, dict, type(None), enum.Enum)
 
 ScalarGraphs = dict[str, dict[str, dict[str, list[Any]]]]

@@ -150,7 +150,12 @@ class Store(ABC):
                    finished: float | None = None, replace_config: bool = False,
                    meta: dict[str, Any] | None = None, rank: int = 0) -> None:
         """Merge ``config`` (or replace it) and ``meta`` into the run; ``status`` is ``rank``'s: the run is
-        failed if any rank failed, finished once every rank of the world finished, else running."""
+        failed if any rank failed, else crashed if any rank crashed, finished once every rank of the world
+        finished, else running."""
+
+    @abstractmethod
+    def last_data(self, run_id: str, rank: int) -> float:
+        """When data of ``rank`` of the run last arrived (seconds since the epoch; the run's start if none)."""
 
     @abstractmethod
     def append(self, batch: DecodedBatch) -> bool:

@@ -130,6 +130,8 @@ class DuckDBStore(Store):
         statuses = list(ranks.values())
         if "failed" in statuses:
             r.status = "failed"
+        elif "crashed" in statuses:
+            r.status = "crashed"
         elif statuses and all(v == "finished" for v in statuses) and len(statuses) >= r.meta.get("world_size", 1):
             r.status = "finished"
         elif statuses:
@@ -160,6 +162,14 @@ class DuckDBStore(Store):
             if finished is not None:
                 current.finished = max(current.finished, finished)
             self._save_run(current)
+
+    def last_data(self, run_id: str, rank: int) -> float:
+        rows = self._query("""SELECT greatest(
+                                  (SELECT max(b.received) FROM batches b JOIN streams s USING (stream_id)
+                                   WHERE s.run_id = ? AND s.rank = ?),
+                                  (SELECT max(wall_time) FROM texts WHERE run_id = ? AND rank = ?),
+                                  (SELECT created FROM runs WHERE run_id = ?))""", [run_id, rank] * 2 + [run_id])
+        return float(rows[0][0]) if rows and rows[0][0] is not None else time.time()
 
     def append(self, batch: DecodedBatch) -> bool:
         with self._lock:
