@@ -34,7 +34,7 @@ from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
 from stepwire.sender import Sender
 from stepwire.spool import Spool
 from stepwire.tensors import check_tensor, cpu_view, is_tensor
-from stepwire.transport import open_channel
+from stepwire.transport import TOKEN_ENV, check_token, open_channel
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 if TYPE_CHECKING:
@@ -528,7 +528,9 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
     """
     mode = os.environ.get("STEPWIRE_MODE", mode)
     if mode not in ("online", "offline"):
-        raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
+        raise ValueError(f"mode (or $STEPWIRE_MODE) must be 'online' or 'offline', got {mode!r}")
+    if token or os.environ.get(TOKEN_ENV):
+        check_token(token or os.environ[TOKEN_ENV])
     if on_unreachable not in ("spool", "raise"):
         raise ValueError(f"on_unreachable must be 'spool' or 'raise', got {on_unreachable!r}")
     ranks = detect_ranks(rank, world_size)

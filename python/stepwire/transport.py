@@ -27,6 +27,15 @@ ADDRESS_FILE = "collector.json"
 TOKEN_ENV = "STEPWIRE_TOKEN"
 
 
+def check_token(token: str) -> str:
+    """Return ``token`` if it can be a bearer token: visible ASCII characters only, which gRPC metadata and HTTP
+    headers carry unchanged; else raise ``ValueError``."""
+    if not token or not all("!" <= c <= "~" for c in token):
+        raise ValueError(f"a token (--token, token= or ${TOKEN_ENV}) must be visible ASCII characters, without "
+                         "spaces or control characters")
+    return token
+
+
 class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
                    grpc.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
     """Adds ``authorization: Bearer <token>`` to every call."""
@@ -63,6 +72,8 @@ def open_channel(address: str, token: str | None = None, tls_ca: str | os.PathLi
     """A channel to a collector: TLS when ``tls_ca`` (a PEM file of the CA to trust) is given, and the bearer
     ``token`` (default ``$STEPWIRE_TOKEN``) on every call when there is one."""
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    if token:
+        check_token(token)
     if tls_ca is not None:
         creds = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
         channel = grpc.secure_channel(address, creds, options=GRPC_OPTIONS)
@@ -75,7 +86,7 @@ class TokenCheck(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Refuses every RPC whose ``authorization`` metadata is not ``Bearer <token>`` (constant-time compare)."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._expected = f"Bearer {check_token(token)}".encode()
 
         def deny(request: Any, context: grpc.ServicerContext) -> Any:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")

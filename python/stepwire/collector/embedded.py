@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import subprocess
 import sys
@@ -22,8 +23,24 @@ START_TIMEOUT_S = 60.0
 
 
 def data_dir(directory: str | os.PathLike[str] | None = None) -> Path:
-    """The data directory: ``directory``, else ``$STEPWIRE_DIR``, else ``./stepwire-data``."""
-    return Path(directory or os.environ.get("STEPWIRE_DIR") or DEFAULT_DIR).resolve()
+    """The data directory: ``directory``, else ``$STEPWIRE_DIR``, else ``./stepwire-data``; ``NotADirectoryError``
+    if that names something other than a directory."""
+    path = Path(directory or os.environ.get("STEPWIRE_DIR") or DEFAULT_DIR).resolve()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"the stepwire data directory {path} (dir= or $STEPWIRE_DIR) is not a directory")
+    return path
+
+
+def idle_exit_s() -> float:
+    """``$STEPWIRE_IDLE_EXIT`` (seconds, a finite number >= 0), else ``IDLE_EXIT_S``."""
+    raw = os.environ.get("STEPWIRE_IDLE_EXIT", "")
+    try:
+        value = float(raw) if raw else IDLE_EXIT_S
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise ValueError(f"$STEPWIRE_IDLE_EXIT must be a number of seconds >= 0, got {raw!r}")
+    return value
 
 
 def reachable(address: str, timeout: float, tls_ca: str | os.PathLike[str] | None = None) -> bool:
@@ -59,7 +76,7 @@ def running_collector(directory: Path, pid: int | None = None, tls_ca: str | os.
         address, owner = str(info["address"]), int(info["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if (pid is not None and owner != pid) or not _pid_alive(owner):
+    if owner <= 0 or (pid is not None and owner != pid) or not _pid_alive(owner):
         return None
     return address if reachable(address, timeout=2.0, tls_ca=tls_ca) else None
 
@@ -81,7 +98,7 @@ def local_collector(directory: Path, idle_exit: float | None = None) -> str:
     A lock file serialises the check-and-start, so processes starting together share one collector.
     """
     if idle_exit is None:
-        idle_exit = float(os.environ.get("STEPWIRE_IDLE_EXIT", IDLE_EXIT_S))
+        idle_exit = idle_exit_s()
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "collector.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
