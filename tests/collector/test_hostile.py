@@ -157,3 +157,16 @@ def test_stalled_uploads_never_hold_the_threads_ingest_needs(
     assert outcomes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 8
     assert stepwire.Api(address=collector.address).run(run_id).artifacts() == []
     assert not [p for p in (collector.dir / "blobs").rglob("*") if p.is_file()]  # no half-written blob left
+
+
+@pytest.mark.parametrize("config", ["[" * 100_000 + "]" * 100_000, '{"a": ' * 50_000 + "1" + "}" * 50_000,
+                                    "not json", "[1, 2]", '"text"'])
+def test_a_config_that_is_no_json_object_is_refused_not_retried(config: str, stub: ingest_pb2_grpc.IngestStub,
+                                                                 collector: CollectorProcess) -> None:
+    # INVALID_ARGUMENT is final for a client; an internal error would have it retry the record for ever
+    assert refused(lambda: stub.OpenRun(ingest_pb2.RunInfo(run_id="deep", config_json=config))) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    run_id = open_run(stub)
+    update = ingest_pb2.RunUpdate(run_id=run_id, meta_json=config)
+    assert refused(lambda: stub.UpdateRun(update)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert collector.proc.poll() is None

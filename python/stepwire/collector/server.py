@@ -122,8 +122,8 @@ def _json_object(raw: str, context: grpc.ServicerContext, what: str = "config_js
         return {}
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is not JSON: {exc}")
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested deeper than Python can parse
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is not JSON: {exc!s:.200}")
     if not isinstance(value, dict):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} must be a JSON object")
     return value
