@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <utility>
 
 namespace stepwire {
@@ -16,6 +17,26 @@ std::size_t round_up_pow2(std::size_t n) {
 }
 
 constexpr auto kIdlePoll = std::chrono::milliseconds(1);
+// Waits longer than this are taken as "no bound" (a steady_clock deadline that far out would overflow).
+constexpr double kNoTimeout = 1e9;
+
+template <typename T>
+std::size_t vec_bytes(const std::vector<T>& v) {
+    return v.size() * sizeof(T);
+}
+
+// What a sealed batch occupies (its columns and definitions), for the bound on the sealed queue.
+std::size_t sealed_size(const SealedBatch& b) {
+    std::size_t n = sizeof(SealedBatch);
+    for (const SeriesDef& d : b.defs) n += sizeof(SeriesDef) + d.name.size();
+    n += vec_bytes(b.group_series) + vec_bytes(b.group_lengths) + vec_bytes(b.steps) + vec_bytes(b.values) +
+         vec_bytes(b.wall_times);
+    n += vec_bytes(b.hist_series) + vec_bytes(b.hist_steps) + vec_bytes(b.hist_wall_times) + vec_bytes(b.hist_k) +
+         vec_bytes(b.hist_count) + vec_bytes(b.hist_sum) + vec_bytes(b.hist_min) + vec_bytes(b.hist_max) +
+         vec_bytes(b.hist_nan) + vec_bytes(b.hist_pos_inf) + vec_bytes(b.hist_neg_inf) + vec_bytes(b.hist_lengths) +
+         vec_bytes(b.bucket_indices) + vec_bytes(b.bucket_counts);
+    return n;
+}
 
 }  // namespace
 
@@ -32,6 +53,7 @@ Stream::~Stream() { close(); }
 std::uint32_t Stream::define(std::string name, SeriesKind kind) {
     std::lock_guard lock(mu_);
     const std::uint32_t id = next_series_++;
+    pending_defs_bytes_ += sizeof(SeriesDef) + name.size();
     pending_defs_.push_back(SeriesDef{id, std::move(name), kind});
     return id;
 }
@@ -57,8 +79,20 @@ Ring* Stream::register_ring() {
 
 void Stream::count_dropped() noexcept { extra_dropped_.fetch_add(1, std::memory_order_relaxed); }
 
+void Stream::count_timed_out() noexcept {
+    stalled_.store(true, std::memory_order_relaxed);
+    timed_out_.fetch_add(1, std::memory_order_relaxed);
+    extra_dropped_.fetch_add(1, std::memory_order_relaxed);
+}
+
 bool Stream::push_blocking(const Record& r) {
-    extra_blocked_.fetch_add(1, std::memory_order_relaxed);
+    using clock = std::chrono::steady_clock;
+    const bool bounded = cfg_.block_timeout_s < kNoTimeout;
+    const clock::time_point deadline =
+        bounded ? clock::now() + std::chrono::duration_cast<clock::duration>(
+                                     std::chrono::duration<double>(cfg_.block_timeout_s))
+                : clock::time_point::max();
+    bool waited = false;
     for (;;) {
         switch (try_push(r)) {
             case PushResult::Ok:
@@ -66,6 +100,16 @@ bool Stream::push_blocking(const Record& r) {
             case PushResult::Closed:
                 return false;
             case PushResult::Full:
+                // Still stalled since a wait timed out: the pipeline has not moved, so waiting again would only
+                // hold the training loop up once more per record.
+                if (stalled_.load(std::memory_order_relaxed) || (bounded && clock::now() >= deadline)) {
+                    count_timed_out();
+                    return true;
+                }
+                if (!waited) {
+                    extra_blocked_.fetch_add(1, std::memory_order_relaxed);
+                    waited = true;
+                }
                 wake_drainer_.notify_one();
                 std::this_thread::sleep_for(std::chrono::microseconds(50));
         }
@@ -82,11 +126,22 @@ bool Stream::push_histogram(HistogramRecord&& h) {
             extra_dropped_.fetch_add(1, std::memory_order_relaxed);
             return false;
         }
+        const auto has_room = [&] {
+            return closing_ || pending_hists_.empty() || pending_hist_bytes_ + bytes <= cfg_.max_pending_histogram_bytes;
+        };
+        if (stalled_.load(std::memory_order_relaxed)) {
+            count_timed_out();
+            return false;
+        }
         extra_blocked_.fetch_add(1, std::memory_order_relaxed);
         wake_drainer_.notify_one();
-        room_.wait(lock, [&] {
-            return closing_ || pending_hists_.empty() || pending_hist_bytes_ + bytes <= cfg_.max_pending_histogram_bytes;
-        });
+        if (cfg_.block_timeout_s >= kNoTimeout) {
+            room_.wait(lock, has_room);
+        } else if (!room_.wait_for(lock, std::chrono::duration<double>(cfg_.block_timeout_s), has_room)) {
+            count_timed_out();
+            return false;
+        }
+        if (closing_) return false;
     }
     pending_hist_bytes_ += bytes;
     pending_hists_.push_back(std::move(h));
@@ -100,6 +155,7 @@ std::optional<SealedBatch> Stream::next_batch(double timeout_s) {
     if (sealed_.empty()) return std::nullopt;
     SealedBatch b = std::move(sealed_.front());
     sealed_.pop_front();
+    sealed_bytes_ -= std::min(sealed_bytes_, sealed_size(b));
     wake_drainer_.notify_one();
     return b;
 }
@@ -142,8 +198,11 @@ StreamStats Stream::stats() {
     }
     s.logged += hist_logged_.load(std::memory_order_relaxed);
     s.dropped = extra_dropped_.load(std::memory_order_relaxed);
+    s.timed_out = timed_out_.load(std::memory_order_relaxed);
     s.blocked = extra_blocked_.load(std::memory_order_relaxed);
     std::lock_guard lock(mu_);
+    s.held_bytes =
+        sealed_bytes_ + pending_hist_bytes_ + pending_defs_bytes_ + open_bytes_.load(std::memory_order_relaxed);
     s.sealed_batches = sealed_stats_.sealed_batches;
     s.sealed_items = sealed_stats_.sealed_items;
     return s;
@@ -173,39 +232,64 @@ void Stream::seal_locked(std::unique_lock<std::mutex>&) {
     const std::uint64_t items = drained_.size() + drained_hists_;
     SealedBatch b = encoder_.seal(drained_, std::move(pending_defs_), next_sequence_++);
     pending_defs_.clear();
+    pending_defs_bytes_ = 0;
     drained_.clear();
     drained_hist_bytes_ = 0;
     drained_hists_ = 0;
     oldest_ = 0.0;
     sealed_stats_.sealed_batches += 1;
     sealed_stats_.sealed_items += items;
+    sealed_bytes_ += sealed_size(b);
+    open_bytes_.store(0, std::memory_order_relaxed);
     sealed_.push_back(std::move(b));
     batch_ready_.notify_all();
 }
 
+// An upper bound of what the open batch will occupy once sealed: a record (32 B) becomes at most 32 B of
+// columns (24 B, plus 8 B for its series group), a histogram 1 B more than histogram_bytes counts.
+std::size_t Stream::open_bound() const {
+    return sizeof(SealedBatch) + drained_.size() * sizeof(Record) + drained_hist_bytes_ + drained_hists_ +
+           pending_defs_bytes_;
+}
+
+// Bytes the open batch may still grow by: sealed batches and the open batch together stay within
+// max_sealed_bytes while any sealed batch waits (with none waiting, a batch may grow to max_batch_bytes).
+std::size_t Stream::budget() const {
+    if (sealed_.empty()) return std::numeric_limits<std::size_t>::max();
+    const std::size_t used = sealed_bytes_ + open_bound();
+    return used < cfg_.max_sealed_bytes ? cfg_.max_sealed_bytes - used : 0;
+}
+
 void Stream::run() {
     const std::size_t max_records = std::max<std::size_t>(1, cfg_.max_batch_bytes / kPointBytes);
+    drained_.reserve(max_records);  // the open batch never reallocates past its bound
     std::unique_lock lock(mu_);
     for (;;) {
         const bool closing = closing_;
         const std::uint64_t flush_target = flush_requested_;
-        if (sealed_.size() >= cfg_.max_sealed && !closing) {
+        std::size_t left = closing ? std::numeric_limits<std::size_t>::max() : budget();
+        if ((sealed_.size() >= cfg_.max_sealed || left == 0) && !closing) {
             // back-pressure: the sender is behind; producers fill their rings, then block or drop
             wake_drainer_.wait_for(lock, kIdlePoll);
             continue;
         }
         lock.unlock();
-        const std::size_t room = max_records - std::min(max_records, drained_.size());
+        const std::size_t room = std::min(max_records - std::min(max_records, drained_.size()), left / sizeof(Record));
         const std::size_t got = room > 0 ? drain(room) : 0;
+        if (got > 0) stalled_.store(false, std::memory_order_relaxed);  // the rings have room again
         lock.lock();
 
         // Histograms join the open batch only while it is under max_batch_bytes, so that no batch outgrows
         // the message size limit however many histograms are queued; the rest wait for the next batch.
+        // Within the budget too, except the first histogram of a batch while no sealed batch waits.
+        left = closing ? std::numeric_limits<std::size_t>::max() : budget();
         std::size_t taken = 0;
         while (taken < pending_hists_.size() &&
                (drained_hists_ == 0 || drained_.size() * kPointBytes + drained_hist_bytes_ < cfg_.max_batch_bytes)) {
+            const std::size_t hb = histogram_bytes(pending_hists_[taken].hist);
+            if (hb + 1 > left) break;
+            left -= hb + 1;
             HistogramRecord& h = pending_hists_[taken++];
-            const std::size_t hb = histogram_bytes(h.hist);
             drained_hist_bytes_ += hb;
             pending_hist_bytes_ -= hb;
             ++drained_hists_;
@@ -216,6 +300,7 @@ void Stream::run() {
             room_.notify_all();
         }
 
+        open_bytes_.store(drained_.size() * sizeof(Record) + drained_hist_bytes_, std::memory_order_relaxed);
         const double now = wall_clock_now();
         const std::size_t bytes = drained_.size() * kPointBytes + drained_hist_bytes_;
         if (bytes > 0 && oldest_ == 0.0) oldest_ = now;
@@ -227,7 +312,8 @@ void Stream::run() {
         const bool due = (sender_idle && (bytes >= cfg_.batch_bytes ||
                                           (bytes > 0 && now - oldest_ >= cfg_.flush_interval_s))) ||
                          bytes >= cfg_.max_batch_bytes || drained_.size() >= max_records || (flushing && rings_empty);
-        if (due && (bytes > 0 || !pending_defs_.empty())) seal_locked(lock);
+        const bool sealing = due && (bytes > 0 || !pending_defs_.empty());
+        if (sealing) seal_locked(lock);
 
         if (rings_empty && flush_target > flush_served_) {
             flush_served_ = flush_target;
@@ -241,7 +327,7 @@ void Stream::run() {
             room_.notify_all();
             return;
         }
-        if (got == 0 && pending_hists_.empty()) wake_drainer_.wait_for(lock, kIdlePoll);
+        if (got == 0 && (pending_hists_.empty() || taken == 0) && !sealing) wake_drainer_.wait_for(lock, kIdlePoll);
     }
 }
 

@@ -25,14 +25,18 @@ struct StreamConfig {
     double flush_interval_s = 0.1;           // ... or once its oldest item is this old and the sender is idle;
     std::size_t max_batch_bytes = 16u << 20; // while the sender is busy a batch grows up to this size
     std::size_t max_sealed = 32;             // sealed batches waiting for the sender before draining pauses
-    std::size_t max_pending_histogram_bytes = 64u << 20;
+    std::size_t max_sealed_bytes = 32u << 20;  // sealed batches and the open one, while any sealed one waits
+    std::size_t max_pending_histogram_bytes = 16u << 20;  // histograms binned but not yet in a batch
+    double block_timeout_s = 60.0;           // block policy: the longest a producer waits before it drops and counts
     bool discard = false;                    // accept and drop everything (a rank that does not log)
 };
 
 struct StreamStats {
     std::uint64_t logged = 0;    // scalar points and histograms accepted
-    std::uint64_t dropped = 0;   // refused because a ring or the histogram queue was full (drop policy)
+    std::uint64_t dropped = 0;   // refused: a ring or the histogram queue was full (drop policy), or timed_out
+    std::uint64_t timed_out = 0; // dropped under the block policy after waiting block_timeout_s for room
     std::uint64_t blocked = 0;   // times a producer had to wait for room (block policy)
+    std::uint64_t held_bytes = 0;  // beyond the rings: sealed batches, the open one, queued histograms and names
     std::uint64_t sealed_batches = 0;
     std::uint64_t sealed_items = 0;
 };
@@ -70,11 +74,13 @@ public:
         return pushed;
     }
     void count_dropped() noexcept;
-    // Waits until r fits (block policy); false if the stream closed meanwhile. Call without the GIL.
+    // Waits until r fits (block policy); false if the stream closed meanwhile. Call without the GIL. A wait
+    // is bounded by block_timeout_s: then r is dropped and counted (dropped, timed_out), true is returned, and
+    // until the drainer takes records again later pushes to a full ring drop at once instead of waiting.
     bool push_blocking(const Record& r);
     bool drop_when_full() const noexcept { return cfg_.drop_when_full; }
 
-    // Queues a binned histogram; false when dropped under the drop policy. May wait (block policy).
+    // Queues a binned histogram; false when dropped (drop policy, or a block-policy wait that timed out).
     bool push_histogram(HistogramRecord&& h);
 
     // Sender side: the next sealed batch, or nothing after timeout_s (or once closed and empty).
@@ -95,6 +101,9 @@ private:
     void run();
     std::size_t drain(std::size_t max_records);
     void seal_locked(std::unique_lock<std::mutex>& lock);
+    std::size_t open_bound() const;  // under mu_
+    std::size_t budget() const;      // under mu_
+    void count_timed_out() noexcept;
 
     const StreamConfig cfg_;
     const std::uint64_t uid_;
@@ -106,15 +115,20 @@ private:
     std::atomic<std::uint64_t> extra_blocked_{0};
     std::atomic<std::uint64_t> hist_logged_{0};
     std::atomic<bool> closed_for_producers_{false};
+    std::atomic<std::uint64_t> timed_out_{0};
+    std::atomic<bool> stalled_{false};  // a block-policy wait timed out and the drainer has not taken records since
+    std::atomic<std::size_t> open_bytes_{0};  // the open batch: drained records and histograms
 
     std::mutex mu_;  // guards everything below
     std::condition_variable wake_drainer_;
     std::condition_variable batch_ready_;
     std::condition_variable room_;
     std::vector<SeriesDef> pending_defs_;
+    std::size_t pending_defs_bytes_ = 0;
     std::vector<HistogramRecord> pending_hists_;
     std::size_t pending_hist_bytes_ = 0;
     std::deque<SealedBatch> sealed_;
+    std::size_t sealed_bytes_ = 0;
     std::uint64_t next_sequence_ = 1;
     std::uint64_t flush_requested_ = 0;
     std::uint64_t flush_served_ = 0;

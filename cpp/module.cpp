@@ -203,10 +203,12 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<Stream, std::shared_ptr<Stream>>(m, "Stream", "Rings, drainer thread and sealed-batch queue of a run.")
         .def(py::init([](std::size_t ring_capacity, bool drop_when_full, std::size_t batch_bytes,
-                         double flush_interval, std::size_t max_sealed, std::size_t max_batch_bytes, bool discard) {
+                         double flush_interval, std::size_t max_sealed, std::size_t max_batch_bytes, bool discard,
+                         std::size_t max_sealed_bytes, std::size_t max_histogram_bytes, double block_timeout) {
                  if (batch_bytes < 1024) throw py::value_error("batch_bytes must be at least 1024");
                  if (max_batch_bytes < batch_bytes) throw py::value_error("max_batch_bytes must be >= batch_bytes");
                  if (!(flush_interval > 0)) throw py::value_error("flush_interval must be > 0");
+                 if (!(block_timeout > 0)) throw py::value_error("block_timeout must be > 0");
                  StreamConfig cfg;
                  cfg.ring_capacity = ring_capacity;
                  cfg.drop_when_full = drop_when_full;
@@ -214,12 +216,17 @@ PYBIND11_MODULE(_core, m) {
                  cfg.flush_interval_s = flush_interval;
                  cfg.max_sealed = max_sealed;
                  cfg.max_batch_bytes = max_batch_bytes;
+                 cfg.max_sealed_bytes = max_sealed_bytes;
+                 cfg.max_pending_histogram_bytes = max_histogram_bytes;
+                 cfg.block_timeout_s = block_timeout;
                  cfg.discard = discard;
                  return std::make_shared<Stream>(cfg);
              }),
              py::arg("ring_capacity") = 1 << 16, py::arg("drop_when_full") = false, py::arg("batch_bytes") = 1 << 20,
              py::arg("flush_interval") = 0.1, py::arg("max_sealed") = 32, py::arg("max_batch_bytes") = 16u << 20,
-             py::arg("discard") = false)
+             py::arg("discard") = false, py::arg("max_sealed_bytes") = StreamConfig{}.max_sealed_bytes,
+             py::arg("max_histogram_bytes") = StreamConfig{}.max_pending_histogram_bytes,
+             py::arg("block_timeout") = StreamConfig{}.block_timeout_s)
         .def(
             "define", [](Stream& s, std::string name, int kind) { return s.define(std::move(name), SeriesKind(kind)); },
             py::arg("name"), py::arg("kind"))
@@ -291,7 +298,9 @@ PYBIND11_MODULE(_core, m) {
             py::dict d;
             d["logged"] = st.logged;
             d["dropped"] = st.dropped;
+            d["timed_out"] = st.timed_out;
             d["blocked"] = st.blocked;
+            d["held_bytes"] = st.held_bytes;
             d["sealed_batches"] = st.sealed_batches;
             d["sealed_items"] = st.sealed_items;
             return d;

@@ -46,7 +46,12 @@ class Stream:
 
     def __init__(self, ring_capacity: int = ..., drop_when_full: bool = ..., batch_bytes: int = ...,
                  flush_interval: float = ..., max_sealed: int = ..., max_batch_bytes: int = ...,
-                 discard: bool = ...) -> None: ...
+                 discard: bool = ..., max_sealed_bytes: int = ..., max_histogram_bytes: int = ...,
+                 block_timeout: float = ...) -> None:
+        """While sealed batches wait for the sender (at most ``max_sealed`` of them), they and the batch being
+        filled hold at most ``max_sealed_bytes`` (32 MiB); binned histograms wait for a batch up to
+        ``max_histogram_bytes`` (16 MiB). With ``drop_when_full`` false a producer waits for room at most
+        ``block_timeout`` seconds (60), then drops and counts (``timed_out``)."""
     def define(self, name: str, kind: int) -> int: ...
     def push_histogram(self, series: int, step: int, values: npt.NDArray[Any], k: int = ...,
                        bfloat16: bool = ...) -> dict[str, float] | None:
@@ -62,7 +67,9 @@ class Stream:
     def flush(self, timeout: float = ...) -> int | None: ...
     def close(self) -> None: ...
     def exhausted(self) -> bool: ...
-    def stats(self) -> dict[str, int]: ...
+    def stats(self) -> dict[str, int]:
+        """logged, dropped (timed_out among them), timed_out, blocked, held_bytes (sealed batches, the open batch,
+        queued histograms and series names not sent yet), sealed_batches, sealed_items."""
 
 class Producer:
     """Per-point logging entry points over a Stream; subclassed by stepwire.Run."""
