@@ -1,14 +1,83 @@
-"""The bounds around the sender: the memory the core holds and how long a blocked producer waits."""
+"""The bounds around the sender: one retry policy, the memory the core holds and how long a blocked producer
+waits."""
 
 from __future__ import annotations
 
 import threading
 
 import numpy as np
+import pytest
 
 from stepwire import _core
+from stepwire.retry import Backoff, retry
 
 MiB = 1 << 20
+
+
+# -- the retry policy --------------------------------------------------------------------------------------------
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_grows_to_its_cap_with_jitter_and_stops_at_the_deadline() -> None:
+    clock = FakeClock()
+    b = Backoff(initial=0.1, cap=1.0, deadline=3.0, jitter=0.5, clock=clock, rand=lambda: 1.0)
+    assert [round(b.next_delay(), 6) for _ in range(6)] == [0.15, 0.3, 0.6, 1.2, 1.5, 1.5]  # base*(1+jitter)
+    low = Backoff(initial=0.1, cap=1.0, jitter=0.5, clock=clock, rand=lambda: 0.0)
+    assert [round(low.next_delay(), 6) for _ in range(3)] == [0.05, 0.1, 0.2]
+    clock.now += 2.9
+    assert b.remaining() == pytest.approx(0.1) and not b.expired()
+    assert b.wait() is False  # the next delay would pass the deadline: no sleep
+    clock.now += 0.2
+    assert b.expired() and b.remaining() == 0.0
+    b.reset()
+    assert b.remaining() == pytest.approx(3.0) and b.attempts == 0
+
+
+def test_backoff_as_a_gate() -> None:
+    clock = FakeClock()
+    gate = Backoff(initial=1.0, cap=4.0, jitter=0.0, clock=clock)
+    assert gate.ready()
+    gate.failed()
+    assert not gate.ready()
+    clock.now += 1.0
+    assert gate.ready()
+    gate.failed()  # 2 s now
+    clock.now += 1.9
+    assert not gate.ready()
+    gate.succeeded()
+    assert gate.ready()
+    with pytest.raises(ValueError):
+        Backoff(initial=2.0, cap=1.0)
+
+
+def test_retry_retries_what_it_may_and_raises_the_last_error() -> None:
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("not yet")
+        return "ok"
+
+    assert retry(flaky, lambda e: isinstance(e, ConnectionError), initial=0.001, cap=0.002) == "ok"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(ConnectionError):
+        retry(lambda: flaky() and (_ for _ in ()).throw(ConnectionError("never")),
+              lambda e: isinstance(e, ConnectionError), initial=0.001, attempts=4)
+    assert len(calls) == 4
+    with pytest.raises(KeyError):
+        retry(lambda: {}["x"], lambda e: isinstance(e, ConnectionError))
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(ConnectionError):  # a stop set: no more waiting
+        retry(lambda: (_ for _ in ()).throw(ConnectionError("down")), lambda e: True, initial=10.0, cap=10.0,
+              stop=stop)
 
 
 # -- the core's bounds -----------------------------------------------------------------------------------------

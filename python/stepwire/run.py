@@ -8,7 +8,6 @@ import json
 import logging
 import numbers
 import os
-import random
 import shutil
 import signal
 import sys
@@ -31,6 +30,7 @@ from stepwire.collector.embedded import data_dir, local_collector, reachable
 from stepwire.histogram import DEFAULT_K
 from stepwire.names import MAX_NAME_BYTES, check_artifact_name, check_label, check_name
 from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
+from stepwire.retry import Backoff
 from stepwire.sender import Sender
 from stepwire.spool import Spool
 from stepwire.tensors import check_tensor, cpu_view, is_tensor
@@ -197,8 +197,7 @@ class Run(_core.Producer):
         """Connect and open the run within ``timeout`` seconds. A busy collector (RESOURCE_EXHAUSTED, as when
         many ranks start at once) is retried with backoff; an embedded collector that exited on idle just
         then is started again."""
-        deadline = time.monotonic() + timeout
-        delay = 0.05
+        backoff = Backoff(initial=0.05, cap=1.0, deadline=timeout)
         while True:
             if address is None:
                 assert self.dir is not None
@@ -206,13 +205,13 @@ class Run(_core.Producer):
                     target = local_collector(self.dir)
                 except RuntimeError as exc:
                     raise ConnectionError(str(exc)) from None
-            elif not reachable(address, max(0.1, deadline - time.monotonic()), self._tls_ca):
+            elif not reachable(address, max(0.1, backoff.remaining()), self._tls_ca):
                 raise ConnectionError(f"cannot reach a stepwire collector at {address} within {timeout:g} s")
             else:
                 target = address
             channel = open_channel(target, self._token if address is not None else None, self._tls_ca)
             try:
-                ingest_pb2_grpc.IngestStub(channel).OpenRun(info, timeout=max(0.1, deadline - time.monotonic()))
+                ingest_pb2_grpc.IngestStub(channel).OpenRun(info, timeout=max(0.1, backoff.remaining()))
                 self._opened = True
                 return target, channel
             except grpc.RpcError as exc:
@@ -220,10 +219,8 @@ class Run(_core.Producer):
                 code = exc.code() if isinstance(exc, grpc.Call) else None
                 retry = code == grpc.StatusCode.RESOURCE_EXHAUSTED or (
                     address is None and code == grpc.StatusCode.UNAVAILABLE)
-                if not retry or time.monotonic() + delay > deadline:
+                if not retry or not backoff.wait():
                     raise ConnectionError(f"stepwire collector at {target} did not open the run: {exc}") from None
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 1.0)
 
     def _submit(self, kind: int, msg: Message) -> None:
         """Have the sender thread deliver ``msg`` (nothing on a rank that does not log)."""
