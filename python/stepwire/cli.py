@@ -191,12 +191,19 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from stepwire.sync import sync
 
     directory = data_dir(args.dir)
-    report = sync(directory, args.address, show_progress=not args.quiet, tls_ca=args.tls_ca)
+    logging.basicConfig(level=logging.ERROR, format="stepwire sync: %(message)s")  # damaged records, one line each
+    try:
+        report = sync(directory, args.address, show_progress=not args.quiet, tls_ca=args.tls_ca)
+    except OSError as exc:  # a full disk, a collector that does not answer: nothing is lost, sync again later
+        print(f"stepwire sync: {exc}", file=sys.stderr)
+        return 1
     if report.spools == 0:
         print(f"nothing to sync in {directory / 'spool'}")
         return 0
+    aside = sorted({str(p.parent) for p in report.set_aside})
     print(f"synced {report.spools} spool(s) from {directory}: {report.records} records ({report.items} points and "
-          f"histograms) delivered, {report.refused} refused as invalid, {report.corrupt} damaged")
+          f"histograms) delivered, {report.refused} refused as invalid, {report.corrupt} damaged"
+          + (f" (kept in {', '.join(aside)})" if aside else ""))
     return 0 if report.refused == 0 and report.corrupt == 0 else 2
 
 
