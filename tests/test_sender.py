@@ -1,17 +1,42 @@
-"""The bounds around the sender: one retry policy, the memory the core holds and how long a blocked producer
-waits."""
+"""The sender thread and the bounds around it: one retry policy, a collector that stops answering or was never
+there, a spool that cannot be written, an offline finish, and the memory the core and the side queue hold."""
 
 from __future__ import annotations
 
+import errno
+import json
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
 import threading
+import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from stepwire.v1 import ingest_pb2
 
-from stepwire import _core
+import stepwire
+from conftest import start_collector
+from stepwire import _core, sender, spool
 from stepwire.retry import Backoff, retry
+from stepwire.spool import Spool, spools
 
 MiB = 1 << 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def balanced(s: dict[str, Any]) -> bool:
+    """Every logged item is stored, refused, in the spool or counted lost."""
+    return bool(s["logged"] == s["acknowledged"] + s["rejected"] + s["spooled"] + s["lost"])
 
 
 # -- the retry policy --------------------------------------------------------------------------------------------
@@ -117,3 +142,212 @@ def test_queued_histograms_are_bounded_and_a_blocked_push_gives_up() -> None:
     assert dropped > 0 and stats["timed_out"] == dropped
     assert stats["held_bytes"] <= 48 * MiB  # sealed + open ≤ 32 MiB, queued histograms ≤ 1 MiB + one
     stream.close()
+
+
+# -- a sender over a spool that cannot be written ------------------------------------------------------------------
+class FailingSpool(Spool):
+    """A spool whose appends fail (ENOSPC) while ``full`` is set, or raise ``boom`` once."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.full = True
+        self.boom: Exception | None = None
+
+    def append(self, kind: int, payload: bytes) -> None:
+        if self.boom is not None:
+            exc, self.boom = self.boom, None
+            raise exc
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().append(kind, payload)
+
+
+def test_offline_sender_counts_what_it_cannot_spool_survives_errors_and_resumes(tmp_path: Path) -> None:
+    stream = _core.Stream(flush_interval=0.01)
+    p = _core.Producer(stream)
+    p._scalar_ids["a"] = stream.define("a", _core.KIND_SCALAR)
+    sp = FailingSpool(tmp_path / "spool" / "r-r0-s")
+    s = sender.Sender(stream, None, "r", 0, "s" * 32, sp, offline=True)
+    s._spool_retry = Backoff(initial=0.01, cap=0.02)  # retry the spool often in this test
+    for i in range(1000):
+        p.log_scalar("a", float(i), step=i)
+    assert s.wait(stream.flush(), 30, delivered=False)
+    c = s.counts()
+    assert c["lost"] == 1000 and c["spooled"] == 0 and "cannot be written (No space left on device)" in str(
+        c["lost_reason"])
+    sp.boom = RuntimeError("unexpected")  # not an OSError: the thread must survive it too
+    s._spool_retry.succeeded()  # the next record tries the spool again
+    p.log_scalar("a", 1000.0, step=1000)
+    assert s.wait(stream.flush(), 30, delivered=False)
+    assert s.counts()["sender_errors"] == 1 and s.counts()["lost"] == 1001
+    sp.full = False  # room again: spooling resumes
+    for i in range(1001, 2000):
+        p.log_scalar("a", float(i), step=i)
+        time.sleep(0.00001)
+    assert s.wait(stream.flush(), 30, delivered=False)
+    stream.close()
+    assert s.join(30)
+    c = s.counts()
+    assert c["spooled"] > 0 and c["spooled"] == c["spooled_total"]
+    assert c["lost"] + c["spooled"] == stream.stats()["logged"] == 2000
+    assert s.spool_error is None
+
+
+def test_what_follows_a_lost_batch_stays_deliverable(tmp_path: Path) -> None:
+    """The first batch carried the series definitions and the run's OpenRun was lost too: both travel with
+    the next record that reaches the spool, so a sync stores what was spooled."""
+    data = tmp_path / "client"
+    stream = _core.Stream(flush_interval=60.0)
+    p = _core.Producer(stream)
+    p._scalar_ids["a"] = stream.define("a", _core.KIND_SCALAR)
+    sp = FailingSpool(data / "spool" / "run1-r0-s")
+    s = sender.Sender(stream, None, "run1", 0, "s" * 32, sp, offline=True)
+    s.submit(spool.OPEN_RUN, ingest_pb2.RunInfo(run_id="run1", project="carried", name="n", config_json="{}",
+                                                 created=time.time(), status="running", rank=0, world_size=1))
+    for i in range(100):
+        p.log_scalar("a", float(i), step=i)
+    assert s.wait(stream.flush(), 30, delivered=False)
+    assert s.counts()["lost"] == 100
+    sp.full = False
+    s._spool_retry.succeeded()
+    for i in range(100, 300):
+        p.log_scalar("a", float(i), step=i)
+    stream.close()
+    assert s.join(30)
+    assert s.counts()["spooled"] == 200 and s.counts()["side_lost"] == 0
+    collector = start_collector(tmp_path / "server")
+    try:
+        out = subprocess.run([sys.executable, "-m", "stepwire", "sync", str(data), "--quiet", "--address",
+                              collector.address], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        view = stepwire.Api(address=collector.address).run("run1")
+        assert view.project == "carried"
+        np.testing.assert_array_equal(view.scalars("a")["step"], np.arange(100, 300))
+    finally:
+        collector.stop()
+
+
+def test_the_side_queue_is_bounded(tmp_path: Path) -> None:
+    stream = _core.Stream()
+    gate = threading.Event()
+
+    class SlowSpool(Spool):
+        def append(self, kind: int, payload: bytes) -> None:
+            gate.wait(30)
+            super().append(kind, payload)
+
+    s = sender.Sender(stream, None, "r", 0, "s" * 32, SlowSpool(tmp_path / "sp"), offline=True,
+                      side_bytes=64 * 1024, side_wait=0.05)
+    text = "x" * 10_000
+    accepted = [s.submit(spool.TEXT, ingest_pb2.TextRecord(run_id="r", name="t", text=text, sequence=i))
+                for i in range(40)]
+    assert not all(accepted) and s.counts()["side_lost"] == accepted.count(False)
+    assert s._side_bytes <= 64 * 1024 + 11_000
+    assert s.submit(spool.UPDATE_RUN, ingest_pb2.RunUpdate(run_id="r", status="finished"), force=True)
+    gate.set()
+    stream.close()
+    assert s.join(30)
+    assert Spool(tmp_path / "sp").count() == accepted.count(True) + 1
+    assert "queue of run updates, texts and artifacts stayed full" in str(s.counts()["lost_reason"])
+
+
+# -- a collector that does not answer ------------------------------------------------------------------------------
+def test_offline_finish_returns_promptly_with_everything_spooled(tmp_path: Path) -> None:
+    run = stepwire.init(project="offline", mode="offline", dir=tmp_path / "data", finish_timeout=60.0, quiet=True)
+    for i in range(20_000):
+        run.log({"a": float(i), "b": 1.0})
+    run.log_text("t", "hello")
+    start = time.monotonic()
+    run.finish()
+    assert time.monotonic() - start < 30  # it used to wait the whole finish_timeout
+    s = run.stats()
+    assert s["spooled"] == s["spooled_total"] == s["logged"] == 40_000 and s["lost"] == 0 and balanced(s)
+
+
+def test_once_the_collector_stops_answering_records_go_straight_to_the_spool(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sender, "QUICK_RETRY_S", 0.3)
+    attempts: list[int] = []
+    real_deliver = sender.deliver
+
+    def counting_deliver(*args: Any, **kwargs: Any) -> None:
+        attempts.append(args[1])
+        real_deliver(*args, **kwargs)
+
+    monkeypatch.setattr(sender, "deliver", counting_deliver)
+    port = free_port()
+    collector = start_collector(tmp_path / "server", "--listen", f"127.0.0.1:{port}")
+    run = stepwire.init(address=f"127.0.0.1:{port}", dir=tmp_path / "client", flush_interval=0.02, quiet=True)
+    try:
+        run.log({"x": 0.0}, step=0)
+        assert run.flush(30)
+        collector.proc.send_signal(signal.SIGKILL)
+        collector.proc.wait()
+        step = 1
+        deadline = time.monotonic() + 60
+        while run.stats()["spooled"] == 0 and time.monotonic() < deadline:  # the first unanswered RPC
+            run.log({"x": float(step)}, step=step)
+            step += 1
+            time.sleep(0.01)
+        assert run.stats()["spooled"] > 0 and not run._sender.answering
+        tried = len(attempts)
+        for _ in range(50):  # no more delivery attempts: each record goes straight to the spool
+            run.log({"x": float(step)}, step=step)
+            step += 1
+            time.sleep(0.01)
+        assert run._sender.wait(run._stream.flush(30) or 0, 30, delivered=False)
+        assert len(attempts) == tried and run.stats()["spooled"] == step - 1
+        collector = start_collector(tmp_path / "server", "--listen", f"127.0.0.1:{port}")
+        assert run.flush(120)  # a probe finds it answering: the spool is replayed
+        s = run.stats()
+        assert s["acknowledged"] == s["logged"] == step and s["spooled"] == 0 and s["spooled_total"] >= 50
+        run.finish()
+        steps = stepwire.Api(address=collector.address).run(run.id).scalars("x")["step"]
+        np.testing.assert_array_equal(steps, np.arange(step))
+    finally:
+        run.finish()
+        collector.stop()
+
+
+UNREACHABLE_THEN_KILLED = textwrap.dedent("""
+    import json, sys, time
+    import stepwire, stepwire.sender
+    stepwire.sender.QUICK_RETRY_S = 600.0  # were a record retried before it is spooled, it would wait this long
+    address, data, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    run = stepwire.init(project="killed", address=address, dir=data, connect_timeout=0.5, on_unreachable="spool",
+                        flush_interval=0.05)
+    for i in range(n // 10):
+        run.log({f"k{j}": float(i) for j in range(10)}, step=i)
+    deadline = time.monotonic() + 60  # bounds the wait; the spool normally has everything within ~0.1 s
+    while run.stats()["spooled"] < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(json.dumps({"id": run.id, **run.stats()}), flush=True)
+    time.sleep(600)
+""")
+
+
+def test_a_run_that_found_no_collector_spools_at_once_and_survives_sigkill(tmp_path: Path) -> None:
+    port, data, n = free_port(), tmp_path / "client", 50_000
+    proc = subprocess.Popen([sys.executable, "-c", UNREACHABLE_THEN_KILLED, f"127.0.0.1:{port}", str(data), str(n)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        stats = json.loads(line)
+        assert stats["spooled"] == stats["logged"] == n  # on disk (fsync'd), not waiting in memory
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    assert spools(data)
+    collector = start_collector(tmp_path / "server")
+    try:
+        out = subprocess.run([sys.executable, "-m", "stepwire", "sync", str(data), "--quiet", "--address",
+                              collector.address], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        view = stepwire.Api(address=collector.address).run(stats["id"])
+        assert view.project == "killed"
+        for j in (0, 9):
+            np.testing.assert_array_equal(view.scalars(f"k{j}")["step"], np.arange(n // 10))
+    finally:
+        collector.stop()

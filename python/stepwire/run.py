@@ -128,7 +128,7 @@ class Run(_core.Producer):
                  token: str | None, tls_ca: str | os.PathLike[str] | None, quiet: bool, policy: str,
                  batch_bytes: int,
                  flush_interval: float, ring_capacity: int, k: int, finish_timeout: float,
-                 connect_timeout: float) -> None:
+                 connect_timeout: float, block_timeout: float = 60.0) -> None:
         if policy not in ("block", "drop"):
             raise ValueError(f"policy must be 'block' or 'drop', got {policy!r}")
         if not 0 <= k <= _core.MAX_K:
@@ -159,7 +159,8 @@ class Run(_core.Producer):
         self._t0 = time.time()
 
         self._stream = _core.Stream(ring_capacity=ring_capacity, drop_when_full=policy == "drop",
-                                    batch_bytes=batch_bytes, flush_interval=flush_interval, discard=not active)
+                                    batch_bytes=batch_bytes, flush_interval=flush_interval, discard=not active,
+                                    block_timeout=block_timeout)
         super().__init__(self._stream)
         self.address: str | None = None
         if not active:
@@ -185,8 +186,10 @@ class Run(_core.Producer):
                             self.spool_dir)
                 self.address = address
                 self._channel = open_channel(address, self._token, self._tls_ca) if address else None
+        # a collector init could not reach gets no record until a probe finds it answering: everything goes
+        # to the spool at once instead of waiting in memory for retries
         self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id, Spool(self.spool_dir),
-                              offline=self._channel is None)
+                              offline=self._channel is None, answering=self._opened)
         if not self._opened:
             self._sender.submit(spool.OPEN_RUN, info)  # the collector learns of the run when the spool reaches it
         _live_runs.add(self)
@@ -414,8 +417,10 @@ class Run(_core.Producer):
 
     def finish(self, status: str = "finished") -> None:
         """Flush, record the rank's ``status`` and release the collector. Idempotent; also runs at exit and on
-        SIGTERM. Waits up to ``finish_timeout`` for acknowledgement while the collector answers; what it has
-        not acknowledged stays in the spool (``spool_dir``), and ``stepwire sync`` delivers it."""
+        SIGTERM. Waits up to ``finish_timeout`` for everything logged to be handled and, while the collector
+        answers, acknowledged; what it has not acknowledged stays in the spool (``spool_dir``), and ``stepwire
+        sync`` delivers it. What is still in memory when ``finish_timeout`` runs out is counted as lost. The
+        summary line says how much was stored, waits in the spool, was dropped and was lost."""
         if self._finished:
             return
         self._finished = True
@@ -431,17 +436,26 @@ class Run(_core.Producer):
         overhead = {k: cost[k] for k in ("logging_s", "logging_fraction", "logged", "dropped")}
         self._sender.submit(spool.UPDATE_RUN, ingest_pb2.RunUpdate(
             run_id=self.id, status=status, finished=time.time(), rank=self.rank,
-            meta_json=json.dumps({"overhead": {str(self.rank): overhead}})))
-        while not self._sender.wait(seq, 0.2) and time.monotonic() < deadline and self._sender.answering:
+            meta_json=json.dumps({"overhead": {str(self.rank): overhead}})), force=True)
+        # everything logged is delivered, spooled or lost; then, while the collector answers, the spool delivered
+        while not self._sender.wait(seq, 0.2, delivered=False) and time.monotonic() < deadline:
+            pass
+        while (self._sender.answering and self._sender.backlog and time.monotonic() < deadline
+               and not self._sender.wait(seq, 0.2)):
             pass
         self._sender.close()
         self._stream.close()
-        self._sender.join(timeout=max(1.0, deadline - time.monotonic()))
+        if not self._sender.join(timeout=max(1.0, deadline - time.monotonic())):
+            self._sender.abandon(int(self._stream.stats()["logged"]), f"still in memory when finish() gave up "
+                                 f"after finish_timeout={self._finish_timeout:g} s")
         stats = self.stats()
         if not self._quiet:
+            timed_out = f" ({stats['timed_out']} after waiting block_timeout)" if stats["timed_out"] else ""
+            lost = f" ({stats['lost_reason']})" if stats["lost_reason"] else ""
             print(f"stepwire: run {self.id} finished ({status}): logging cost {stats['logging_fraction']:.1%} of "
-                  f"wall time, {_count(stats['logged'])} points, {int(stats['dropped'])} dropped, "
-                  f"{int(stats['spooled'])} in the spool", file=sys.stderr)
+                  f"wall time, {_count(stats['logged'])} points, {int(stats['dropped'])} dropped{timed_out}; "
+                  f"{_count(stats['acknowledged'])} stored, {_count(stats['spooled'])} in the spool, "
+                  f"{_count(stats['lost'])} lost{lost}", file=sys.stderr)
         if stats["spooled"] or self._sender.backlog:
             log.warning("run %s: %d items (%d records) wait in the spool %s; deliver them with: stepwire sync %s",
                         self.id, stats["spooled"], self._sender.backlog, self.spool_dir, self.spool_dir.parent.parent)
@@ -457,28 +471,33 @@ class Run(_core.Producer):
                     pass  # the lease expires by itself
             self._channel.close()
 
-    def stats(self) -> dict[str, float]:
-        """Counts of items (scalar points and histograms): logged, dropped (drop policy), blocked (times a
-        producer waited), sent, acknowledged, rejected (refused as invalid), spooled (waiting in the spool),
-        side_failed (refused texts, artifacts and updates) and device_dropped; and the cost of logging:
-        ``logging_s``, the seconds calling threads spent inside stepwire's logging calls, and
-        ``logging_fraction``, that time over the wall time since ``init`` (approximate while several
-        threads log at once)."""
+    def stats(self) -> dict[str, Any]:
+        """Counts of items (scalar points and histograms). ``logged``: accepted by logging calls; ``dropped``:
+        refused by them (a full ring under ``policy="drop"``, or, ``timed_out`` of them, after waiting
+        ``block_timeout`` under ``policy="block"``); ``blocked``: times a caller waited for room. Every logged
+        item is, once ``finish`` returns, in exactly one of ``acknowledged`` (stored by the collector),
+        ``rejected`` (refused as invalid), ``spooled`` (waiting in the spool for a replay or ``stepwire sync``)
+        and ``lost`` (neither delivered nor spooled: the collector did not answer and the spool could not be
+        written, or ``finish_timeout`` ran out; ``lost_reason`` says why, "" when nothing was lost); before,
+        some are still on their way. ``sent``: items the sender took; ``spooled_total``: items ever written to
+        the spool; ``side_failed``/``side_lost``: texts, artifacts and run updates refused, or neither
+        delivered nor spooled; ``sender_errors``: unexpected errors the sender thread survived;
+        ``device_dropped``: GPU statistics dropped. And the cost of logging: ``logging_s``, the seconds calling
+        threads spent inside stepwire's logging calls, and ``logging_fraction``, that time over the wall time
+        since ``init`` (approximate while several threads log at once)."""
         core = self._stream.stats()
         busy = self._busy_ns / 1e9
         cost = {"logging_s": busy, "logging_fraction": busy / max(time.time() - self._t0, 1e-9)}
         if not self.active:
-            return {"logged": 0, "dropped": 0, "blocked": 0, "sent": 0, "acknowledged": 0, "rejected": 0,
-                    "spooled": 0, "side_failed": 0, "device_dropped": 0, **cost}
+            return {"logged": 0, "dropped": 0, "timed_out": 0, "blocked": 0, "sent": 0, "acknowledged": 0,
+                    "rejected": 0, "spooled": 0, "spooled_total": 0, "lost": 0, "lost_reason": "", "side_failed": 0,
+                    "side_lost": 0, "sender_errors": 0, "device_dropped": 0, **cost}
         return {**cost,
             "logged": core["logged"],
             "dropped": core["dropped"],
+            "timed_out": core["timed_out"],
             "blocked": core["blocked"],
-            "sent": self._sender.sent,
-            "acknowledged": self._sender.acknowledged,
-            "rejected": self._sender.rejected,
-            "spooled": self._sender.spooled,
-            "side_failed": self._sender.side_failed,
+            **self._sender.counts(),
             "device_dropped": self._waiter.dropped if self._waiter is not None else 0,
         }
 
@@ -500,7 +519,7 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
          token: str | None = None, tls_ca: str | os.PathLike[str] | None = None, quiet: bool = False,
          policy: str = "block",
          batch_bytes: int = 1 << 20, flush_interval: float = 0.1, ring_capacity: int = 1 << 16, k: int = DEFAULT_K,
-         finish_timeout: float = 60.0, connect_timeout: float = 10.0) -> Run:
+         finish_timeout: float = 60.0, connect_timeout: float = 10.0, block_timeout: float = 60.0) -> Run:
     """Start a run and return it.
 
     With no ``address`` the run goes to the local collector of the data directory (``dir``, else
@@ -515,8 +534,11 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
     ``tls_ca`` is the PEM file of the CA that signed its certificate. ``finish`` prints a one-line summary of
     what logging cost to stderr unless ``quiet``.
 
-    ``policy`` says what a full ring does: ``"block"`` waits (lossless), ``"drop"`` drops and counts.
-    Batches are sealed every ``flush_interval`` seconds or at ``batch_bytes``.
+    ``policy`` says what a full ring does: ``"block"`` waits (lossless while delivery keeps moving, but never
+    longer than ``block_timeout`` seconds: then the call drops and counts, with one warning), ``"drop"`` drops
+    and counts. Batches are sealed every ``flush_interval`` seconds or at ``batch_bytes``. A point that can be
+    neither delivered nor spooled (no collector answers and the disk is full) is counted in
+    ``stats()["lost"]``, never dropped silently.
 
     Distributed jobs: rank and world size come from ``rank=``/``world_size=``, an initialized
     ``torch.distributed``, or the launcher (torchrun, Open MPI, MPICH, SLURM); every rank joins one run whose id
@@ -542,7 +564,8 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
                run_id=agreed, active=active, offline=mode == "offline", on_unreachable=on_unreachable,
                token=token, tls_ca=tls_ca, quiet=quiet,
                policy=policy, batch_bytes=batch_bytes, flush_interval=flush_interval,
-               ring_capacity=ring_capacity, k=k, finish_timeout=finish_timeout, connect_timeout=connect_timeout)
+               ring_capacity=ring_capacity, k=k, finish_timeout=finish_timeout, connect_timeout=connect_timeout,
+               block_timeout=block_timeout)
 
 
 _signals_installed = False
