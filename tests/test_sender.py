@@ -252,6 +252,17 @@ def test_the_side_queue_is_bounded(tmp_path: Path) -> None:
 
 
 # -- a collector that does not answer ------------------------------------------------------------------------------
+def test_a_run_that_delivered_everything_leaves_no_spool_behind(tmp_path: Path) -> None:
+    collector = start_collector(tmp_path / "server")
+    try:
+        with stepwire.init(address=collector.address, dir=tmp_path / "client", quiet=True) as run:
+            run.log({"x": 1.0})
+            assert run.spool_dir.is_dir()  # locked while the run logs
+        assert run.stats()["acknowledged"] == 1 and spools(tmp_path / "client") == []
+    finally:
+        collector.stop()
+
+
 def test_offline_finish_returns_promptly_with_everything_spooled(tmp_path: Path) -> None:
     run = stepwire.init(project="offline", mode="offline", dir=tmp_path / "data", finish_timeout=60.0, quiet=True)
     for i in range(20_000):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections import deque
@@ -272,6 +273,7 @@ class Sender:
                 with self._cv:
                     self.side_lost += 1
                 self._note_loss(self._carry_open_reason, 1, what="records")
+            self._remove_if_delivered()
             try:
                 self.spool.unlock()
             except OSError:
@@ -279,6 +281,17 @@ class Sender:
             with self._cv:
                 self._done = True
                 self._cv.notify_all()
+
+    def _remove_if_delivered(self) -> None:
+        """Leave no empty spool behind: once everything was delivered, the directory holds only its lock and
+        cursor (and no staged file: each was uploaded, or discarded with its record)."""
+        if self._abandoned or self.backlog or self.spooled:
+            return
+        try:
+            if not self.spool.pending():
+                shutil.rmtree(self.spool.directory)
+        except OSError:
+            pass
 
     def _iterate(self) -> bool:
         """One round: replay, submitted records, then the next batch; False once everything is done."""
