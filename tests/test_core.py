@@ -169,7 +169,7 @@ def test_step_argument_checks() -> None:
     stream = _core.Stream()
     p = _core.Producer(stream)
     p._scalar_ids["x"] = stream.define("x", _core.KIND_SCALAR)
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match="between 0 and"):
         p.log_scalar("x", 1.0, step=-1)
     with pytest.raises(TypeError, match="step must be an int"):
         p.log_scalar("x", 1.0, step=1.5)

@@ -31,7 +31,7 @@ def calls(channel: grpc.Channel) -> list[object]:
             lambda: ingest.PutArtifact(iter([ingest_pb2.ArtifactChunk(run_id="x", name="a")]), timeout=10)]
 
 
-@pytest.mark.parametrize("token", [None, "wrong", "s3cret ", "S3CRET"])
+@pytest.mark.parametrize("token", [None, "wrong", "s3cret0", "S3CRET", "s3cre"])
 def test_pushes_and_queries_without_the_right_token_are_refused(guarded: CollectorProcess, token: str | None,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STEPWIRE_TOKEN", raising=False)
@@ -40,6 +40,12 @@ def test_pushes_and_queries_without_the_right_token_are_refused(guarded: Collect
             with pytest.raises(grpc.RpcError) as info:
                 call()  # type: ignore[operator]
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("token", ["s3cret ", "s3\ncret", "s3cr\u00e9t"])
+def test_a_token_metadata_could_not_carry_is_refused_before_sending(token: str) -> None:
+    with pytest.raises(ValueError, match="visible ASCII"):
+        open_channel("127.0.0.1:1", token=token)
 
 
 def test_the_right_token_works_end_to_end(guarded: CollectorProcess, monkeypatch: pytest.MonkeyPatch) -> None:
