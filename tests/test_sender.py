@@ -24,6 +24,7 @@ from conftest import start_collector
 from stepwire import _core, sender, spool
 from stepwire.retry import Backoff, retry
 from stepwire.spool import Spool, spools
+from stepwire.transport import open_channel
 
 MiB = 1 << 20
 
@@ -269,6 +270,7 @@ def test_offline_finish_returns_promptly_with_everything_spooled(tmp_path: Path)
         run.log({"a": float(i), "b": 1.0})
     run.log_text("t", "hello")
     start = time.monotonic()
+    assert run.flush(timeout=30)  # in the spool: an offline run has nothing more to wait for
     run.finish()
     assert time.monotonic() - start < 30  # it used to wait the whole finish_timeout
     s = run.stats()
@@ -317,6 +319,25 @@ def test_once_the_collector_stops_answering_records_go_straight_to_the_spool(
         np.testing.assert_array_equal(steps, np.arange(step))
     finally:
         run.finish()
+        collector.stop()
+
+
+def test_a_spooled_record_that_is_no_message_is_set_aside_and_replay_goes_on(tmp_path: Path) -> None:
+    collector = start_collector(tmp_path / "server")
+    try:
+        sp = Spool(tmp_path / "sp")
+        sp.append(spool.OPEN_RUN, ingest_pb2.RunInfo(run_id="undecodable", project="p").SerializeToString())
+        sp.append(spool.BATCH, b"\x0a\xff\xff\xff")  # intact checksums around a truncated Batch
+        sp.append(spool.TEXT, ingest_pb2.TextRecord(run_id="undecodable", name="t", text="after").SerializeToString())
+        sp.close()
+        stream = _core.Stream()
+        with open_channel(collector.address) as channel:
+            s = sender.Sender(stream, channel, "undecodable", 0, "s" * 32, Spool(tmp_path / "sp"))
+            stream.close()
+            s.join(60)
+        assert [t.text for t in stepwire.Api(address=collector.address).run("undecodable").texts()] == ["after"]
+        assert [p.name for p in (tmp_path / "sp.damaged").iterdir()]  # kept aside, never deleted
+    finally:
         collector.stop()
 
 

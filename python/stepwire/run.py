@@ -405,15 +405,16 @@ class Run(_core.Producer):
         return self._waiter
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Seal everything logged so far and wait until the collector acknowledged it (spool included);
-        False on timeout (default ``finish_timeout``)."""
+        """Seal everything logged so far and wait until the collector acknowledged it (spool included; for an
+        offline run, until it is in the spool); False on timeout (default ``finish_timeout``)."""
         if self._finished or not self.active:
             return True
         if self._waiter is not None:
             self._waiter.join()  # device results still on their way are part of "logged so far"
         deadline = time.monotonic() + (self._finish_timeout if timeout is None else timeout)
         seq = self._stream.flush(max(0.0, deadline - time.monotonic()))
-        return seq is not None and self._sender.wait(seq, max(0.0, deadline - time.monotonic()))
+        return seq is not None and self._sender.wait(seq, max(0.0, deadline - time.monotonic()),
+                                                     delivered=not self._sender.offline)
 
     def finish(self, status: str = "finished") -> None:
         """Flush, record the rank's ``status`` and release the collector. Idempotent; also runs at exit and on

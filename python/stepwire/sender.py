@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 import lz4.block
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from stepwire import _core, spool
 from stepwire.retry import Backoff
@@ -227,6 +227,11 @@ class Sender:
                     "spooled": self.spooled, "spooled_total": self.spooled_total, "lost": self.lost,
                     "lost_reason": "; ".join(self.lost_reasons), "side_failed": self.side_failed,
                     "side_lost": self.side_lost, "sender_errors": self.errors}
+
+    @property
+    def offline(self) -> bool:
+        """True when everything goes to the spool (offline mode, or no collector address)."""
+        return self._offline
 
     def close(self) -> None:
         """Stop waiting for the collector: from now on what it does not answer at once goes to the spool."""
@@ -519,6 +524,9 @@ class Sender:
             return
         while self.backlog and not self._abandoned and not self._closing.is_set() and self._collector_answers():
             record = self.spool.peek()
+            if record is None and self.spool.error is not None:  # a damaged record could not be set aside (a
+                self._collector.failed()  # full disk): the rest stays in the spool; try again with backoff
+                return
             if record is None:  # the rest was damaged on disk (set aside by the spool): it will not come
                 with self._cv:
                     gone, self.lost, self.spooled, self.backlog = self.spooled, self.lost + self.spooled, 0, 0
@@ -527,7 +535,20 @@ class Sender:
                     self._note_loss(f"damaged in the spool {self.spool.directory}", gone)
                 return
             kind, payload = record
-            msg = PAYLOAD_TYPES[kind].FromString(payload)
+            try:
+                msg = PAYLOAD_TYPES[kind].FromString(payload)
+            except DecodeError:  # intact checksums around no message of its kind: set it aside, go on
+                try:
+                    self.spool.reject(f"not a {spool.KIND_NAMES[kind]} message")
+                except OSError:  # it stays in the spool for stepwire sync; try again with backoff
+                    self._collector.failed()
+                    return
+                log.error("spool %s: a record is no %s message: set aside", self.spool.directory,
+                          spool.KIND_NAMES[kind])
+                with self._cv:
+                    self.backlog -= 1
+                    self.side_failed += 1
+                continue
             outcome = self._try(kind, msg)
             if outcome == "unanswered":
                 self._collector.failed()
