@@ -10,7 +10,6 @@ everything in it was delivered, refused or set aside. A sync that cannot write (
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from rich.progress import Progress
 
 from stepwire import spool
 from stepwire.collector.embedded import local_collector
+from stepwire.retry import retry
 from stepwire.sender import PAYLOAD_TYPES, batch_items, deliver, refused
 from stepwire.spool import Spool
 from stepwire.transport import open_channel
@@ -104,18 +104,15 @@ def _sync(pending: list[tuple[Path, Spool]], directory: Path, address: str | Non
 
 def _deliver_with_retries(stub: ingest_pb2_grpc.IngestStub, kind: int, msg: object, target: str) -> bool:
     """True once delivered, False if refused as invalid; ``ConnectionError`` if the collector does not answer."""
-    delay = 0.2
-    for attempt in range(ATTEMPTS):
-        try:
-            deliver(stub, kind, msg)  # type: ignore[arg-type]
-            return True
-        except grpc.RpcError as exc:
-            if refused(exc):
-                return False
-            if attempt == ATTEMPTS - 1:
-                raise ConnectionError(f"the stepwire collector at {target} does not answer: {exc}") from None
-        except OSError:  # a staged artifact that is gone cannot be uploaded
+    def unanswered(exc: Exception) -> bool:
+        return isinstance(exc, grpc.RpcError) and not refused(exc)
+
+    try:
+        retry(lambda: deliver(stub, kind, msg), unanswered, initial=0.2, attempts=ATTEMPTS)  # type: ignore[arg-type]
+        return True
+    except grpc.RpcError as exc:
+        if refused(exc):
             return False
-        time.sleep(delay)
-        delay *= 2
-    return False
+        raise ConnectionError(f"the stepwire collector at {target} does not answer: {exc}") from None
+    except OSError:  # a staged artifact that is gone cannot be uploaded
+        return False
