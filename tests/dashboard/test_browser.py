@@ -1,6 +1,7 @@
 """The dashboard in headless Chromium (Debian's ``chromium``, driven by Playwright): the runs table lists a run
 made by the test, a scalar chart and a histogram heat map render, and a point logged after the page loaded
-appears without a reload. A screenshot goes to ``test-artifacts/dashboard.png``.
+appears without a reload. A screenshot goes to ``test-artifacts/dashboard.png``. No test may see a JavaScript error
+or a Content-Security-Policy violation; a token-protected dashboard opens from its ``/?token=`` address.
 
 Without Chromium the test is skipped, unless ``STEPWIRE_REQUIRE_BROWSER=1`` (as in ``.ci/run``) makes that a
 failure.
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import stepwire
-from conftest import CollectorProcess
+from conftest import CollectorProcess, start_collector
 
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "",
                              shutil.which("chromium-browser") or "") if p and os.path.exists(p)), None)
@@ -35,9 +36,10 @@ def browser_page():  # type: ignore[no-untyped-def]
         page = browser.new_page(viewport={"width": 1600, "height": 1200})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
         yield page
         browser.close()
-        assert errors == [], f"JavaScript errors on the page: {errors}"
+        assert errors == [], f"JavaScript errors or Content-Security-Policy violations on the page: {errors}"
 
 
 def test_dashboard_shows_a_live_run(dashboard: CollectorProcess, browser_page, pytestconfig) -> None:  # type: ignore[no-untyped-def]
@@ -114,3 +116,38 @@ def test_dashboard_shows_rank_spread_and_skew(dashboard: CollectorProcess, brows
     out = Path(pytestconfig.rootpath) / "test-artifacts"
     out.mkdir(exist_ok=True)
     page.screenshot(path=str(out / "dashboard-ranks.png"), full_page=True)
+
+
+def test_dashboard_with_a_token_opens_from_its_address(tmp_path: Path, browser_page) -> None:  # type: ignore[no-untyped-def]
+    """``/?token=`` sets the cookie and redirects: the token leaves the address bar, the cookie is HttpOnly and
+    strict, the charts render under the Content-Security-Policy, and a NaN in a run's config does not stop it."""
+    page = browser_page
+    token = "browser-token-1234"
+    c = start_collector(tmp_path / "c", "--http", "127.0.0.1:0", "--token", token)
+    try:
+        run = stepwire.init(project="browser", name="guarded", address=c.address, token=token, quiet=True,
+                            config={"x": float("nan")})
+        for step in range(10):
+            run.log({"loss": 1.0 / (step + 1)}, step=step)
+        run.log_histogram("big", np.array([1e308, 1e308]), step=0)
+        run.finish()
+        page.goto(c.http + f"?token={token}#run={run.id}")
+        assert page.url == c.http + f"#run={run.id}"
+        (cookie,) = page.context.cookies()
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and token not in cookie["value"]
+        row = page.locator(f'#runs-table tbody tr[data-run="{run.id}"]')
+        row.wait_for(timeout=30_000)
+        assert '"x":"NaN"' in row.inner_text()
+        page.wait_for_function(
+            """() => { const d = document.querySelector('.chart[data-metric="loss"]');
+                       return d && d.dataset.total === '10' && d.querySelector('.main-svg .scatterlayer .trace'); }""",
+            timeout=30_000)
+        page.wait_for_function(
+            """() => { const d = document.querySelector('.heatmap[data-metric="big"]');
+                       return d && d.data && d.querySelector('.main-svg'); }""", timeout=30_000)
+        page.locator('.bars[data-metric="big"] .main-svg').first.wait_for(timeout=30_000)
+        assert page.locator("#status").inner_text().startswith("updated")
+        page.context.clear_cookies()
+        assert page.goto(c.http).status == 401  # type: ignore[union-attr]
+    finally:
+        c.stop()

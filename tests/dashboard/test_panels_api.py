@@ -17,6 +17,11 @@ from stepwire.api import Api
 from stepwire.histogram import Histogram
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def get(url: str, headers: dict[str, str] | None = None) -> Any:
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as r:
         return json.loads(r.read())
@@ -196,8 +201,12 @@ def test_token_protects_the_dashboard(tmp_path: Any) -> None:
         assert error(c.http + "api/runs")[0] == 401
         assert error(c.http + "api/runs", {"Authorization": "Bearer wrong"})[0] == 401
         assert get(c.http + "api/runs", {"Authorization": "Bearer s3cret"}) == []
-        with urllib.request.urlopen(c.http + "?token=s3cret", timeout=30) as r:
-            cookie = r.headers["Set-Cookie"].split(";")[0]
+        with pytest.raises(urllib.error.HTTPError) as redirect:  # the token in the address: cookie and redirect
+            urllib.request.build_opener(NoRedirect).open(c.http + "?token=s3cret", timeout=30)
+        assert redirect.value.code == 303 and redirect.value.headers["Location"] == "/"
+        cookie = redirect.value.headers["Set-Cookie"].split(";")[0]
+        redirect.value.close()
+        assert "s3cret" not in cookie
         assert get(c.http + "api/runs", {"Cookie": cookie}) == []
     finally:
         c.stop()

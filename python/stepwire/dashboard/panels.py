@@ -1,7 +1,8 @@
 """The data of every dashboard panel, as JSON-ready dicts, read through a store ``Reader``.
 
-Floats that JSON cannot hold (NaN, ±inf) become ``null`` (a gap in a chart); each panel says how many
-points it left out that way (``nonfinite``).
+Floats that JSON cannot hold (NaN, ±inf) become ``null`` in chart data (a gap in a chart); each panel says how
+many points it left out that way (``nonfinite``). Elsewhere (a run's config, a histogram's sum) the server sends
+them as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Panels:
         now = time.time()
         rows = []
         for r in reversed(self.reader.runs(project)):
-            ranks = sorted(int(k) for k in r.meta.get("ranks", {}))
+            ranks = sorted(int(k) for k in r.meta.get("ranks", {}) if str(k).isdigit())
             end = r.finished if r.finished else now
             rows.append({"id": r.id, "project": r.project, "name": r.name, "status": r.status,
                          "created": r.created, "finished": r.finished or None,

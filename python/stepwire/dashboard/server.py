@@ -1,6 +1,7 @@
 """The dashboard's HTTP server: the page, its static files, Plotly.js from the ``plotly`` package, and the JSON API.
 
-Routes (all ``GET``; JSON answers, errors as ``{"error": ...}`` with 400/401/404):
+Routes (all ``GET``; JSON answers, errors as ``{"error": ...}`` with a 4xx status, 500 only for a failure of the
+store itself, 502 for one of the Query service behind ``stepwire ui``):
   ``/``                                   the page
   ``/static/NAME``                        the page's own files; ``plotly.min.js`` comes from the plotly package
   ``/api/runs[?project=P]``               runs table
@@ -9,24 +10,44 @@ Routes (all ``GET``; JSON answers, errors as ``{"error": ...}`` with 400/401/404
   ``/api/heatmap?run=ID&name=N[&steps=200][&rows=120][&rank=R]``
   ``/api/histogram?run=ID&name=N[&step=S][&rank=R][&bins=64]``
   ``/api/skew?run=ID``
+Numbers JSON cannot hold are sent as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (chart data arrays
+hold ``null`` there instead, see ``panels``).
+
 With a token, every request needs it: ``Authorization: Bearer TOKEN``, or the cookie set by opening
-``/?token=TOKEN`` once.
+``/?token=TOKEN`` once (which then redirects to ``/``; the cookie holds a value derived from the token, not the
+token). A token in the query of any other path is not accepted. Log lines never hold a query string.
+
+Requests whose ``Host`` is not the bound address, ``localhost``, ``127.0.0.1`` or ``[::1]`` (with the bound port),
+or a host named in ``$STEPWIRE_HTTP_ALLOWED_HOSTS`` (comma-separated; ``*`` allows any), are refused with 421: a web
+page cannot reach a loopback dashboard through DNS rebinding. Every answer carries ``X-Frame-Options: DENY``, a
+``Content-Security-Policy``, ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer`` and
+``Cache-Control: no-store``. Each connection has a socket timeout (``REQUEST_TIMEOUT_S``) and at most
+``MAX_CONNECTIONS`` are served at once (more are answered 503 and closed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
+import math
 import mimetypes
+import os
+import re
+import socket
+import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
+
+import grpc
+import numpy as np
 
 from stepwire.dashboard.panels import PanelError, Panels
 from stepwire.store.base import Reader
@@ -35,7 +56,20 @@ from stepwire.transport import is_loopback
 log = logging.getLogger("stepwire.dashboard")
 
 STATIC = resources.files("stepwire.dashboard") / "static"
-COOKIE = "stepwire_token"
+ALLOWED_HOSTS_ENV = "STEPWIRE_HTTP_ALLOWED_HOSTS"
+REQUEST_TIMEOUT_S = 10.0
+"""Socket timeout of every dashboard connection: a client silent this long while sending its request is cut off."""
+MAX_CONNECTIONS = 64
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+       "font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+"""Scripts only from the dashboard itself; inline styles because Plotly sets them; images from data URLs (the heat
+map is drawn into one)."""
+SECURITY_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+PAGES = ("/", "/index.html")
+INT64 = (-(2**63), 2**63 - 1)
+RANKS = (0, 2**31 - 1)
+_TOKEN_IN_TEXT = re.compile(r"(?i)(token(?:=|%3d))[^&\s'\"]*")
 
 
 def plotly_js() -> Path:
@@ -47,6 +81,45 @@ def plotly_js() -> Path:
     return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
+def without_query(text: str) -> str:
+    """``text`` (a path or request line) with its query string replaced by ``<redacted>``: what log lines show."""
+    q = text.find("?")
+    if q < 0:
+        return _TOKEN_IN_TEXT.sub(r"\1<redacted>", text)
+    end = text.rfind(" HTTP/")
+    return text[:q] + "?<redacted>" + (text[end:] if end > q else "")
+
+
+def _nonfinite(value: float) -> str:
+    return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else _nonfinite(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic | np.ndarray):
+        return _finite(obj.tolist())
+    return obj
+
+
+def _numpy(obj: Any) -> Any:
+    if isinstance(obj, np.generic | np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def encode_json(obj: Any) -> bytes:
+    """Strict JSON (no ``NaN`` tokens): non-finite floats become ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``."""
+    try:
+        return json.dumps(obj, allow_nan=False, default=_numpy).encode()
+    except ValueError:  # a non-finite float somewhere: walk the answer once more, replacing them
+        return json.dumps(_finite(obj), allow_nan=False, default=_numpy).encode()
+
+
 def _one(query: dict[str, list[str]], key: str, default: str | None = None) -> str:
     values = query.get(key)
     if not values:
@@ -56,14 +129,18 @@ def _one(query: dict[str, list[str]], key: str, default: str | None = None) -> s
     return values[-1]
 
 
-def _int(query: dict[str, list[str]], key: str, default: int | None = None) -> int | None:
+def _int(query: dict[str, list[str]], key: str, default: int | None = None,
+         bounds: tuple[int, int] = INT64) -> int | None:
     raw = query.get(key)
     if not raw or raw[-1] == "":
         return default
-    try:
-        return int(raw[-1])
-    except ValueError:
-        raise PanelError(f"{key} must be an integer, got {raw[-1]!r}") from None
+    text = raw[-1].strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,20}", text):
+        raise PanelError(f"{key} must be an integer, got {raw[-1][:40]!r}")
+    value = int(text)
+    if not bounds[0] <= value <= bounds[1]:
+        raise PanelError(f"{key} must be between {bounds[0]} and {bounds[1]}, got {value}")
+    return value
 
 
 def _api(panels: Panels, route: str, q: dict[str, list[str]]) -> Any:
@@ -75,103 +152,323 @@ def _api(panels: Panels, route: str, q: dict[str, list[str]]) -> Any:
         return panels.scalars(_one(q, "run"), _one(q, "name"), _one(q, "x", "step"), _int(q, "points", 1000) or 0)
     if route == "heatmap":
         return panels.heatmap(_one(q, "run"), _one(q, "name"), _int(q, "steps", 200) or 0,
-                              _int(q, "rows", 120) or 0, _int(q, "rank"))
+                              _int(q, "rows", 120) or 0, _int(q, "rank", bounds=RANKS))
     if route == "histogram":
-        return panels.histogram(_one(q, "run"), _one(q, "name"), _int(q, "step"), _int(q, "rank"),
+        return panels.histogram(_one(q, "run"), _one(q, "name"), _int(q, "step"), _int(q, "rank", bounds=RANKS),
                                 _int(q, "bins", 64) or 0)
     if route == "skew":
         return panels.skew(_one(q, "run"))
     raise PanelError(f"no API route {route!r}", status=404)
 
 
-def _handler(panels: Panels, token: str | None, on_request: Callable[[], None]) -> type[BaseHTTPRequestHandler]:
+def _rpc_status(exc: Exception) -> int | None:
+    """The HTTP status for a failed call to the Query service behind the dashboard (``stepwire ui``), else None."""
+    if not isinstance(exc, grpc.Call):
+        return None
+    return {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.OUT_OF_RANGE: 400,
+            grpc.StatusCode.NOT_FOUND: 404}.get(exc.code(), 502)
+
+
+def _split_host(value: str) -> tuple[str, int | None] | None:
+    """``Host`` header -> (lower-case host, port or None); None if it is malformed."""
+    value = value.strip()
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    else:
+        host, _, port = value.partition(":")
+    if not host or (port and not port.isdigit()) or len(port) > 5:
+        return None
+    return host.lower().rstrip("."), int(port) if port else None
+
+
+def _raw(header_value: str) -> bytes:
+    return header_value.encode("latin-1", "replace")
+
+
+def _handler(panels: Panels, token: str | None, on_request: Callable[[], None], port: int, own_hosts: set[str],
+             allowed_hosts: set[str], tls: bool) -> type[BaseHTTPRequestHandler]:
+    """The request handler of a dashboard bound to ``port``: ``own_hosts`` are the names it answers for with that
+    port, ``allowed_hosts`` those it answers for with any port (``*``: any host)."""
+    session = hmac.new(token.encode(), b"stepwire dashboard session", hashlib.sha256).hexdigest() if token else ""
+    cookie_name = f"stepwire_session_{port}"  # cookies ignore ports: dashboards on one host must not share one
+    default_port = 443 if tls else 80
+    static_files = {p.name for p in STATIC.iterdir() if p.is_file()} | {"plotly.min.js"}
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "stepwire-dashboard"
+        sys_version = ""
+        timeout = REQUEST_TIMEOUT_S
 
+        def version_string(self) -> str:
+            return self.server_version
+
+        # -- logging: never a query string, so never a token ------------------------------------------------
         def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s " + format, self.address_string(), *args)
+            log.debug("%s %s", self.address_string(), self._scrub(format % args))
 
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            log.debug("%s \"%s\" %s", self.address_string(), without_query(self.requestline), code)
+
+        def log_error(self, format: str, *args: Any) -> None:
+            log.info("%s %s", self.address_string(), self._scrub(format % args))
+
+        def _scrub(self, text: str) -> str:
+            line = getattr(self, "requestline", "")
+            if line:
+                text = text.replace(repr(line), repr(without_query(line))).replace(line, without_query(line))
+            return without_query(text) if "token" in text.lower() else text
+
+        # -- answers -------------------------------------------------------------------------------------------
         def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            for k, v in (headers or {}).items():
+            for k, v in {**SECURITY_HEADERS, **(headers or {})}.items():
                 self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
-        def _json(self, status: int, obj: Any) -> None:
-            self._send(status, json.dumps(obj, allow_nan=False).encode(), "application/json")
+        def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+            self._send(status, encode_json(obj), "application/json", headers)
 
-        def _authorised(self, query: dict[str, list[str]]) -> tuple[bool, dict[str, str]]:
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """Errors found while reading the request (too long, malformed, unknown method): JSON too."""
+            if code == HTTPStatus.NOT_IMPLEMENTED:  # an unknown method
+                code = HTTPStatus.METHOD_NOT_ALLOWED
+            elif code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:  # the client's fault: a 4xx like any other
+                code = HTTPStatus.BAD_REQUEST
+            if self.request_version in ("", "HTTP/0.9"):  # a malformed request line: answer with headers anyway
+                self.request_version = "HTTP/1.0"
+            text = self._scrub(message or HTTPStatus(code).phrase)
+            self.log_error("refused a request: %d %s", code, text)
+            self.close_connection = True
+            headers = {"Connection": "close"}
+            if code == HTTPStatus.METHOD_NOT_ALLOWED:
+                headers["Allow"] = "GET"
+            self._json(code, {"error": text}, headers)
+
+        def parse_request(self) -> bool:
+            if not super().parse_request():
+                return False
+            if self.request_version == "HTTP/0.9":
+                self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 requests are not served")
+                return False
+            return True
+
+        def _refuse(self, status: int, message: str) -> None:
+            log.info("%s refused %s: %d %s", self.address_string(), without_query(self.path), status, message)
+            self._json(status, {"error": message})
+
+        def do_POST(self) -> None:
+            self.send_error(HTTPStatus.METHOD_NOT_ALLOWED, "the dashboard answers GET only")
+
+        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_POST
+
+        # -- checks --------------------------------------------------------------------------------------------
+        def _host_allowed(self) -> str | None:
+            """None if the Host header names this dashboard, else why not."""
+            values = self.headers.get_all("Host") or []
+            if len(values) != 1:
+                return "exactly one Host header is required"
+            if "*" in allowed_hosts:
+                return None
+            parsed = _split_host(values[0])
+            if parsed is None:
+                return "malformed Host header"
+            host, given_port = parsed
+            if host in allowed_hosts:
+                return None
+            if host in own_hosts and (given_port if given_port is not None else default_port) == port:
+                return None
+            return (f"this dashboard does not answer for Host {values[0][:100]!r} (DNS rebinding?); allow it with "
+                    f"${ALLOWED_HOSTS_ENV}")
+
+        def _authorised(self, query: dict[str, list[str]], page: bool) -> bool | None:
+            """True if the request carries the token; None if it came as ``?token=`` on the page (set the cookie
+            and redirect). Compared in constant time; header values as the bytes sent (http.client reads them as
+            Latin-1)."""
             if not token:
-                return True, {}
+                return True
             given = query.get("token", [""])[-1]
-            if given and hmac.compare_digest(given.encode(), token.encode()):
-                return True, {"Set-Cookie": f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"}
-            auth = self.headers.get("Authorization", "")
-            if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), token.encode()):
-                return True, {}
+            if page and given and hmac.compare_digest(given.encode(), token.encode()):
+                return None
+            scheme, _, bearer = self.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(_raw(bearer.strip()), token.encode()):
+                return True
             for part in self.headers.get("Cookie", "").split(";"):
                 key, _, value = part.strip().partition("=")
-                if key == COOKIE and hmac.compare_digest(value.encode(), token.encode()):
-                    return True, {}
-            return False, {}
+                if key == cookie_name and hmac.compare_digest(_raw(value), session.encode()):
+                    return True
+            return False
 
+        # -- GET -----------------------------------------------------------------------------------------------
         def do_GET(self) -> None:
             on_request()
-            url = urlsplit(self.path)
-            query = parse_qs(url.query)
-            ok, headers = self._authorised(query)
-            if not ok:
-                self._json(HTTPStatus.UNAUTHORIZED, {"error": "this dashboard needs its token: open /?token=..."})
-                return
-            path = url.path
             try:
-                if path in ("/", "/index.html"):
-                    self._send(200, (STATIC / "index.html").read_bytes(), "text/html; charset=utf-8", headers)
-                elif path == "/static/plotly.min.js":
-                    self._send(200, plotly_js().read_bytes(), "text/javascript")
-                elif path.startswith("/static/") and "/" not in path[8:] and (STATIC / path[8:]).is_file():
-                    kind = mimetypes.guess_type(path[8:])[0] or "application/octet-stream"
-                    kind = "text/javascript" if path.endswith(".js") else kind
-                    self._send(200, (STATIC / path[8:]).read_bytes(), kind)
+                self._get()
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                self.close_connection = True
+
+        def _get(self) -> None:
+            why = self._host_allowed()
+            if why is not None:
+                self._refuse(HTTPStatus.MISDIRECTED_REQUEST, why)
+                return
+            url = urlsplit(self.path)
+            path = url.path
+            query = parse_qs(url.query)
+            ok = self._authorised(query, path in PAGES)
+            if ok is False:
+                self._refuse(HTTPStatus.UNAUTHORIZED, "this dashboard needs its token: open /?token=... or send "
+                                                      "'Authorization: Bearer TOKEN'")
+                return
+            if ok is None:  # the token in the address: set the cookie, and send the browser to a clean address
+                flags = "; Secure" if tls else ""
+                cookie = f"{cookie_name}={session}; HttpOnly; SameSite=Strict; Path=/{flags}"
+                self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": "/", "Set-Cookie": cookie})
+                return
+            try:
+                if path in PAGES:
+                    self._send(200, (STATIC / "index.html").read_bytes(), "text/html; charset=utf-8")
+                elif path.startswith("/static/"):
+                    name = path[len("/static/"):]
+                    if name not in static_files:
+                        raise PanelError(f"nothing at {path[:200]}", status=404)
+                    data = plotly_js().read_bytes() if name == "plotly.min.js" else (STATIC / name).read_bytes()
+                    kind = "text/javascript" if name.endswith(".js") else mimetypes.guess_type(name)[0]
+                    self._send(200, data, kind or "application/octet-stream")
                 elif path.startswith("/api/"):
                     self._json(200, _api(panels, path[5:], query))
                 else:
-                    self._json(HTTPStatus.NOT_FOUND, {"error": f"nothing at {path}"})
+                    self._json(HTTPStatus.NOT_FOUND, {"error": f"nothing at {path[:200]}"})
             except PanelError as exc:
                 self._json(exc.status, {"error": str(exc)})
             except KeyError as exc:
                 self._json(HTTPStatus.NOT_FOUND, {"error": str(exc.args[0]) if exc.args else "not found"})
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                raise
             except Exception as exc:  # a store or Query-service failure: say so, keep serving
-                log.exception("dashboard request %s failed", self.path)
-                self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
+                status = _rpc_status(exc)
+                if status is None:
+                    log.exception("dashboard request %s failed", without_query(self.path))
+                else:
+                    log.warning("dashboard request %s: the Query service failed: %s", without_query(self.path), exc)
+                self._json(status or HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
 
     return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most ``MAX_CONNECTIONS`` at once; TLS handshakes happen in those threads (with
+    the socket timeout), never in the one that accepts."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], tls: ssl.SSLContext | None) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.tls = tls
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(address, BaseHTTPRequestHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            body = b'{"error": "the dashboard is serving too many connections; try again"}'
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                                % (len(body), body))
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            if self.tls is not None:
+                request.settimeout(REQUEST_TIMEOUT_S)
+                plain, request = request, self.tls.wrap_socket(request, server_side=True,
+                                                               do_handshake_on_connect=False)
+                plain.close()  # detached by the wrapping: this only marks it closed
+                try:
+                    request.do_handshake()
+                except (OSError, ValueError) as exc:
+                    log.debug("TLS handshake with %s failed: %s", client_address, exc)
+                    self.close_request(request)
+                    return
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close after reading what the client still sends (briefly): closing with unread input would reset the
+        connection and could destroy the answer just sent, e.g. the error about a request too large."""
+        try:
+            request.shutdown(socket.SHUT_WR)
+            request.settimeout(0.5)
+            drained = 0
+            while drained < 1 << 20 and (chunk := request.recv(65536)):
+                drained += len(chunk)
+        except (OSError, ValueError):
+            pass
+        self.close_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("dashboard connection from %s failed", client_address, exc_info=True)
+
+
+def _allowed_hosts(given: Sequence[str] | None) -> set[str]:
+    names = given if given is not None else os.environ.get(ALLOWED_HOSTS_ENV, "").split(",")
+    out = set()
+    for name in names:
+        name = name.strip().lower().rstrip(".")
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]
+        if name:
+            out.add(name)
+    return out
 
 
 class Dashboard:
     """The dashboard served over HTTP at ``listen`` (``host:port``; port 0 picks one) from a ``Reader``.
 
     Like the collector, it refuses a non-loopback address without a ``token`` unless ``insecure``.
-    ``on_request`` is called for every request (the collector counts them as activity).
+    ``on_request`` is called for every request (the collector counts them as activity). ``allowed_hosts``: host
+    names it answers for besides its own address and the loopback names (default ``$STEPWIRE_HTTP_ALLOWED_HOSTS``,
+    comma-separated; ``*`` for any). ``tls_cert``/``tls_key`` (PEM files): serve HTTPS, the cookie then ``Secure``.
     """
 
     def __init__(self, reader: Reader, listen: str = "127.0.0.1:0", token: str | None = None,
-                 insecure: bool = False, on_request: Callable[[], None] = lambda: None) -> None:
+                 insecure: bool = False, on_request: Callable[[], None] = lambda: None,
+                 allowed_hosts: Sequence[str] | None = None, tls_cert: str | os.PathLike[str] | None = None,
+                 tls_key: str | os.PathLike[str] | None = None) -> None:
         if not is_loopback(listen) and not token and not insecure:
             raise PermissionError(f"refusing to serve the dashboard on {listen} (not loopback) without a token")
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("TLS needs both a certificate and its key")
+        tls = None
+        if tls_cert is not None and tls_key is not None:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(tls_cert, tls_key)
         host, _, port = listen.rpartition(":")
-        self.httpd = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)),
-                                         _handler(Panels(reader), token, on_request))
-        self.httpd.daemon_threads = True
+        host = host.strip("[]")
+        self.httpd = _Server((host or "127.0.0.1", int(port)), tls)
         bound_host, bound_port = self.httpd.server_address[:2]
-        shown = host or (bound_host if isinstance(bound_host, str) else bound_host.decode())
-        self.url = f"http://{shown}:{bound_port}/"
+        bound = bound_host if isinstance(bound_host, str) else bound_host.decode()
+        shown = host or bound
+        own = {"localhost", "127.0.0.1", "::1", shown.lower(), bound.lower()}
+        self.httpd.RequestHandlerClass = _handler(Panels(reader), token, on_request, bound_port, own,
+                                                  _allowed_hosts(allowed_hosts), tls is not None)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://{f'[{shown}]' if ':' in shown else shown}:{bound_port}/"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="stepwire-dashboard", daemon=True)
 
     def start(self) -> None:
@@ -183,3 +480,8 @@ class Dashboard:
         """Stop serving."""
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def url_with_token(url: str, token: str | None) -> str:
+    """The address that opens the dashboard at ``url`` with ``token`` (it sets the cookie, then redirects)."""
+    return f"{url}?token={quote(token, safe='')}" if token else url

@@ -26,13 +26,18 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString() : "");
-const fmtDuration = (s) => (s === null ? "" : s < 60 ? `${s.toFixed(0)} s` : s < 3600 ? `${(s / 60).toFixed(1)} min`
-  : `${(s / 3600).toFixed(1)} h`);
-const fmtValue = (v) => (v === null ? "?" : Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(2)
-  : +v.toPrecision(3));
-const fmtSeconds = (s) => (s === null ? "" : Math.abs(s) < 1e-3 ? `${(s * 1e6).toFixed(0)} µs`
+// JSON has no NaN or infinity: the server sends those as the strings "NaN", "Infinity", "-Infinity" (and as null
+// in chart data), so every number shown goes through one of these.
+const finite = (v) => typeof v === "number" && Number.isFinite(v);
+const notNumber = (v, empty) => (v === null || v === undefined ? empty : String(v));
+const fmtTime = (t) => (finite(t) && t ? new Date(t * 1000).toLocaleString() : "");
+const fmtDuration = (s) => (!finite(s) ? notNumber(s, "") : s < 60 ? `${s.toFixed(0)} s`
+  : s < 3600 ? `${(s / 60).toFixed(1)} min` : `${(s / 3600).toFixed(1)} h`);
+const fmtValue = (v) => (!finite(v) ? notNumber(v, "?")
+  : Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(2) : +v.toPrecision(3));
+const fmtSeconds = (s) => (!finite(s) ? notNumber(s, "") : Math.abs(s) < 1e-3 ? `${(s * 1e6).toFixed(0)} µs`
   : Math.abs(s) < 1 ? `${(s * 1e3).toFixed(2)} ms` : `${s.toFixed(3)} s`);
+const fmtPercent = (f) => (finite(f) ? `${(100 * f).toFixed(2)}%` : notNumber(f, ""));
 const cssId = (s) => s.replace(/[^A-Za-z0-9_-]/g, "_");
 
 // -- runs table ---------------------------------------------------------------------------------------------
@@ -218,7 +223,7 @@ async function drawRanks(runs, series) {
     if (overhead.length) {
       parts.push(el("h3", {}, `logging overhead of ${run.name}`), el("table", { class: "overhead" },
         el("tr", {}, ...["rank", "logging cost", "time in logging calls", "points", "dropped"].map((h) => el("th", {}, h))),
-        ...overhead.map(([rank, o]) => el("tr", {}, el("td", {}, rank), el("td", {}, `${(100 * o.logging_fraction).toFixed(2)}%`),
+        ...overhead.map(([rank, o]) => el("tr", {}, el("td", {}, rank), el("td", {}, fmtPercent(o.logging_fraction)),
           el("td", {}, fmtSeconds(o.logging_s)), el("td", {}, o.logged), el("td", {}, o.dropped)))));
     }
     if (run.ranks.length > 1) {
