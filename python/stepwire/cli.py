@@ -63,36 +63,55 @@ def _stop_on_signals(stop: Callable[[], None]) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Print the dashboard URL of the directory's collector; start one (in the foreground) if none runs."""
+    """Print the dashboard URL of the directory's collector; start one (in the foreground) if none runs.
+
+    With a token (``--token`` or ``$STEPWIRE_TOKEN``) the URL printed carries it (``/?token=...``, which sets the
+    dashboard's cookie and redirects to ``/``); a dashboard served here over a collector's Query service wants the
+    same token as that collector.
+    """
+    import grpc
+
     from stepwire.collector.embedded import dashboard_url, running_collector
     from stepwire.collector.server import Collector
-    from stepwire.dashboard.server import Dashboard
+    from stepwire.dashboard.server import Dashboard, url_with_token
     from stepwire.query_client import RemoteReader
+    from stepwire.transport import TOKEN_ENV
 
+    token = args.token or os.environ.get(TOKEN_ENV) or None
     directory = data_dir(args.dir)
     url = dashboard_url(directory)
     if url:
-        print(f"stepwire dashboard for {directory}: {url}")
+        print(f"stepwire dashboard for {directory}: {url_with_token(url, token)}")
         return 0
     address = running_collector(directory)
     try:
-        if address:  # a collector without a dashboard: serve one over its Query service
-            dashboard = Dashboard(RemoteReader(address), args.http)
+        if address:  # a collector without a dashboard: serve one over its Query service, behind the same token
+            reader = RemoteReader(address, token=token or "")
+            try:
+                reader.runs()
+            except grpc.RpcError as exc:
+                if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    print(f"stepwire ui: the collector at {address} wants its token: pass --token or set "
+                          f"${TOKEN_ENV}", file=sys.stderr)
+                    return 2
+                raise ConnectionError(f"the collector at {address} did not answer: {exc}") from None
+            dashboard = Dashboard(reader, args.http, token=token)
             dashboard.start()
             stopped = threading.Event()
             _stop_on_signals(stopped.set)
-            print(f"stepwire dashboard for {directory} (collector {address}): {dashboard.url}", flush=True)
+            print(f"stepwire dashboard for {directory} (collector {address}): "
+                  f"{url_with_token(dashboard.url, token)}", flush=True)
             stopped.wait()
             dashboard.stop()
             return 0
-        collector = Collector(directory, listen="127.0.0.1:0", http=args.http)
+        collector = Collector(directory, listen="127.0.0.1:0", http=args.http, token=token)
     except (PermissionError, OSError) as exc:
         print(f"stepwire ui: {exc}", file=sys.stderr)
         return 2
     collector.start()
     _stop_on_signals(collector.stop)
-    print(f"stepwire dashboard for {directory}: {collector.http_url} (collector {collector.address}; "
-          "Ctrl-C stops it)", flush=True)
+    print(f"stepwire dashboard for {directory}: {url_with_token(collector.http_url or '', token)} "
+          f"(collector {collector.address}; Ctrl-C stops it)", flush=True)
     collector.serve()
     return 0
 
@@ -243,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dir", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")
     p.add_argument("--http", default="127.0.0.1:7718", metavar="ADDR",
                    help="where to serve it when starting one (default 127.0.0.1:7718)")
+    p.add_argument("--token", help="the collector's token, which the dashboard then wants too (default: "
+                                   "$STEPWIRE_TOKEN); the URL printed carries it")
     p.set_defaults(fn=cmd_ui)
 
     p = sub.add_parser("export", help="write a run as TensorBoard event files, CSV or Parquet")
