@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
+import ssl
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import grpc
@@ -92,6 +95,24 @@ def test_tls_with_the_right_ca_works_and_a_wrong_ca_is_refused(tmp_path: Path) -
             stepwire.init(address=address, token="t", connect_timeout=2, on_unreachable="raise")
         with pytest.raises(grpc.RpcError):
             stepwire.Api(address=address, tls_ca=other_ca, token="t").runs()
+    finally:
+        c.stop()
+
+
+def test_the_dashboard_of_a_tls_collector_serves_tls_with_a_secure_cookie(tmp_path: Path) -> None:
+    ca, cert, key = make_ca_and_cert(tmp_path / "pki", "good")
+    c = start_collector(tmp_path / "tls", "--tls-cert", str(cert), "--tls-key", str(key), "--token", "t0ken",
+                        "--http", "127.0.0.1:0", tls_ca=ca)
+    try:
+        assert c.http.startswith("https://")
+        context = ssl.create_default_context(cafile=str(ca))
+        port = urllib.parse.urlsplit(c.http).port
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+        conn.request("GET", "/?token=t0ken")
+        answer = conn.getresponse()
+        assert answer.status == 303
+        assert "Secure" in answer.getheader("Set-Cookie", "")
+        conn.close()
     finally:
         c.stop()
 

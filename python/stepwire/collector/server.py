@@ -404,7 +404,8 @@ class Collector:
         self.address = f"{host}:{port}"
         self.dashboard: Dashboard | None = None
         if http is not None:  # the web dashboard reads the same store, in this process
-            self.dashboard = Dashboard(self.store, http, token=token, insecure=insecure, on_request=self.activity.touch)
+            self.dashboard = Dashboard(self.store, http, token=token, insecure=insecure, on_request=self.activity.touch,
+                                       tls_cert=tls_cert, tls_key=tls_key)  # TLS on both, so the cookie is Secure
         self._stopped = threading.Event()
         self._closed = False
 
