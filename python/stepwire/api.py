@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,47 @@ from stepwire.histogram import Histogram, merge_by_step
 from stepwire.query_client import LocalReader, RemoteReader
 from stepwire.store.base import ArtifactEntry, Reader, RunRecord, ScalarPoints, SeriesRecord, TextEntry
 
+SKEW_SAMPLES = 1 << 22
+"""Values ``step_skew`` keeps for its medians, over all ranks: exact up to that many steps, evenly thinned beyond."""
+
 AGGREGATIONS = ("mean", "min", "max", "sum")
+
+
+def _check_agg(agg: str | None) -> None:
+    if agg is not None and agg not in AGGREGATIONS:
+        raise ValueError(f"agg must be one of {AGGREGATIONS} or None, got {agg!r}")
+
+
+def _columns(pts: ScalarPoints, agg: str | None) -> dict[str, npt.NDArray[Any]]:
+    if agg is None:
+        return {"step": pts.step, "value": pts.value, "wall_time": pts.wall_time, "rank": pts.rank}
+    return aggregate(pts, agg)
+
+
+class _Sample:
+    """Values kept for a median: every one up to ``cap``, then every 2nd, 4th, ... (evenly thinned)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.stride, self.seen = cap, 1, 0
+        self.parts: list[npt.NDArray[np.float64]] = []
+        self.kept = 0
+
+    def add(self, values: npt.NDArray[np.float64]) -> None:
+        taken = values[(-self.seen) % self.stride::self.stride]  # those whose index is a multiple of the stride
+        self.seen += len(values)
+        self.parts.append(taken)
+        self.kept += len(taken)
+        while self.kept > self.cap:
+            kept = np.concatenate(self.parts)[::2]
+            self.parts, self.kept, self.stride = [kept], len(kept), 2 * self.stride
+
+    def median(self, empty: float) -> float:
+        return float(np.median(np.concatenate(self.parts))) if self.kept else empty
 
 
 def aggregate(pts: ScalarPoints, agg: str) -> dict[str, npt.NDArray[Any]]:
     """One row per step of ``pts`` across ranks, as ``RunView.scalars(name, agg=...)`` returns it."""
-    if agg not in AGGREGATIONS:
-        raise ValueError(f"agg must be one of {AGGREGATIONS} or None, got {agg!r}")
+    _check_agg(agg)
     if len(pts.step) == 0:
         empty = {"step": pts.step, "value": pts.value, "wall_time": pts.wall_time}
         return {**empty, "rank": np.empty(0, np.int64), "count": np.empty(0, np.int64)}
@@ -60,18 +95,29 @@ class RunView:
         """Every series name of the run with its kind, ranks and item count."""
         return self._reader.series(self.id)
 
-    def scalars(self, name: str, ranks: list[int] | None = None, agg: str | None = None
-                ) -> dict[str, npt.NDArray[Any]]:
-        """Points of ``name`` as numpy arrays ``step``, ``value``, ``wall_time``, ``rank``, sorted by step.
+    def scalars(self, name: str, ranks: list[int] | None = None, agg: str | None = None,
+                start_step: int | None = None, end_step: int | None = None) -> dict[str, npt.NDArray[Any]]:
+        """Points of ``name`` as numpy arrays ``step``, ``value``, ``wall_time``, ``rank``, sorted by step (then
+        rank, then logged order); only those with ``start_step <= step < end_step`` when given.
 
         With ``agg`` in mean/min/max/sum: one row per step across ranks, plus ``count`` (points at that step);
         ``rank`` is then the rank holding the min/max (-1 for mean/sum) and ``wall_time`` the latest one.
         min/max skip NaN unless a step has nothing else; mean/sum propagate NaN.
+
+        Every point asked for is in memory at once (28 bytes each, twice that while the pieces are joined):
+        read a series of any length with ``scalars_iter``, or a step range at a time.
         """
-        pts = self._reader.scalars(self.id, name, ranks)
-        if agg is None:
-            return {"step": pts.step, "value": pts.value, "wall_time": pts.wall_time, "rank": pts.rank}
-        return aggregate(pts, agg)
+        _check_agg(agg)
+        return _columns(self._reader.scalars(self.id, name, ranks, start_step, end_step), agg)
+
+    def scalars_iter(self, name: str, ranks: list[int] | None = None, agg: str | None = None,
+                     start_step: int | None = None, end_step: int | None = None
+                     ) -> Iterator[dict[str, npt.NDArray[Any]]]:
+        """What ``scalars`` returns (the same arguments, keys and order), in pieces: each holds a bounded number
+        of points (about 262,144; more only where one step has more points) and whole steps, so that ``agg``
+        applies piece by piece. Memory stays at a piece, however long the series."""
+        _check_agg(agg)
+        return (_columns(pts, agg) for pts in self._reader.scalar_pages(self.id, name, ranks, start_step, end_step))
 
     def step_skew(self, name: str | None = None) -> dict[str, Any]:
         """Per-rank step timing from the wall times stored with scalar series ``name`` (default: the scalar
@@ -80,27 +126,44 @@ class RunView:
         For each rank: ``steps``, ``step_time`` (median seconds per step) and ``lag`` (median over the steps
         all ranks logged of how far behind the median rank this rank logged it, in seconds). ``slowest`` is
         the rank with the largest lag (``lag`` its lag, ``step_time_ratio`` its step time over the median).
+        The series is read piece by piece: medians are exact up to ``SKEW_SAMPLES`` steps over all ranks, and
+        beyond that taken over evenly spaced steps; memory stays bounded however long the series.
         """
+        scalars = [s for s in self.series() if s.kind == "scalar"]
         if name is None:
-            scalars = [s for s in self.series() if s.kind == "scalar"]
             if not scalars:
                 return {"series": None, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0}
             name = max(scalars, key=lambda s: (len(s.ranks), s.items)).name
-        pts = self._reader.scalars(self.id, name)
-        per_rank: dict[int, dict[int, float]] = {}
-        for step, wall, rank in zip(pts.step.tolist(), pts.wall_time.tolist(), pts.rank.tolist(), strict=True):
-            first = per_rank.setdefault(rank, {})
-            first[step] = min(wall, first.get(step, wall))  # when the rank first logged that step
-        common = sorted(set.intersection(*(set(w) for w in per_rank.values()))) if per_rank else []
-        grid = np.array([[per_rank[r][s] for s in common] for r in sorted(per_rank)]).reshape(len(per_rank), -1)
-        lags = grid - np.median(grid, axis=0) if grid.size else grid
-        rows = []
-        for i, rank in enumerate(sorted(per_rank)):
-            steps = np.array(sorted(per_rank[rank]))
-            walls = np.array([per_rank[rank][s] for s in steps])
-            per_step = np.diff(walls) / np.diff(steps) if len(steps) > 1 else np.array([np.nan])
-            rows.append({"rank": rank, "steps": len(steps), "step_time": float(np.median(per_step)),
-                         "lag": float(np.median(lags[i])) if lags.size else 0.0})
+        ranks = next((s.ranks for s in scalars if s.name == name), [])
+        if not ranks:
+            return {"series": name, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0}
+        cap = max(1024, SKEW_SAMPLES // (2 * len(ranks)))
+        steps = dict.fromkeys(ranks, 0)
+        last: dict[int, tuple[int, float]] = {}
+        times = {r: _Sample(cap) for r in ranks}
+        lags = {r: _Sample(cap) for r in ranks}
+        for pts in self._reader.scalar_pages(self.id, name, ranks):
+            # when each rank first logged each step (pieces are in (step, rank) order and hold whole steps)
+            starts = np.flatnonzero(np.r_[True, (pts.step[1:] != pts.step[:-1]) | (pts.rank[1:] != pts.rank[:-1])])
+            step, rank, wall = pts.step[starts], pts.rank[starts], np.minimum.reduceat(pts.wall_time, starts)
+            for r in np.unique(rank).tolist():
+                mine = rank == r
+                s, w = step[mine], wall[mine]
+                steps[r] += len(s)
+                if r in last:
+                    s, w = np.r_[last[r][0], s], np.r_[last[r][1], w]
+                times[r].add(np.diff(w) / np.diff(s))
+                last[r] = (int(s[-1]), float(w[-1]))
+            # steps every rank logged: a run of len(ranks) rows, one per rank in rank order
+            first = np.flatnonzero(np.r_[True, step[1:] != step[:-1]])
+            common = first[np.diff(np.r_[first, len(step)]) == len(ranks)]
+            if len(common):
+                grid = wall[common[:, None] + np.arange(len(ranks))].T  # ranks x common steps
+                behind = grid - np.median(grid, axis=0)
+                for i, r in enumerate(ranks):
+                    lags[r].add(behind[i])
+        rows = [{"rank": r, "steps": steps[r], "step_time": times[r].median(float("nan")),
+                 "lag": lags[r].median(0.0)} for r in ranks if steps[r]]
         if not rows:
             return {"series": name, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0}
         slowest = max(rows, key=lambda r: r["lag"])

@@ -13,7 +13,15 @@ import numpy as np
 
 from stepwire.artifacts import read_file_chunks
 from stepwire.histogram import Histogram
-from stepwire.store.base import ArtifactEntry, RunRecord, ScalarPoints, SeriesRecord, SummaryEntry, TextEntry
+from stepwire.store.base import (
+    ArtifactEntry,
+    RunRecord,
+    ScalarPoints,
+    SeriesRecord,
+    SummaryEntry,
+    TextEntry,
+    whole_steps,
+)
 from stepwire.transport import open_channel
 from stepwire.v1 import ingest_pb2, query_pb2, query_pb2_grpc
 
@@ -44,12 +52,20 @@ class RemoteReader:
         reply = self._stub.ListSeries(query_pb2.RunRef(run_id=run_id), timeout=self._timeout)
         return [SeriesRecord(s.name, _KINDS[s.kind], list(s.ranks), s.items) for s in reply.series]
 
-    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> ScalarPoints:
+    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None, start_step: int | None = None,
+                end_step: int | None = None) -> ScalarPoints:
+        return ScalarPoints.join(list(self.scalar_pages(run_id, name, ranks, start_step, end_step)))
+
+    def scalar_pages(self, run_id: str, name: str, ranks: Sequence[int] | None = None,
+                     start_step: int | None = None, end_step: int | None = None) -> Iterator[ScalarPoints]:
+        """The collector streams the series in order, slice by slice (it reads it page by page); the step range
+        is applied here, as the slices arrive (the Query service has no range parameter)."""
         req = query_pb2.SeriesRequest(run_id=run_id, name=name, ranks=list(ranks or []))
-        parts = [ScalarPoints(np.frombuffer(p.steps, np.int64), np.frombuffer(p.values, np.float64),
-                              np.frombuffer(p.wall_times, np.float64), np.frombuffer(p.ranks, np.uint32))
-                 for p in self._stub.Scalars(req, timeout=self._timeout)]
-        return ScalarPoints.concat(parts)
+        stream = self._stub.Scalars(req, timeout=SCALARS_TIMEOUT_S)
+        try:
+            yield from whole_steps(_in_range(_slice(p), start_step, end_step) for p in stream)
+        finally:
+            stream.cancel()  # the caller stopped reading: the collector stops too
 
     def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:
         req = query_pb2.SeriesRequest(run_id=run_id, name=name, ranks=list(ranks or []))
@@ -82,6 +98,23 @@ class RemoteReader:
             raise
 
 
+SCALARS_TIMEOUT_S = 3600.0
+"""Deadline of one streamed scalar read (the collector answers slice by slice, however long the series)."""
+
+
+def _slice(p: query_pb2.ScalarPoints) -> ScalarPoints:
+    return ScalarPoints(np.frombuffer(p.steps, np.int64), np.frombuffer(p.values, np.float64),
+                        np.frombuffer(p.wall_times, np.float64), np.frombuffer(p.ranks, np.uint32))
+
+
+def _in_range(pts: ScalarPoints, start_step: int | None, end_step: int | None) -> ScalarPoints:
+    if start_step is None and end_step is None:
+        return pts
+    a = 0 if start_step is None else int(np.searchsorted(pts.step, start_step, side="left"))
+    b = len(pts) if end_step is None else int(np.searchsorted(pts.step, end_step, side="left"))
+    return pts[a:b]
+
+
 STORE_FILE = "stepwire.duckdb"  # the embedded store's file in a data directory (see store.duckdb_store)
 
 
@@ -109,8 +142,20 @@ class LocalReader:
     def series(self, run_id: str) -> list[SeriesRecord]:
         return self._with(lambda s: s.series(run_id))
 
-    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> ScalarPoints:
-        return self._with(lambda s: s.scalars(run_id, name, ranks))
+    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None, start_step: int | None = None,
+                end_step: int | None = None) -> ScalarPoints:
+        return self._with(lambda s: s.scalars(run_id, name, ranks, start_step, end_step))
+
+    def scalar_pages(self, run_id: str, name: str, ranks: Sequence[int] | None = None,
+                     start_step: int | None = None, end_step: int | None = None) -> Iterator[ScalarPoints]:
+        """Page by page, with the store file open until the last page is read (or the iterator closed)."""
+        from stepwire.store.duckdb_store import DuckDBStore
+
+        store = DuckDBStore(self.directory, read_only=True)
+        try:
+            yield from store.scalar_pages(run_id, name, ranks, start_step, end_step)
+        finally:
+            store.close()
 
     def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:
         return self._with(lambda s: s.histograms(run_id, name, ranks))

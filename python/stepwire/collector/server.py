@@ -13,13 +13,14 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import grpc
 import numpy as np
 
 from stepwire.collector.decode import BatchError, decode_batch
 from stepwire.dashboard.server import Dashboard
 from stepwire.names import check_artifact_name, check_id, check_label, check_name
-from stepwire.store.base import ArtifactEntry, RunRecord, Store, TextEntry
+from stepwire.store.base import ArtifactEntry, RunRecord, Store, StoreUnavailable, TextEntry
 from stepwire.store.duckdb_store import DuckDBStore
 from stepwire.transport import ADDRESS_FILE, GRPC_OPTIONS, TokenCheck, is_loopback
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
@@ -325,12 +326,20 @@ class QueryService(query_pb2_grpc.QueryServicer):
 
     def Scalars(self, request: query_pb2.SeriesRequest, context: grpc.ServicerContext
                 ) -> Iterator[query_pb2.ScalarPoints]:
+        """The series in order, read from the store page by page and sent slice by slice: memory stays at a page
+        however long the series (gRPC's flow control holds the next slice back until the client reads)."""
         self.activity.touch()
-        pts = self.store.scalars(request.run_id, request.name, list(request.ranks) or None)
-        for a in range(0, max(len(pts.step), 1), SCALAR_SLICE_POINTS):
-            b = a + SCALAR_SLICE_POINTS
-            yield query_pb2.ScalarPoints(steps=pts.step[a:b].tobytes(), values=pts.value[a:b].tobytes(),
-                                         wall_times=pts.wall_time[a:b].tobytes(), ranks=pts.rank[a:b].tobytes())
+        sent = False
+        for pts in self.store.scalar_pages(request.run_id, request.name, list(request.ranks) or None):
+            for a in range(0, len(pts), SCALAR_SLICE_POINTS):
+                b = a + SCALAR_SLICE_POINTS
+                yield query_pb2.ScalarPoints(steps=pts.step[a:b].tobytes(), values=pts.value[a:b].tobytes(),
+                                             wall_times=pts.wall_time[a:b].tobytes(),
+                                             ranks=pts.rank[a:b].tobytes())
+                sent = True
+            self.activity.touch()
+        if not sent:
+            yield query_pb2.ScalarPoints()
 
     def Histograms(self, request: query_pb2.SeriesRequest, context: grpc.ServicerContext
                    ) -> query_pb2.HistogramList:
@@ -372,6 +381,46 @@ class QueryService(query_pb2_grpc.QueryServicer):
             yield ingest_pb2.ArtifactChunk(run_id=request.run_id, name=request.name, data=data)
 
 
+def _first_line(exc: Exception) -> str:
+    return str(exc).split("\n", 1)[0]
+
+
+class StoreErrors(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Answers UNAVAILABLE where the store failed (``StoreUnavailable``: out of memory, reopening after a failure;
+    or any DuckDB error): clients retry that, spooling meanwhile, and never take it for a refusal."""
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+
+        def unary(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+            def run(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return behavior(request, context)
+                except (StoreUnavailable, duckdb.Error) as exc:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, _first_line(exc))
+            return run
+
+        def streaming(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Any]:
+            def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                try:
+                    yield from behavior(request, context)
+                except (StoreUnavailable, duckdb.Error) as exc:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, _first_line(exc))
+            return run
+
+        codec = {"request_deserializer": handler.request_deserializer,
+                 "response_serializer": handler.response_serializer}
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **codec)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **codec)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **codec)
+        return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **codec)
+
+
 class Collector:
     """A running collector: store, gRPC server, and (for the embedded default) its address file."""
 
@@ -385,12 +434,14 @@ class Collector:
             raise ValueError("TLS needs both a certificate and its key")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        # DuckDB within $STEPWIRE_DUCKDB_MEMORY_LIMIT (1 GiB); a database it cannot open for memory is retried,
+        # answering UNAVAILABLE meanwhile (see DuckDBStore)
         self.store = DuckDBStore(self.directory)
         self.activity = Activity()
         # RPCs beyond max_concurrent_rpcs get RESOURCE_EXHAUSTED, which clients retry: memory stays bounded
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS,
                                   maximum_concurrent_rpcs=max_concurrent_rpcs,
-                                  interceptors=[TokenCheck(token)] if token else [])
+                                  interceptors=[*([TokenCheck(token)] if token else []), StoreErrors()])
         ingest_pb2_grpc.add_IngestServicer_to_server(IngestService(self.store, self.activity), self.server)
         query_pb2_grpc.add_QueryServicer_to_server(QueryService(self.store, self.activity), self.server)
         if tls_cert is not None and tls_key is not None:

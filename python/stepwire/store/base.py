@@ -65,6 +65,48 @@ class ScalarPoints:
         order = np.lexsort((rank, step))
         return cls(step[order], value[order], wall[order], rank[order])
 
+    @classmethod
+    def join(cls, parts: Sequence[ScalarPoints]) -> ScalarPoints:
+        """Concatenate pieces that are in order already (as a paged read yields them), without sorting."""
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls.empty()
+        return cls(np.concatenate([p.step for p in parts]), np.concatenate([p.value for p in parts]),
+                   np.concatenate([p.wall_time for p in parts]), np.concatenate([p.rank for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def __getitem__(self, sel: slice | npt.NDArray[Any]) -> ScalarPoints:
+        return ScalarPoints(self.step[sel], self.value[sel], self.wall_time[sel], self.rank[sel])
+
+
+POINT_BYTES = 28
+"""Memory of one scalar point read back: int64 step, float64 value and wall time, uint32 rank."""
+
+
+def whole_steps(pieces: Iterable[ScalarPoints]) -> Iterator[ScalarPoints]:
+    """Pieces of a series in step order, re-cut so that no step spans two pieces (what per-step aggregation
+    needs): each piece's last step is held back until the next piece shows whether it goes on."""
+    carry: ScalarPoints | None = None
+    for piece in pieces:
+        if len(piece) == 0:
+            continue
+        if carry is not None:
+            piece = ScalarPoints.join([carry, piece])
+        cut = int(np.searchsorted(piece.step, piece.step[-1], side="left"))
+        if cut:
+            yield piece[:cut]
+        carry = piece[cut:]
+    if carry is not None:
+        yield carry
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot do this now (DuckDB out of memory, or its database being reopened after a failure) and
+    changed nothing: try again later. The collector answers UNAVAILABLE, which clients retry, spooling meanwhile."""
+
 
 @dataclass
 class SummaryEntry:
@@ -112,8 +154,16 @@ class Reader(Protocol):
         """Series names of a run."""
         ...
 
-    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> ScalarPoints:
-        """Points of one scalar series."""
+    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None, start_step: int | None = None,
+                end_step: int | None = None) -> ScalarPoints:
+        """Points of one scalar series (with ``start_step <= step < end_step``), sorted by (step, rank, logged
+        order): all in memory at once, ``POINT_BYTES`` per point."""
+        ...
+
+    def scalar_pages(self, run_id: str, name: str, ranks: Sequence[int] | None = None,
+                     start_step: int | None = None, end_step: int | None = None) -> Iterator[ScalarPoints]:
+        """The same points as ``scalars``, in order, as pieces of a bounded number of points; no step spans two
+        pieces (a piece is larger only when one step has more points than a page)."""
         ...
 
     def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:
@@ -170,8 +220,15 @@ class Store(ABC):
         """Series names of a run."""
 
     @abstractmethod
-    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> ScalarPoints:
-        """Points of one scalar series."""
+    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None, start_step: int | None = None,
+                end_step: int | None = None) -> ScalarPoints:
+        """Points of one scalar series (with ``start_step <= step < end_step``), all at once."""
+
+    def scalar_pages(self, run_id: str, name: str, ranks: Sequence[int] | None = None,
+                     start_step: int | None = None, end_step: int | None = None) -> Iterator[ScalarPoints]:
+        """The points of ``scalars`` in pieces, no step spanning two (a store that can read less at a time
+        overrides this)."""
+        yield self.scalars(run_id, name, ranks, start_step, end_step)
 
     @abstractmethod
     def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 
 from stepwire import _core
 from stepwire.artifacts import read_file_chunks
@@ -31,14 +34,73 @@ from stepwire.store.base import (
     ScalarPoints,
     SeriesRecord,
     Store,
+    StoreUnavailable,
     SummaryEntry,
     TextEntry,
 )
 
+log = logging.getLogger("stepwire.store")
+
 STORE_FILE = "stepwire.duckdb"  # also named in query_client, which must not import duckdb
-CHECKPOINT_THRESHOLD = "512MB"
 MAX_SERIES_PER_STREAM = 1_000_000
-MEMORY_LIMIT = "1GB"  # DuckDB's own default is 80% of RAM: a collector shares the machine with training
+
+MEMORY_LIMIT_ENV = "STEPWIRE_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = 1 << 30
+"""DuckDB's memory limit unless ``$STEPWIRE_DUCKDB_MEMORY_LIMIT`` says otherwise (DuckDB's own default is 80% of
+RAM: a collector shares the machine with training)."""
+
+MIN_MEMORY_LIMIT = 64 << 20
+"""The smallest memory limit taken: below it DuckDB cannot hold a checkpoint of 16 MiB batches (at 48 MiB it fails
+after about 100 MB stored)."""
+
+MAX_CHUNK_POINTS = 1024
+"""Points per stored chunk row at most (a longer run of one series in a batch is stored as several rows). Each
+row's blob then stays at 24 KiB: DuckDB keeps blobs of more than about 50 KiB in buffers of their own, which
+its checkpoint must hold all at once, so that a store of a few long series outgrew any memory limit."""
+
+ROW_GROUP_ROWS = 16384
+"""Rows per DuckDB row group (its default is 122,880): a checkpoint that fills a row group needs memory growing
+with it, which at DuckDB's default size and rows of 24 KiB took more than 64 MiB; at 16,384 rows (at most 400 MB
+of points) it stays within ``MIN_MEMORY_LIMIT``, and checkpoints rewrite less."""
+
+PAGE_POINTS = 1 << 18
+"""Points per page of a paged read (about 7 MiB of points, read in one query)."""
+
+_KEYS_PER_QUERY = 4096
+"""Chunk rows per query of a paged read's index pass."""
+
+
+def parse_bytes(text: str) -> int:
+    """``"512MB"``, ``"1 GiB"``, ``"1073741824"`` as bytes (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+             "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+    raw = text.strip().upper()
+    number = raw.rstrip("KMGTIB ")
+    unit = raw[len(number):].strip()
+    try:
+        value = float(number) * units[unit]
+    except (KeyError, ValueError):
+        raise ValueError(f"not an amount of memory: {text!r} (say e.g. 512MB or 1GiB)") from None
+    if value < 1:
+        raise ValueError(f"not an amount of memory: {text!r}")
+    return int(value)
+
+
+def memory_limit(value: int | str | None = None) -> int:
+    """DuckDB's memory limit in bytes: ``value``, else ``$STEPWIRE_DUCKDB_MEMORY_LIMIT``, else 1 GiB; at least
+    ``MIN_MEMORY_LIMIT``."""
+    if value is None:
+        value = os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT
+    limit = parse_bytes(value) if isinstance(value, str) else int(value)
+    return max(limit, MIN_MEMORY_LIMIT)
+
+
+def checkpoint_threshold(limit: int) -> int:
+    """The WAL size that triggers a checkpoint: an eighth of the memory limit, between 8 and 128 MiB.
+
+    Until its checkpoint, what the WAL holds is also held by DuckDB in memory (spilled to the temporary directory
+    under pressure); the checkpoint itself needs about as much again, so the WAL stays well below the limit."""
+    return min(128 << 20, max(8 << 20, limit // 8))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -75,33 +137,153 @@ def _rank_filter(ranks: Sequence[int] | None) -> tuple[str, list[Any]]:
     return f" AND rank IN ({','.join('?' * len(ranks))})", [int(r) for r in ranks]
 
 
+_memory_limit = memory_limit  # DuckDBStore.__init__ has a parameter of that name
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _unregister(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    try:
+        con.unregister(name)
+    except duckdb.Error:
+        pass  # the transaction failed (its error is the one to raise); the next register replaces the view
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass  # a COMMIT that failed has rolled back already (or the database is invalidated)
+
+
 def _nan_if_none(v: float | None) -> float:
     return float("nan") if v is None else float(v)
+
+
+@dataclass
+class _Loaded:
+    points: ScalarPoints
+    order: npt.NDArray[np.int64]  # logged order: rowid << 24 | position in the row
+
+
+class _Pending:
+    """Points of a paged read that were read but not given out yet, sorted by (step, rank, logged order)."""
+
+    def __init__(self) -> None:
+        self.points = ScalarPoints.empty()
+        self.order = np.empty(0, np.int64)
+
+    def add(self, loaded: _Loaded, start_step: int | None, end_step: int | None) -> None:
+        pts, order = loaded.points, loaded.order
+        if start_step is not None or end_step is not None:
+            keep = np.ones(len(pts), dtype=bool)
+            if start_step is not None:
+                keep &= pts.step >= start_step
+            if end_step is not None:
+                keep &= pts.step < end_step
+            pts, order = pts[keep], order[keep]
+        pts, order = ScalarPoints.join([self.points, pts]), np.concatenate([self.order, order])
+        if not _in_order(pts, order):
+            idx = np.lexsort((order, pts.rank, pts.step))
+            pts, order = pts[idx], order[idx]
+        self.points, self.order = pts, order
+
+    def take_before(self, frontier: int | None, page_points: int) -> Iterator[ScalarPoints]:
+        """The points at steps before ``frontier`` (all with None), in pieces of ``page_points`` cut between
+        steps (a piece is longer only where one step has more points)."""
+        pts = self.points
+        n = len(pts) if frontier is None else int(np.searchsorted(pts.step, frontier, side="left"))
+        self.points, self.order = pts[n:], self.order[n:]
+        a = 0
+        while a < n:
+            b = a + page_points
+            if b < n:
+                at = pts.step[b]
+                cut = int(np.searchsorted(pts.step, at, side="left"))
+                b = cut if cut > a else int(np.searchsorted(pts.step, at, side="right"))
+            else:
+                b = n
+            yield pts[a:b]
+            a = b
+
+
+def _in_order(pts: ScalarPoints, order: npt.NDArray[np.int64]) -> bool:
+    d = np.diff(pts.step)
+    if np.all(d > 0):
+        return True
+    if np.any(d < 0):
+        return False
+    r = np.diff(pts.rank.astype(np.int64))
+    return bool(np.all((d > 0) | (r > 0) | ((r == 0) & (np.diff(order) > 0))))
 
 
 class DuckDBStore(Store):
     """A store in ``directory/stepwire.duckdb``. ``read_only`` opens an existing file without writing."""
 
-    def __init__(self, directory: str | Path, read_only: bool = False, open_timeout: float = 10.0) -> None:
+    def __init__(self, directory: str | Path, read_only: bool = False, open_timeout: float = 10.0,
+                 memory_limit: int | str | None = None) -> None:
         self.path = Path(directory) / STORE_FILE
+        self.read_only = read_only
+        self.memory_limit = _memory_limit(memory_limit)
+        self.checkpoint_threshold = checkpoint_threshold(self.memory_limit)
         self._lock = threading.RLock()
+        self._defs: dict[str, dict[int, tuple[str, int]]] = {}  # stream -> series id -> (name, kind)
+        self._streams: dict[str, tuple[str, int]] = {}  # stream -> (run, rank)
+        self._failure: str | None = None  # why the database is closed, while it is (see _reopen)
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._schema = False
+        self.reopened = 0  # times the database was reopened after DuckDB invalidated it
+        self._con = self._connect(open_timeout)
+        if not read_only:
+            with self._lock:
+                try:  # what the WAL holds (a crash's), now: if it cannot be checkpointed, retry, answering meanwhile
+                    self._con.execute("CHECKPOINT")
+                except duckdb.Error as exc:
+                    try:
+                        self._fail(exc)
+                    except StoreUnavailable as unavailable:
+                        log.error("%s", unavailable)
+
+    def _settings(self) -> dict[str, str]:
+        """Connection settings, given at connect time so that they hold while DuckDB replays its WAL."""
+        settings = {
+            "memory_limit": f"{self.memory_limit}B",
+            # what DuckDB cannot keep within its limit it spills here (by default it would fail instead)
+            "temp_directory": str(self.path.with_name(self.path.name + ".tmp")),
+            "threads": str(max(1, min(4, os.cpu_count() or 1))),  # each thread takes memory of its own
+        }
+        if not self.read_only:
+            settings["checkpoint_threshold"] = f"{self.checkpoint_threshold}B"
+        return settings
+
+    def _connect(self, open_timeout: float) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + open_timeout
         while True:
             try:
-                self._con = duckdb.connect(str(self.path), read_only=read_only)
+                con = duckdb.connect(config=self._settings())
+                try:
+                    options = f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}" + (", READ_ONLY" if self.read_only else "")
+                    con.execute(f"ATTACH {_sql_string(str(self.path))} AS store ({options})")
+                    con.execute("USE store")
+                    # DuckDB's ZSTD for blobs decompresses 1,024 rows at a time (24 MiB of points per scanning
+                    # thread, whichever row is read; gigabytes for rows of the old layout): points are stored
+                    # uncompressed and read back row by row
+                    con.execute("SET disabled_compression_methods = 'zstd'")
+                except BaseException:
+                    con.close()
+                    raise
                 break
             except duckdb.IOException:
                 # another process holds the file (a reader closing, or a collector exiting): wait briefly
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        if not read_only:
-            # checkpoints rewrite what the WAL holds; at DuckDB's 16 MB default they dominate ingest time
-            self._con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
-            self._con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
-            self._con.execute(_SCHEMA)
-        self._defs: dict[str, dict[int, tuple[str, int]]] = {}  # stream -> series id -> (name, kind)
-        self._streams: dict[str, tuple[str, int]] = {}  # stream -> (run, rank)
+        if not self.read_only:
+            con.execute(_SCHEMA)
+        return con
 
     # -- writes -------------------------------------------------------------------------------------------
     def open_run(self, run: RunRecord, rank: int = 0, world_size: int = 1) -> RunRecord:
@@ -172,8 +354,21 @@ class DuckDBStore(Store):
         return float(rows[0][0]) if rows and rows[0][0] is not None else time.time()
 
     def append(self, batch: DecodedBatch) -> bool:
+        """Store a batch in one transaction. A DuckDB failure (out of memory, a full disk, a failed checkpoint)
+        raises ``StoreUnavailable`` with nothing stored, after reopening the database if DuckDB invalidated it;
+        a batch that is wrong raises ``BatchError``."""
         with self._lock:
-            con = self._con
+            con = self._live()
+            try:
+                stored = self._append(con, batch)
+                if stored:
+                    self._checkpoint_if_needed(con)
+                return stored
+            except duckdb.Error as exc:
+                self._fail(exc)
+
+    def _append(self, con: duckdb.DuckDBPyConnection, batch: DecodedBatch) -> bool:
+        with self._lock:
             con.execute("BEGIN TRANSACTION")
             try:
                 if con.execute("SELECT 1 FROM batches WHERE stream_id = ? AND sequence = ?",
@@ -198,7 +393,7 @@ class DuckDBStore(Store):
                         con.execute("INSERT INTO series SELECT $stream, series_id, name, kind FROM _defs",
                                     {"stream": batch.stream_id})
                     finally:
-                        con.unregister("_defs")
+                        _unregister(con, "_defs")
                 staged = dict(defs)
                 staged.update({sid: (name, kind) for sid, name, kind in new_defs})
                 self._insert_scalars(batch, staged)
@@ -207,11 +402,84 @@ class DuckDBStore(Store):
                             [batch.stream_id, batch.sequence, batch.items, time.time()])
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 self._streams.pop(batch.stream_id, None)
                 raise
             defs.update(staged)
             return True
+
+    def _checkpoint_if_needed(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Checkpoint now if the WAL has grown past twice its threshold (DuckDB skips its own checkpoint while
+        another transaction is open): what a checkpoint must hold stays within the memory limit."""
+        try:
+            size = self.path.with_name(self.path.name + ".wal").stat().st_size
+        except OSError:
+            return
+        if size > 2 * self.checkpoint_threshold:
+            con.execute("CHECKPOINT")
+
+    # -- failures -----------------------------------------------------------------------------------------
+    def _live(self) -> duckdb.DuckDBPyConnection:
+        """The connection; while the database is closed after a failure, reopen it (at most every few seconds)
+        or raise ``StoreUnavailable``. Call with the lock held."""
+        if self._failure is not None:
+            if time.monotonic() < self._retry_at:
+                raise StoreUnavailable(f"the store is reopening after a failure: {self._failure}")
+            self._reopen()
+        return self._con
+
+    def _fail(self, exc: duckdb.Error) -> NoReturn:
+        """Raise ``exc`` as ``StoreUnavailable`` where it is DuckDB's (out of memory, I/O, a failed commit or
+        checkpoint), reopening the database first if DuckDB invalidated it. Call with the lock held."""
+        message = str(exc).split("\n", 1)[0]
+        if isinstance(exc, duckdb.FatalException) or "invalidated" in message:
+            log.error("the store failed (%s): reopening %s", message, self.path)
+            self._failure, self._retry_at, self._backoff = message, 0.0, 0.0
+            try:
+                self._con.close()
+            except duckdb.Error:
+                pass
+            try:
+                self._live()
+            except StoreUnavailable:
+                pass
+            raise StoreUnavailable(f"the store failed ({message}); it is being reopened") from exc
+        if isinstance(exc, (duckdb.OutOfMemoryException, duckdb.TransactionException, duckdb.IOException)):
+            raise StoreUnavailable(f"the store cannot take this now: {message}") from exc
+        raise exc
+
+    def _reopen(self) -> None:
+        """Open the database again (DuckDB replays its WAL: everything committed is back) and checkpoint it."""
+        self._defs.clear()
+        self._streams.clear()
+        try:
+            con = self._connect(open_timeout=0.0)
+        except duckdb.Error as exc:
+            self._reopen_failed(exc)
+        try:
+            if not self.read_only:
+                con.execute("CHECKPOINT")  # fails now, not at the next write, if the WAL cannot be checkpointed
+        except duckdb.Error as exc:
+            try:
+                con.close()
+            except duckdb.Error:
+                pass
+            self._reopen_failed(exc)
+        self._con = con
+        self._failure = None
+        self.reopened += 1
+        log.warning("reopened the store %s", self.path)
+
+    def _reopen_failed(self, exc: duckdb.Error) -> NoReturn:
+        self._failure = str(exc).split("\n", 1)[0]
+        self._backoff = min(30.0, max(1.0, 2 * self._backoff))
+        self._retry_at = time.monotonic() + self._backoff
+        wal = self.path.with_name(self.path.name + ".wal")
+        size = wal.stat().st_size if wal.exists() else 0
+        log.error("cannot reopen the store %s (%s; WAL %d MiB, memory limit %d MiB): retrying in %.0f s; if this "
+                  "persists, start the collector once with a larger $%s", self.path, self._failure, size >> 20,
+                  self.memory_limit >> 20, self._backoff, MEMORY_LIMIT_ENV)
+        raise StoreUnavailable(f"the store cannot be reopened: {self._failure}") from exc
 
     def _ensure_run_and_stream(self, batch: DecodedBatch) -> None:
         known = self._streams.get(batch.stream_id)
@@ -257,8 +525,19 @@ class DuckDBStore(Store):
         if g == 0:
             return
         names = self._names(batch.group_series, defs, _core.KIND_SCALAR)
-        ends = np.cumsum(batch.group_lengths, dtype=np.int64)
-        starts = ends - batch.group_lengths
+        group_ends = np.cumsum(batch.group_lengths, dtype=np.int64)
+        group_starts = group_ends - batch.group_lengths
+        # a group longer than MAX_CHUNK_POINTS becomes several rows, in order (readers order rows by rowid)
+        parts = -(-batch.group_lengths.astype(np.int64) // MAX_CHUNK_POINTS)
+        if int(parts.sum()) != g:
+            first = np.repeat(np.cumsum(parts) - parts, parts)
+            starts = np.repeat(group_starts, parts) + (np.arange(int(parts.sum())) - first) * MAX_CHUNK_POINTS
+            ends = np.minimum(starts + MAX_CHUNK_POINTS, np.repeat(group_ends, parts))
+            names = np.repeat(names, parts)
+            g = len(starts)
+        else:
+            starts, ends = group_starts, group_ends
+        lengths_g = (ends - starts).astype(np.uint32)
         steps, values, walls = batch.steps, batch.values, batch.wall_times
         step_max = np.maximum.reduceat(steps, starts)
         with np.errstate(invalid="ignore"):
@@ -271,8 +550,8 @@ class DuckDBStore(Store):
             last_idx[gi] = starts[gi] + len(seg) - 1 - int(np.argmax(seg[::-1]))
         # one blob per chunk: its steps, values and wall times back to back (one object per row, not three)
         packed = np.empty(3 * len(steps), dtype=np.int64)
-        pos = np.arange(len(steps)) + 2 * np.repeat(starts, batch.group_lengths)
-        lengths = np.repeat(batch.group_lengths.astype(np.int64), batch.group_lengths)
+        pos = np.arange(len(steps)) + 2 * np.repeat(starts, lengths_g)
+        lengths = np.repeat(lengths_g.astype(np.int64), lengths_g)
         packed[pos] = steps
         packed[pos + lengths] = values.view(np.int64)
         packed[pos + 2 * lengths] = walls.view(np.int64)
@@ -283,7 +562,7 @@ class DuckDBStore(Store):
         rows = {
             "rank": np.full(g, batch.rank, dtype=np.int32),
             "name": names,
-            "n": batch.group_lengths.astype(np.int32),
+            "n": lengths_g.astype(np.int32),
             "step_min": np.minimum.reduceat(steps, starts),
             "step_max": step_max,
             "vmin": vmin,
@@ -299,7 +578,7 @@ class DuckDBStore(Store):
                 " last, points, overview FROM _chunks",
                 {"run": batch.run_id, "stream": batch.stream_id, "seq": batch.sequence})
         finally:
-            self._con.unregister("_chunks")
+            _unregister(self._con, "_chunks")
 
     def scalar_blocks(self, run_id: str, name: str, min_points: int = 0
                       ) -> tuple[int, int, dict[str, np.ndarray]] | None:
@@ -310,23 +589,41 @@ class DuckDBStore(Store):
                                         "WHERE run_id = ? AND name = ?", [run_id, name]) or [(0, 0)]
         if ranks != 1 or total < max(min_points, 1):
             return None
-        rows = self._query("""SELECT rank, n, overview, CASE WHEN overview IS NULL THEN points END
-                              FROM scalar_chunks WHERE run_id = ? AND name = ? ORDER BY step_min, sequence""",
-                           [run_id, name])
-        parts = []
-        for _, n, ov, blob in rows:
-            if ov is None:  # a short chunk, or one out of order
-                packed = np.frombuffer(blob, np.int64).reshape(3, n)
-                (ov,) = overview.compute(packed[0], packed[1].view(np.float64), packed[2].view(np.float64),
-                                         np.zeros(1, np.int64), np.full(1, n, np.int64), min_points=1)
-                if ov is None:
+        base, params = self._series_filter(run_id, name)
+        parts: list[bytes] = []
+        rank = 0
+
+        def read(group: list[tuple[Any, ...]]) -> bool:
+            for _, n, ov, blob in self._fetch(base, params, group,
+                                              "n, overview, CASE WHEN overview IS NULL THEN points END"):
+                if ov is None:  # a short chunk, or one out of order
+                    packed = np.frombuffer(blob, np.int64).reshape(3, n)
+                    (ov,) = overview.compute(packed[0], packed[1].view(np.float64), packed[2].view(np.float64),
+                                             np.zeros(1, np.int64), np.full(1, n, np.int64), min_points=1)
+                    if ov is None:
+                        return False
+                parts.append(ov)
+            return True
+
+        # a page at a time, by what it reads: block extremes are ~1/70 of the points they stand for
+        group: list[tuple[Any, ...]] = []
+        size = 0
+        for key in self._chunk_keys(base, params, ", overview IS NULL"):
+            cost = 24 * key[3] if key[4] else 8 * len(overview.FIELDS) * key[3] // overview.BLOCK + 1  # bytes
+            if group and size + cost > 24 * PAGE_POINTS:
+                if not read(group):
                     return None
-            parts.append(ov)
+                group, size = [], 0
+            group.append(key)
+            size += cost
+            rank = key[1]
+        if group and not read(group):
+            return None
         cols = overview.unpack(parts)
         for x in ("step", "wall"):  # chunk after chunk, the series must go on ascending
             if np.any(cols[f"first_{x}"][1:] < cols[f"last_{x}"][:-1]):
                 return None
-        return int(rows[0][0]), int(total), cols
+        return int(rank), int(total), cols
 
     def _insert_histograms(self, batch: DecodedBatch, defs: dict[int, tuple[str, int]]) -> None:
         h = batch.hist
@@ -352,7 +649,7 @@ class DuckDBStore(Store):
         try:
             self._con.execute("INSERT INTO histograms SELECT * FROM _hists")
         finally:
-            self._con.unregister("_hists")
+            _unregister(self._con, "_hists")
 
     # -- reads --------------------------------------------------------------------------------------------
     def _run(self, run_id: str) -> RunRecord:
@@ -367,15 +664,23 @@ class DuckDBStore(Store):
                          created=r[5], status=r[6], finished=r[7], meta=json.loads(r[8] or "{}"))
 
     def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Rows of one query, all at once: every caller bounds what it asks for (paged reads ask page by page,
+        never holding the lock between pages, so that writes go on meanwhile)."""
         with self._lock:
-            if not self._has_schema():
-                return []
-            rows: list[tuple[Any, ...]] = self._con.execute(sql, params or []).fetchall()
-            return rows
+            con = self._live()
+            try:
+                if not self._has_schema(con):
+                    return []
+                rows: list[tuple[Any, ...]] = con.execute(sql, params or []).fetchall()
+                return rows
+            except duckdb.Error as exc:
+                self._fail(exc)
 
-    def _has_schema(self) -> bool:
-        return bool(self._con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'").fetchone()[0])
+    def _has_schema(self, con: duckdb.DuckDBPyConnection) -> bool:
+        if not self._schema:  # once there, it stays
+            self._schema = bool(con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'").fetchone()[0])
+        return self._schema
 
     def runs(self, project: str | None = None) -> list[RunRecord]:
         where, params = ("WHERE project = ?", [project]) if project else ("", [])
@@ -392,25 +697,97 @@ class DuckDBStore(Store):
                ORDER BY 1""", [run_id, run_id])
         return [SeriesRecord(r[0], r[1], [int(x) for x in r[2]], int(r[3])) for r in rows]
 
-    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> ScalarPoints:
+    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None, start_step: int | None = None,
+                end_step: int | None = None) -> ScalarPoints:
+        return ScalarPoints.join(list(self.scalar_pages(run_id, name, ranks, start_step, end_step)))
+
+    def scalar_pages(self, run_id: str, name: str, ranks: Sequence[int] | None = None,
+                     start_step: int | None = None, end_step: int | None = None,
+                     page_points: int = PAGE_POINTS) -> Iterator[ScalarPoints]:
+        """Points in (step, rank, logged order) as pieces of about ``page_points``, no step in two pieces.
+
+        Chunk rows are read in step order, ``page_points`` at a time; a point is given out once no unread row
+        can hold its step (every unread row starts at a later step). Memory: a page, plus the points of rows
+        read but not given out yet (those of other ranks' rows overlapping the current step: one row per rank
+        of at most ``MAX_CHUNK_POINTS`` points when steps ascend)."""
+        base, params = self._series_filter(run_id, name, ranks, start_step, end_step)
+        pending = _Pending()
+        group: list[tuple[Any, ...]] = []
+        points = 0
+        for key in self._chunk_keys(base, params):
+            if group and points + key[3] > page_points:
+                pending.add(self._load(base, params, group), start_step, end_step)
+                yield from pending.take_before(key[0], page_points)
+                group, points = [], 0
+            group.append(key)
+            points += key[3]
+        if group:
+            pending.add(self._load(base, params, group), start_step, end_step)
+        yield from pending.take_before(None, page_points)
+
+    @staticmethod
+    def _series_filter(run_id: str, name: str, ranks: Sequence[int] | None = None, start_step: int | None = None,
+                       end_step: int | None = None) -> tuple[str, list[Any]]:
         where, params = _rank_filter(ranks)
-        rows = self._query(f"SELECT rank, n, points FROM scalar_chunks WHERE run_id = ? AND name = ?{where}",
-                           [run_id, name, *params])
-        if not rows:
-            return ScalarPoints.empty()
-        parts = []
-        for rank, n, blob in rows:
-            packed = np.frombuffer(blob, np.int64).reshape(3, n)
-            parts.append(ScalarPoints(packed[0], packed[1].view(np.float64), packed[2].view(np.float64),
-                                      np.full(n, rank, dtype=np.uint32)))
-        return ScalarPoints.concat(parts)
+        if start_step is not None:
+            where += " AND step_max >= ?"
+            params.append(int(start_step))
+        if end_step is not None:
+            where += " AND step_min < ?"
+            params.append(int(end_step))
+        return f"FROM scalar_chunks WHERE run_id = ? AND name = ?{where}", [run_id, name, *params]
+
+    def _chunk_keys(self, base: str, params: list[Any], extra: str = "") -> Iterator[tuple[Any, ...]]:
+        """``(step_min, rank, rowid, n[, extra columns])`` of the chunk rows ``base`` selects, in that order,
+        ``_KEYS_PER_QUERY`` rows per query (no blob is read)."""
+        after: list[Any] = []
+        while True:
+            more = " AND (step_min, rank, rowid) > (?, ?, ?)" if after else ""
+            rows = self._query(f"SELECT step_min, rank, rowid, n{extra} {base}{more} "
+                               f"ORDER BY step_min, rank, rowid LIMIT {_KEYS_PER_QUERY}", [*params, *after])
+            yield from rows
+            if len(rows) < _KEYS_PER_QUERY:
+                return
+            after = list(rows[-1][:3])
+
+    def _fetch(self, base: str, params: list[Any], keys: list[tuple[Any, ...]], columns: str
+               ) -> list[tuple[Any, ...]]:
+        """``rowid, columns`` of the rows whose keys run from ``keys[0]`` to ``keys[-1]``; the rowid range lets
+        DuckDB skip the rest of the table (and decompress only what it needs)."""
+        ids = [k[2] for k in keys]
+        return self._query(f"SELECT rowid, {columns} {base} AND rowid BETWEEN ? AND ? "
+                           "AND (step_min, rank, rowid) >= (?, ?, ?) AND (step_min, rank, rowid) <= (?, ?, ?) "
+                           "ORDER BY step_min, rank, rowid",
+                           [*params, min(ids), max(ids), *keys[0][:3], *keys[-1][:3]])
+
+    def _load(self, base: str, params: list[Any], keys: list[tuple[Any, ...]]) -> _Loaded:
+        rows = self._fetch(base, params, keys, "rank, n, points")
+        lengths = np.array([r[2] for r in rows], dtype=np.int64)
+        packed = [np.frombuffer(r[3], np.int64).reshape(3, r[2]) for r in rows]
+        cat = (lambda i: np.concatenate([p[i] for p in packed])) if packed else (lambda i: np.empty(0, np.int64))
+        # logged order across rows and within one: rowid, then position in the row
+        starts = np.cumsum(lengths) - lengths
+        position = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths)
+        order = np.repeat(np.array([r[0] for r in rows], dtype=np.int64) << 24, lengths) + position
+        pts = ScalarPoints(cat(0), cat(1).view(np.float64), cat(2).view(np.float64),
+                           np.repeat(np.array([r[1] for r in rows], dtype=np.uint32), lengths))
+        return _Loaded(pts, order)
 
     def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:
         where, params = _rank_filter(ranks)
-        rows = self._query(
-            f"""SELECT rank, step, wall_time, k, count, sum, min, max, nan, pos_inf, neg_inf, indices, counts
-                FROM histograms WHERE run_id = ? AND name = ?{where} ORDER BY step, rank, wall_time""",
-            [run_id, name, *params])
+        rows: list[tuple[Any, ...]] = []
+        after: list[Any] = []
+        while True:  # page by page: DuckDB holds one page of the answer, not the whole series
+            more = " AND (step, rank, wall_time, rowid) > (?, ?, ?, ?)" if after else ""
+            page = self._query(
+                f"""SELECT rank, step, wall_time, k, count, sum, min, max, nan, pos_inf, neg_inf, indices, counts,
+                           rowid
+                    FROM histograms WHERE run_id = ? AND name = ?{where}{more}
+                    ORDER BY step, rank, wall_time, rowid LIMIT {_KEYS_PER_QUERY}""", [run_id, name, *params, *after])
+            rows += page
+            if len(page) < _KEYS_PER_QUERY:
+                break
+            after = [page[-1][1], page[-1][0], page[-1][2], page[-1][13]]
         return [Histogram(step=r[1], k=r[3], indices=np.frombuffer(r[11], np.int32),
                           counts=np.frombuffer(r[12], np.int64), count=r[4], sum=r[5], min=_nan_if_none(r[6]),
                           max=_nan_if_none(r[7]), nan=r[8], pos_inf=r[9], neg_inf=r[10], rank=r[0], wall_time=r[2])
@@ -419,7 +796,7 @@ class DuckDBStore(Store):
     def summary(self, run_id: str) -> list[SummaryEntry]:
         rows = self._query(
             """SELECT name,
-                      arg_max(last, [step_max, -rank, sequence]) AS last,
+                      arg_max(last, [step_max, -rank, sequence, rowid]) AS last,
                       min(vmin) FILTER (WHERE NOT isnan(vmin)),
                       max(vmax) FILTER (WHERE NOT isnan(vmax)),
                       sum(n), max(step_max)
