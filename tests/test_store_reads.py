@@ -1,20 +1,23 @@
 """Reads in bounded pieces: the DuckDB store's paged reads give exactly what a whole read gives (every rank,
-rank and step ranges, steps out of order, repeated steps), histograms page too, and the rank skew computed
-piece by piece equals the same computed over the whole series."""
+rank and step ranges, steps out of order, repeated steps), histograms page too, and the dashboard's chart and
+rank skew computed piece by piece equal the same computed over the whole series."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import stepwire.store.duckdb_store as ds
 from stepwire import _core
-from stepwire.api import RunView, _Sample
+from stepwire.api import RunView, _Sample, aggregate
 from stepwire.collector.decode import DecodedBatch
+from stepwire.dashboard.downsample import minmax
+from stepwire.dashboard.panels import Panels, _floats
 from stepwire.store.base import RunRecord, ScalarPoints, SeriesRecord, whole_steps
 from stepwire.store.duckdb_store import DuckDBStore
 from test_store_limits import batch
@@ -135,6 +138,41 @@ def random_points(rng: np.random.Generator) -> ScalarPoints:
     wall = rng.random(n) * 100 if rng.random() < 0.5 else step * 0.5 + rng.random(n)
     order = np.lexsort((rank, step))
     return ScalarPoints(step[order].astype(np.int64), value[order], wall[order], rank[order])
+
+
+def whole_chart(pts: ScalarPoints, x: str, points: int) -> dict[str, Any]:
+    """The chart as the dashboard drew it from the whole series at once (before it read piece by piece)."""
+    out: dict[str, Any] = {"total": len(pts), "nonfinite": int(np.count_nonzero(~np.isfinite(pts.value))),
+                           "ranks": [], "agg": None}
+    ranks = np.unique(pts.rank)
+    for rank in ranks.tolist():
+        sel = pts.rank == rank
+        xs, ys = (pts.step[sel] if x == "step" else pts.wall_time[sel]), pts.value[sel]
+        order = np.argsort(xs, kind="stable")
+        xs, ys = xs[order], ys[order]
+        keep, starts = minmax(xs, ys, points)
+        out["ranks"].append({"rank": rank, "total": len(xs), "x": _floats(xs[keep]), "y": _floats(ys[keep]),
+                             "buckets": _floats(xs[starts])})
+    if len(ranks) > 1:
+        mean, low, high = aggregate(pts, "mean"), aggregate(pts, "min")["value"], aggregate(pts, "max")["value"]
+        xs = mean["step"] if x == "step" else mean["wall_time"]
+        order = np.argsort(xs, kind="stable")
+        xs, m, low, high, count = xs[order], mean["value"][order], low[order], high[order], mean["count"][order]
+        third = max(2, points // 3)
+        keep = np.unique(np.r_[minmax(xs, m, third)[0], minmax(xs, low, third)[0], minmax(xs, high, third)[0]])
+        out["agg"] = {"x": _floats(xs[keep]), "mean": _floats(m[keep]), "min": _floats(low[keep]),
+                      "max": _floats(high[keep]), "count": count[keep].tolist(), "total": len(xs)}
+    return out
+
+
+def test_dashboard_chart_read_piece_by_piece_is_the_whole_read_chart() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        pts = random_points(rng)
+        for x, points in itertools.product(("step", "wall_time"), (2, 7, 60, 1000)):
+            chart = Panels(PiecesReader(pts, int(rng.integers(1, 500)))).scalars("r", "s", x, points)
+            want = whole_chart(pts, x, points)
+            assert {k: chart[k] for k in want} == want
 
 
 def whole_skew(pts: ScalarPoints) -> list[tuple[int, int, float, float]]:

@@ -4,6 +4,9 @@ CSV or Parquet tables (written by DuckDB) for analysis tools."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +59,13 @@ def to_tensorboard(run: RunView, logdir: str | os.PathLike[str], per_rank: bool 
         writer = EventFileWriter(str(root / f"rank{rank}" if rank is not None else root))
         for s in series:
             if s.kind == "scalar":
-                pts = run.scalars(s.name, ranks=[rank]) if rank is not None else run.scalars(s.name, agg="mean")
-                for step, value, wall in zip(pts["step"].tolist(), pts["value"].tolist(), pts["wall_time"].tolist(),
-                                             strict=True):
-                    summary = Summary(value=[Summary.Value(tag=s.name, simple_value=value)])
-                    writer.add_event(Event(wall_time=wall, step=step, summary=summary))
+                pieces = run.scalars_iter(s.name, ranks=[rank]) if rank is not None else \
+                    run.scalars_iter(s.name, agg="mean")
+                for pts in pieces:  # piece by piece: a series of any length
+                    for step, value, wall in zip(pts["step"].tolist(), pts["value"].tolist(),
+                                                 pts["wall_time"].tolist(), strict=True):
+                        summary = Summary(value=[Summary.Value(tag=s.name, simple_value=value)])
+                        writer.add_event(Event(wall_time=wall, step=step, summary=summary))
             else:
                 hists = run.histograms(s.name, merge_ranks=rank is None)
                 for h in hists:
@@ -72,41 +77,81 @@ def to_tensorboard(run: RunView, logdir: str | os.PathLike[str], per_rank: bool 
     return root
 
 
-def _tables(run: RunView) -> dict[str, dict[str, npt.NDArray[Any]]]:
-    parts: dict[str, list[dict[str, npt.NDArray[Any]]]] = {"scalars": [], "histograms": []}
+COLUMNS = {"scalars": ("name", "step", "rank", "value", "wall_time"),
+           "histograms": ("name", "step", "rank", "lower", "upper", "count")}
+PART_ROWS = 1 << 20
+"""Rows gathered before they are written out as one part (about 40 MiB of scalar rows)."""
+MEMORY_LIMIT = "256MB"
+"""DuckDB's memory limit while it writes an export (it spills the rest to the output directory)."""
+
+
+def _scalar_rows(run: RunView) -> Iterator[dict[str, npt.NDArray[Any]]]:
     for s in run.series():
         if s.kind == "scalar":
-            pts = run.scalars(s.name)
-            parts["scalars"].append({"name": np.full(len(pts["step"]), s.name, dtype=object), "step": pts["step"],
-                                     "rank": pts["rank"].astype(np.int32), "value": pts["value"],
-                                     "wall_time": pts["wall_time"]})
-            continue
-        for h in run.histograms(s.name, merge_ranks=False):
-            lower, upper = h.edges()
-            n = len(h.counts)
-            parts["histograms"].append({
-                "name": np.full(n, s.name, dtype=object), "step": np.full(n, h.step, dtype=np.int64),
-                "rank": np.full(n, h.rank if h.rank is not None else -1, dtype=np.int32),
-                "lower": lower, "upper": upper, "count": h.counts})
-    columns = {"scalars": ("name", "step", "rank", "value", "wall_time"),
-               "histograms": ("name", "step", "rank", "lower", "upper", "count")}
-    return {table: {c: np.concatenate([p[c] for p in rows]) if rows else np.empty(0) for c in columns[table]}
-            for table, rows in parts.items()}
+            for pts in run.scalars_iter(s.name):
+                yield {"name": np.full(len(pts["step"]), s.name, dtype=object), "step": pts["step"],
+                       "rank": pts["rank"].astype(np.int32), "value": pts["value"], "wall_time": pts["wall_time"]}
+
+
+def _histogram_rows(run: RunView) -> Iterator[dict[str, npt.NDArray[Any]]]:
+    for s in run.series():
+        if s.kind != "scalar":
+            for h in run.histograms(s.name, merge_ranks=False):
+                lower, upper = h.edges()
+                n = len(h.counts)
+                yield {"name": np.full(n, s.name, dtype=object), "step": np.full(n, h.step, dtype=np.int64),
+                       "rank": np.full(n, h.rank if h.rank is not None else -1, dtype=np.int32),
+                       "lower": lower, "upper": upper, "count": h.counts}
+
+
+def _parts(rows: Iterator[dict[str, npt.NDArray[Any]]]) -> Iterator[dict[str, npt.NDArray[Any]]]:
+    """``rows`` gathered into parts of about ``PART_ROWS`` rows."""
+    held: list[dict[str, npt.NDArray[Any]]] = []
+    count = 0
+    for piece in rows:
+        held.append(piece)
+        count += len(piece["step"])
+        if count >= PART_ROWS:
+            yield {c: np.concatenate([p[c] for p in held]) for c in held[0]}
+            held, count = [], 0
+    if held:
+        yield {c: np.concatenate([p[c] for p in held]) for c in held[0]}
+
+
+def _sql_path(path: Path) -> str:
+    return "'" + path.as_posix().replace("'", "''") + "'"
 
 
 def _write(run: RunView, directory: str | os.PathLike[str], fmt: str) -> list[Path]:
+    """Each table written part by part (Parquet files in a scratch directory), then copied into one file by
+    DuckDB, which streams: memory stays at a part however many points the run holds."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
+    scratch = Path(tempfile.mkdtemp(prefix=".stepwire-export-", dir=out))
+    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(scratch / "spill"),
+                                 "threads": "2"})
+    options = "FORMAT csv, HEADER" if fmt == "csv" else "FORMAT parquet"
     paths = []
-    for table, columns in _tables(run).items():
-        path = out / f"{table}.{fmt}"
-        con.register("t", {c: (v.astype(str) if v.dtype == object else v) for c, v in columns.items()})
-        options = "FORMAT csv, HEADER" if fmt == "csv" else "FORMAT parquet"
-        con.execute(f"COPY (SELECT * FROM t) TO '{path.as_posix().replace(chr(39), chr(39) * 2)}' ({options})")
-        con.unregister("t")
-        paths.append(path)
-    con.close()
+    try:
+        for table, rows in (("scalars", _scalar_rows(run)), ("histograms", _histogram_rows(run))):
+            parts = []
+            for i, part in enumerate(_parts(rows)):
+                parts.append(scratch / f"{table}-{i:08d}.parquet")
+                con.register("t", part)
+                con.execute(f"COPY (SELECT * FROM t) TO {_sql_path(parts[-1])} (FORMAT parquet)")
+                con.unregister("t")
+            path = out / f"{table}.{fmt}"
+            if parts:
+                files = ", ".join(_sql_path(p) for p in parts)
+                con.execute(f"COPY (SELECT * FROM read_parquet([{files}])) TO {_sql_path(path)} ({options})")
+            else:
+                con.register("t", {c: np.empty(0) for c in COLUMNS[table]})
+                con.execute(f"COPY (SELECT * FROM t) TO {_sql_path(path)} ({options})")
+                con.unregister("t")
+            paths.append(path)
+    finally:
+        con.close()
+        shutil.rmtree(scratch, ignore_errors=True)
     return paths
 
 
