@@ -309,6 +309,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))
-    except (KeyError, FileNotFoundError, ConnectionError) as exc:
+    except (KeyError, OSError, ConnectionError) as exc:  # a damaged store file is an OSError too
         print(f"stepwire: {exc}", file=sys.stderr)
         return 1

@@ -103,6 +103,10 @@ def whole_steps(pieces: Iterable[ScalarPoints]) -> Iterator[ScalarPoints]:
         yield carry
 
 
+class StoreDamaged(OSError):
+    """The store file cannot be opened as a stepwire store (damaged, or some other file): nothing was changed."""
+
+
 class StoreUnavailable(RuntimeError):
     """The store cannot do this now (DuckDB out of memory, or its database being reopened after a failure) and
     changed nothing: try again later. The collector answers UNAVAILABLE, which clients retry, spooling meanwhile."""

@@ -34,6 +34,7 @@ from stepwire.store.base import (
     ScalarPoints,
     SeriesRecord,
     Store,
+    StoreDamaged,
     StoreUnavailable,
     SummaryEntry,
     TextEntry,
@@ -219,6 +220,27 @@ def _in_order(pts: ScalarPoints, order: npt.NDArray[np.int64]) -> bool:
     return bool(np.all((d > 0) | (r > 0) | ((r == 0) & (np.diff(order) > 0))))
 
 
+def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for table, column in con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                     "WHERE table_catalog = current_database()").fetchall():
+        found.setdefault(table, set()).add(column)
+    return found
+
+
+def _check_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Raise ``StoreDamaged`` unless every table of the schema that exists has the columns this code reads (a
+    file written by something else, or tampered with, is refused at open instead of failing every request)."""
+    with duckdb.connect() as scratch:
+        scratch.execute(_SCHEMA)
+        expected = _columns(scratch)
+    found = _columns(con)
+    for table, columns in expected.items():
+        if table in found and not columns <= found[table]:
+            raise StoreDamaged(f"{path} is not a stepwire store: its table {table} lacks the columns "
+                               f"{sorted(columns - found[table])}")
+
+
 class DuckDBStore(Store):
     """A store in ``directory/stepwire.duckdb``. ``read_only`` opens an existing file without writing."""
 
@@ -276,13 +298,23 @@ class DuckDBStore(Store):
                     con.close()
                     raise
                 break
-            except duckdb.IOException:
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():  # not another process holding it: the file itself is bad
+                    raise StoreDamaged(f"{self.path} cannot be opened as a stepwire store ({exc}); if it is "
+                                       "damaged, move it aside to start a new, empty store") from None
                 # another process holds the file (a reader closing, or a collector exiting): wait briefly
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        if not self.read_only:
-            con.execute(_SCHEMA)
+        try:
+            con.execute("BEGIN TRANSACTION")  # a file that is no stepwire store is left as it was
+            if not self.read_only:
+                con.execute(_SCHEMA)
+            _check_schema(con, self.path)
+            con.execute("COMMIT")
+        except BaseException:
+            con.close()
+            raise
         return con
 
     # -- writes -------------------------------------------------------------------------------------------
