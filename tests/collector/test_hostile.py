@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import lz4.block
 import pytest
-from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
+from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
 from test_ingest import open_run, sealed_batches
 
 import stepwire
@@ -170,3 +170,10 @@ def test_a_config_that_is_no_json_object_is_refused_not_retried(config: str, stu
     update = ingest_pb2.RunUpdate(run_id=run_id, meta_json=config)
     assert refused(lambda: stub.UpdateRun(update)) == grpc.StatusCode.INVALID_ARGUMENT
     assert collector.proc.poll() is None
+
+
+def test_a_query_naming_too_many_ranks_is_refused(collector: CollectorProcess) -> None:
+    request = query_pb2.SeriesRequest(run_id="r", name="x", ranks=range(100_000))
+    with open_channel(collector.address) as channel, pytest.raises(grpc.RpcError) as info:
+        next(query_pb2_grpc.QueryStub(channel).Scalars(request, timeout=30))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -132,6 +132,8 @@ def _json_object(raw: str, context: grpc.ServicerContext, what: str = "config_js
 
 UPLOAD_STALL_S = 10.0
 """An upload that sends no chunk for this long is cancelled: a stalled client never keeps a worker thread."""
+MAX_QUERY_RANKS = 65_536
+"""Ranks one query may name."""
 
 
 class StallWatch:
@@ -330,7 +332,7 @@ class QueryService(query_pb2_grpc.QueryServicer):
         however long the series (gRPC's flow control holds the next slice back until the client reads)."""
         self.activity.touch()
         sent = False
-        for pts in self.store.scalar_pages(request.run_id, request.name, list(request.ranks) or None):
+        for pts in self.store.scalar_pages(request.run_id, request.name, _ranks(request, context)):
             for a in range(0, len(pts), SCALAR_SLICE_POINTS):
                 b = a + SCALAR_SLICE_POINTS
                 yield query_pb2.ScalarPoints(steps=pts.step[a:b].tobytes(), values=pts.value[a:b].tobytes(),
@@ -344,7 +346,7 @@ class QueryService(query_pb2_grpc.QueryServicer):
     def Histograms(self, request: query_pb2.SeriesRequest, context: grpc.ServicerContext
                    ) -> query_pb2.HistogramList:
         self.activity.touch()
-        hists = self.store.histograms(request.run_id, request.name, list(request.ranks) or None)
+        hists = self.store.histograms(request.run_id, request.name, _ranks(request, context))
         return query_pb2.HistogramList(histograms=[
             query_pb2.HistogramEntry(rank=h.rank or 0, step=h.step, wall_time=h.wall_time, k=h.k, count=h.count,
                                      sum=h.sum, min=h.min, max=h.max, nan=h.nan, pos_inf=h.pos_inf,
@@ -379,6 +381,14 @@ class QueryService(query_pb2_grpc.QueryServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         for data in pieces:
             yield ingest_pb2.ArtifactChunk(run_id=request.run_id, name=request.name, data=data)
+
+
+def _ranks(request: query_pb2.SeriesRequest, context: grpc.ServicerContext) -> list[int] | None:
+    """The distinct ranks a query names (None: all), at most ``MAX_QUERY_RANKS``."""
+    ranks = sorted(set(request.ranks))
+    if len(ranks) > MAX_QUERY_RANKS:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a query names at most {MAX_QUERY_RANKS} ranks")
+    return ranks or None
 
 
 def _first_line(exc: Exception) -> str:
