@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -81,6 +82,37 @@ def stop_embedded(directory: Path) -> None:
         except ChildProcessError:
             pass
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (e.g. "2m") mounted at ``where`` while inside: a disk that fills up. Skips the test
+    when it cannot be mounted (it needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs (a disk that fills up) needs root")
+    where.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {out.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill_up(filler: Path, smallest: int = 1) -> None:
+    """Write ``filler`` until its filesystem is full, down to blocks of ``smallest`` bytes."""
+    with open(filler, "wb", buffering=0) as f:
+        for block in (1 << 16, 4096, 512, 1):
+            if block < smallest:
+                break
+            try:
+                while f.write(b"\0" * block):
+                    pass
+            except OSError:
+                pass
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import struct
-import subprocess
 import zlib
 from pathlib import Path
 
 import pytest
 
+from conftest import fill_up, small_disk
 from stepwire import spool
 from stepwire.spool import Spool
 
@@ -293,30 +292,13 @@ def test_replaying_reads_each_byte_about_once_and_count_is_cheap(tmp_path: Path)
     assert first_count < 1.5 * size and again < 10_000 and replay < 1.5 * size, (first_count, again, replay, size)
 
 
-def mount_tmpfs(where: Path, size: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs (a disk that fills up) needs root")
-    where.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True,
-                         text=True)
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {out.stderr.strip()}")
-
-
 def test_an_append_onto_a_full_disk_raises_and_leaves_nothing_half_written(tmp_path: Path) -> None:
-    mnt = tmp_path / "small"
-    mount_tmpfs(mnt, "256k")
-    try:
+    with small_disk(tmp_path / "small", "256k") as mnt:
         d = mnt / "s"
         sp = Spool(d)
         sp.append(spool.BATCH, b"before")
         filler = mnt / "filler"
-        with open(filler, "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
+        fill_up(filler, smallest=4096)  # part of a page stays free: an append gets half written, then fails
         written = [b"before"]
         with pytest.raises(OSError) as caught:
             for i in range(100):  # the last page of the disk goes to these, then one fails
@@ -329,5 +311,3 @@ def test_an_append_onto_a_full_disk_raises_and_leaves_nothing_half_written(tmp_p
         sp.append(spool.TEXT, b"once there is room again")
         assert drain(Spool(d)) == [(spool.BATCH, p) for p in written] + [(spool.TEXT, b"once there is room again")]
         assert "cannot append to the spool" in str(caught.value)  # says where
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -4,7 +4,6 @@ spooling resumes once there is room again. A 2 MiB tmpfs is mounted for each tes
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,32 +16,15 @@ import pytest
 from test_reliability import free_port, sync
 
 import stepwire
-from conftest import start_collector
+from conftest import fill_up, small_disk, start_collector
 
 
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs, filled to the last byte by ``filler``; unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    try:
-        with open(mnt / "filler", "wb", buffering=0) as f:
-            for size in (1 << 16, 4096, 1):
-                try:
-                    while f.write(b"\0" * size):
-                        pass
-                except OSError:
-                    pass
+    with small_disk(tmp_path / "disk", "2m") as mnt:
+        fill_up(mnt / "filler")
         yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 TRAIN = textwrap.dedent("""

@@ -17,7 +17,7 @@ import pytest
 from stepwire.v1 import ingest_pb2
 
 import stepwire
-from conftest import CollectorProcess
+from conftest import CollectorProcess, fill_up, small_disk
 from stepwire import spool
 from stepwire.spool import Spool, spools
 
@@ -135,34 +135,12 @@ def test_a_spool_delivered_twice_is_stored_once(collector: CollectorProcess, tmp
     check_stored(collector, run_id, ckpt, [f"t{i}" for i in range(10)], tmp_path)  # ...stored once
 
 
-def mount_tmpfs(where: Path, size: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs (a disk that fills up) needs root")
-    where.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True,
-                         text=True)
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {out.stderr.strip()}")
-
-
-def fill_up(filler: Path) -> None:
-    with open(filler, "wb", buffering=0) as f:
-        for block in (1 << 16, 4096, 512, 1):
-            try:
-                while True:
-                    f.write(b"\0" * block)
-            except OSError:
-                pass
-
-
 def snapshot(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def test_sync_on_a_full_disk_stops_cleanly_and_loses_nothing(collector: CollectorProcess, tmp_path: Path) -> None:
-    mnt = tmp_path / "small"
-    mount_tmpfs(mnt, "4m")
-    try:
+    with small_disk(tmp_path / "small", "4m") as mnt:
         data = mnt / "client"
         ckpt = tmp_path / "ckpt.bin"
         run_id = offline_run(data, ckpt)
@@ -182,5 +160,3 @@ def test_sync_on_a_full_disk_stops_cleanly_and_loses_nothing(collector: Collecto
         assert again.returncode == 0, again.stderr
         check_stored(collector, run_id, ckpt, [f"t{i}" for i in range(10)], tmp_path)
         assert spools(data) == []
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
