@@ -1,5 +1,5 @@
 """The DuckDB store's memory bound, in-process: its limit is configurable and held to under sustained writes
-(long runs of one series are stored in small rows, row groups are small, the WAL is checkpointed at an eighth of
+(long runs of one series are stored in small rows, row groups are small, the WAL is checkpointed at a quarter of
 the limit); a store that DuckDB invalidates answers ``StoreUnavailable`` and reopens with everything committed."""
 
 from __future__ import annotations
@@ -53,12 +53,12 @@ def test_memory_limit_is_configurable(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(ValueError):
         ds.parse_bytes("lots")
     assert ds.memory_limit() == ds.DEFAULT_MEMORY_LIMIT == 1 << 30
-    assert ds.checkpoint_threshold(1 << 30) == 128 << 20 and ds.checkpoint_threshold(ds.MIN_MEMORY_LIMIT) == 8 << 20
+    assert ds.checkpoint_threshold(1 << 30) == 256 << 20 and ds.checkpoint_threshold(ds.MIN_MEMORY_LIMIT) == 16 << 20
     monkeypatch.setenv(ds.MEMORY_LIMIT_ENV, "200MiB")
     store = DuckDBStore(tmp_path)
-    assert store.memory_limit == 200 << 20 and store.checkpoint_threshold == 25 << 20
+    assert store.memory_limit == 200 << 20 and store.checkpoint_threshold == 50 << 20
     setting = store._query("SELECT current_setting('memory_limit'), current_setting('checkpoint_threshold')")
-    assert setting == [("200.0 MiB", "25.0 MiB")]
+    assert setting == [("200.0 MiB", "50.0 MiB")]
     monkeypatch.setenv(ds.MEMORY_LIMIT_ENV, "1MB")
     assert ds.memory_limit() == ds.MIN_MEMORY_LIMIT
 

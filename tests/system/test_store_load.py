@@ -2,7 +2,7 @@
 
 DuckDB's memory limit is made small ($STEPWIRE_DUCKDB_MEMORY_LIMIT) so that whatever would need more memory than
 the bound shows within seconds. Before the store bounded its checkpoints (rows of at most 1024 points, a WAL
-threshold of an eighth of the limit), clients logging few series at full speed made DuckDB fail to commit at such
+threshold of a quarter of the limit), clients logging few series at full speed made DuckDB fail to commit at such
 a limit and, past its checkpoint threshold, invalidate the database for good; before reads were paged, reading a
 series larger than the limit failed with DuckDB's "Out of Memory Error". Nothing here asserts a time.
 """

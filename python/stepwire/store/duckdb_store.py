@@ -67,8 +67,8 @@ of points) it stays within ``MIN_MEMORY_LIMIT``, and checkpoints rewrite less.""
 PAGE_POINTS = 1 << 18
 """Points per page of a paged read (about 7 MiB of points, read in one query)."""
 
-_KEYS_PER_QUERY = 4096
-"""Chunk rows per query of a paged read's index pass."""
+_KEYS_PER_QUERY = 16384
+"""Chunk rows per query of a paged read's index pass (about 0.5 MiB of keys)."""
 
 
 def parse_bytes(text: str) -> int:
@@ -97,11 +97,14 @@ def memory_limit(value: int | str | None = None) -> int:
 
 
 def checkpoint_threshold(limit: int) -> int:
-    """The WAL size that triggers a checkpoint: an eighth of the memory limit, between 8 and 128 MiB.
+    """The WAL size that triggers a checkpoint: a quarter of the memory limit, between 8 and 256 MiB.
 
-    Until its checkpoint, what the WAL holds is also held by DuckDB in memory (spilled to the temporary directory
-    under pressure); the checkpoint itself needs about as much again, so the WAL stays well below the limit."""
-    return min(128 << 20, max(8 << 20, limit // 8))
+    Until its checkpoint, what the WAL holds is also held by DuckDB (spilled to the temporary directory under
+    pressure), and the checkpoint needs memory of its own: measured to hold at half the limit (at 64 MiB, 256 MiB
+    and 1 GiB, over GBs of rows of 1024 points), so a quarter leaves room. Larger is cheaper: each checkpoint
+    rewrites the row group it appends to, so fewer of them cost less in all (but each blocks writes longer)."""
+    return min(256 << 20, max(8 << 20, limit // 4))
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -626,18 +629,25 @@ class DuckDBStore(Store):
         rank = 0
 
         def read(group: list[tuple[Any, ...]]) -> bool:
-            for _, n, ov, blob in self._fetch(base, params, group,
-                                              "n, overview, CASE WHEN overview IS NULL THEN points END"):
-                if ov is None:  # a short chunk, or one out of order
+            # block extremes where stored; the points (only) of rows stored without (short ones, or out of order)
+            stored = {r[0]: r[1] for r in self._fetch(f"{base} AND overview IS NOT NULL", params, group, "overview",
+                                                      ordered=False)} if not all(k[4] for k in group) else {}
+            short = {r[0]: r[1:] for r in self._fetch(f"{base} AND overview IS NULL", params, group, "n, points",
+                                                      ordered=False)} if any(k[4] for k in group) else {}
+            for key in group:
+                ov = stored.get(key[2])
+                if ov is None and key[2] in short:
+                    n, blob = short[key[2]]
                     packed = np.frombuffer(blob, np.int64).reshape(3, n)
                     (ov,) = overview.compute(packed[0], packed[1].view(np.float64), packed[2].view(np.float64),
                                              np.zeros(1, np.int64), np.full(1, n, np.int64), min_points=1)
                     if ov is None:
                         return False
-                parts.append(ov)
+                if ov is not None:
+                    parts.append(ov)
             return True
 
-        # a page at a time, by what it reads: block extremes are ~1/70 of the points they stand for
+        # a page at a time, by what it reads: block extremes take ~1/70 of the bytes of the points they stand for
         group: list[tuple[Any, ...]] = []
         size = 0
         for key in self._chunk_keys(base, params, ", overview IS NULL"):
@@ -782,14 +792,14 @@ class DuckDBStore(Store):
                 return
             after = list(rows[-1][:3])
 
-    def _fetch(self, base: str, params: list[Any], keys: list[tuple[Any, ...]], columns: str
+    def _fetch(self, base: str, params: list[Any], keys: list[tuple[Any, ...]], columns: str, ordered: bool = True
                ) -> list[tuple[Any, ...]]:
-        """``rowid, columns`` of the rows whose keys run from ``keys[0]`` to ``keys[-1]``; the rowid range lets
-        DuckDB skip the rest of the table (and decompress only what it needs)."""
+        """``rowid, columns`` of the rows whose keys run from ``keys[0]`` to ``keys[-1]`` (in key order if
+        ``ordered``); the rowid range lets DuckDB skip the rest of the table."""
         ids = [k[2] for k in keys]
         return self._query(f"SELECT rowid, {columns} {base} AND rowid BETWEEN ? AND ? "
-                           "AND (step_min, rank, rowid) >= (?, ?, ?) AND (step_min, rank, rowid) <= (?, ?, ?) "
-                           "ORDER BY step_min, rank, rowid",
+                           "AND (step_min, rank, rowid) >= (?, ?, ?) AND (step_min, rank, rowid) <= (?, ?, ?)"
+                           + (" ORDER BY step_min, rank, rowid" if ordered else ""),
                            [*params, min(ids), max(ids), *keys[0][:3], *keys[-1][:3]])
 
     def _load(self, base: str, params: list[Any], keys: list[tuple[Any, ...]]) -> _Loaded:
