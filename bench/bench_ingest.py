@@ -5,12 +5,22 @@ the collector's peak RSS. Reference measured in the same run: inserting the same
 DuckDB as one row per point from numpy arrays, in-process (the naive store layout, without any transport).
 
     python bench/bench_ingest.py [--clients 1 2] [--points 5000000] [--keys 1000]
+
+With ``--full-speed 16 64`` it measures sustained ingest instead: that many client processes ``log`` as fast as
+they can for ``--duration`` seconds each; figures: points/s acknowledged live (from the first ``log`` call to the
+last client's end), the points the collector pushed back on (spooled by the clients, then delivered by ``stepwire
+sync``), the collector's peak RSS (sync included), and a check that every point is stored exactly once. DuckDB's
+memory limit is the collector's ($STEPWIRE_DUCKDB_MEMORY_LIMIT, else 1 GiB).
+
+    python bench/bench_ingest.py --full-speed 16 64 [--duration 20] [--keys 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,8 +33,10 @@ import duckdb
 import numpy as np
 import psutil
 
+import stepwire
 from processes import start_collector
 from report import emit
+from stepwire.store.duckdb_store import memory_limit
 
 CLIENT = textwrap.dedent("""
     import json, sys, time, stepwire
@@ -38,6 +50,82 @@ CLIENT = textwrap.dedent("""
     run.finish()
     print(json.dumps({"start": t0, "logged": t1, "end": time.time(), "stats": run.stats()}))
 """)
+
+FULL_SPEED_CLIENT = textwrap.dedent("""
+    import json, sys, time, stepwire
+    address, seconds, keys, batch_bytes = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    run = stepwire.init(project="bench", name="full-speed", address=address, batch_bytes=batch_bytes, quiet=True,
+                        finish_timeout=600)
+    data = {f"layer{i}/metric": float(i) for i in range(keys)}
+    t0 = time.time()
+    end, step = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        run.log(data, step=step)
+        step += 1
+    t1 = time.time()
+    run.finish()
+    print(json.dumps({"id": run.id, "start": t0, "logged": t1, "end": time.time(), "stats": run.stats()}))
+""")
+
+
+class PeakRss:
+    """The largest RSS of a process, sampled every 50 ms in a thread while inside."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def full_speed(clients: int, seconds: float, keys: int, batch_bytes: int) -> dict[str, object]:
+    """``clients`` processes logging as fast as they can for ``seconds`` into one collector."""
+    directory = Path(tempfile.mkdtemp(prefix="stepwire-ingest-"))
+    collector, address = start_collector(directory / "collector")
+    env = {**os.environ, "STEPWIRE_DIR": str(directory / "clients")}  # where a client would spool
+    try:
+        with PeakRss(collector.pid) as rss:
+            procs = [subprocess.Popen([sys.executable, "-c", FULL_SPEED_CLIENT, address, str(seconds), str(keys),
+                                       str(batch_bytes)], stdout=subprocess.PIPE, env=env) for _ in range(clients)]
+            outs = [json.loads(p.communicate()[0]) for p in procs]
+            # what the collector pushed back on (RESOURCE_EXHAUSTED, or no answer within 2 s) waits in the
+            # clients' spools: deliver it, then check that every point is stored once
+            t = time.time()
+            subprocess.run([sys.executable, "-m", "stepwire", "sync", str(directory / "clients"), "--address",
+                            address], check=True, capture_output=True)
+            synced = time.time() - t
+        api = stepwire.Api(address=address)
+        runs = {r.id: r for r in api.runs(project="bench")}
+        stored = sum(sum(s.items for s in runs[o["id"]].series()) for o in outs if o["id"] in runs)
+    finally:
+        collector.terminate()
+        collector.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+    stats = [o["stats"] for o in outs]
+    acknowledged = sum(s["acknowledged"] for s in stats)
+    logged = sum(s["logged"] for s in stats)
+    elapsed = max(o["end"] for o in outs) - min(o["start"] for o in outs)
+    return {"case": f"{clients} clients at full speed for {seconds:g} s, log() of {keys} keys",
+            "points": logged, "seconds": elapsed, "points/s acknowledged live": acknowledged / elapsed,
+            "collector peak RSS MiB": rss.peak / 2**20,
+            "spooled": logged - acknowledged, "sync s": synced, "lost": sum(s["lost"] + s["dropped"] for s in stats),
+            "stored once": "yes" if stored == logged else f"no: logged {logged}, stored {stored}",
+            "DuckDB memory limit MiB": memory_limit() / 2**20}
 
 
 def duckdb_rows_reference(points: int) -> float:
@@ -62,7 +150,14 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=5_000_000, help="points per client")
     parser.add_argument("--keys", type=int, default=1000, help="keys per log() call")
     parser.add_argument("--batch-bytes", type=int, default=1 << 20, help="the client's batch_bytes")
+    parser.add_argument("--full-speed", type=int, nargs="+", metavar="CLIENTS",
+                        help="sustained ingest with this many clients logging as fast as they can")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds each --full-speed client logs")
     args = parser.parse_args()
+    if args.full_speed:
+        emit("ingest_full_speed", "stepwire: sustained ingest, clients logging as fast as they can",
+             [full_speed(n, args.duration, args.keys, args.batch_bytes) for n in args.full_speed])
+        return
     reference = duckdb_rows_reference(args.points)
     rows = []
     for clients in args.clients:
