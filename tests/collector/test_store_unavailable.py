@@ -4,8 +4,11 @@ once the store answers again, what was spooled is stored, once."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,5 +73,21 @@ def test_a_store_error_midway_through_a_stream_is_unavailable(tmp_path: Path, mo
         with pytest.raises(grpc.RpcError) as error:
             stepwire.Api(address=collector.address).run(run.id).scalars("a")
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        collector.stop()
+
+
+def test_the_dashboard_answers_503_while_the_store_cannot_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    collector = Collector(tmp_path / "collector", http="127.0.0.1:0")
+    collector.start(write_address_file=False)
+    try:
+        with stepwire.init(project="p", address=collector.address, quiet=True) as run:
+            run.log({"a": 1.0})
+        assert collector.http_url is not None
+        monkeypatch.setattr(collector.store, "scalar_pages", unavailable)
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(f"{collector.http_url}api/scalars?run={run.id}&name=a", timeout=30)
+        assert error.value.code == 503 and "reopening" in json.loads(error.value.read())["error"]
     finally:
         collector.stop()

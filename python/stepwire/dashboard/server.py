@@ -50,7 +50,7 @@ import grpc
 import numpy as np
 
 from stepwire.dashboard.panels import PanelError, Panels
-from stepwire.store.base import Reader
+from stepwire.store.base import Reader, StoreUnavailable
 from stepwire.transport import is_loopback
 
 log = logging.getLogger("stepwire.dashboard")
@@ -162,11 +162,14 @@ def _api(panels: Panels, route: str, q: dict[str, list[str]]) -> Any:
 
 
 def _rpc_status(exc: Exception) -> int | None:
-    """The HTTP status for a failed call to the Query service behind the dashboard (``stepwire ui``), else None."""
+    """The HTTP status for a store that cannot answer now (503: retry) or a failed call to the Query service
+    behind the dashboard (``stepwire ui``), else None."""
+    if isinstance(exc, StoreUnavailable):
+        return 503
     if not isinstance(exc, grpc.Call):
         return None
     return {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.OUT_OF_RANGE: 400,
-            grpc.StatusCode.NOT_FOUND: 404}.get(exc.code(), 502)
+            grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.UNAVAILABLE: 503}.get(exc.code(), 502)
 
 
 def _split_host(value: str) -> tuple[str, int | None] | None:
@@ -356,7 +359,7 @@ def _handler(panels: Panels, token: str | None, on_request: Callable[[], None], 
                 if status is None:
                     log.exception("dashboard request %s failed", without_query(self.path))
                 else:
-                    log.warning("dashboard request %s: the Query service failed: %s", without_query(self.path), exc)
+                    log.warning("dashboard request %s: the store cannot answer: %s", without_query(self.path), exc)
                 self._json(status or HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
 
     return Handler
