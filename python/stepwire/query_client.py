@@ -69,11 +69,11 @@ class RemoteReader:
 
     def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:
         req = query_pb2.SeriesRequest(run_id=run_id, name=name, ranks=list(ranks or []))
-        reply = self._stub.Histograms(req, timeout=self._timeout)
         return [Histogram(step=h.step, k=h.k, indices=np.frombuffer(h.indices, np.int32),
                           counts=np.frombuffer(h.counts, np.int64), count=h.count, sum=h.sum, min=h.min,
                           max=h.max, nan=h.nan, pos_inf=h.pos_inf, neg_inf=h.neg_inf, rank=h.rank,
-                          wall_time=h.wall_time) for h in reply.histograms]
+                          wall_time=h.wall_time)
+                for piece in self._stub.Histograms(req, timeout=self._timeout) for h in piece.histograms]
 
     def summary(self, run_id: str) -> list[SummaryEntry]:
         reply = self._stub.Summarize(query_pb2.RunRef(run_id=run_id), timeout=self._timeout)

@@ -30,6 +30,9 @@ log = logging.getLogger("stepwire.collector")
 SCALAR_SLICE_POINTS = 1 << 17
 """Points per streamed ``ScalarPoints`` message (~3.5 MiB)."""
 
+HISTOGRAM_PIECE_BYTES = 4 << 20
+"""Bytes of histograms per streamed ``HistogramList`` message."""
+
 LEASE_TTL_S = 15.0
 """A client that has not sent a heartbeat for this long no longer keeps an idle collector alive."""
 
@@ -344,15 +347,20 @@ class QueryService(query_pb2_grpc.QueryServicer):
             yield query_pb2.ScalarPoints()
 
     def Histograms(self, request: query_pb2.SeriesRequest, context: grpc.ServicerContext
-                   ) -> query_pb2.HistogramList:
+                   ) -> Iterator[query_pb2.HistogramList]:
+        """The series in pieces of about ``HISTOGRAM_PIECE_BYTES``: no message nears the gRPC limit however many
+        histograms the series holds."""
         self.activity.touch()
-        hists = self.store.histograms(request.run_id, request.name, _ranks(request, context))
-        return query_pb2.HistogramList(histograms=[
-            query_pb2.HistogramEntry(rank=h.rank or 0, step=h.step, wall_time=h.wall_time, k=h.k, count=h.count,
-                                     sum=h.sum, min=h.min, max=h.max, nan=h.nan, pos_inf=h.pos_inf,
-                                     neg_inf=h.neg_inf, indices=np.ascontiguousarray(h.indices).tobytes(),
-                                     counts=np.ascontiguousarray(h.counts).tobytes())
-            for h in hists])
+        piece = query_pb2.HistogramList()
+        for h in self.store.histograms(request.run_id, request.name, _ranks(request, context)):
+            piece.histograms.append(query_pb2.HistogramEntry(
+                rank=h.rank or 0, step=h.step, wall_time=h.wall_time, k=h.k, count=h.count, sum=h.sum, min=h.min,
+                max=h.max, nan=h.nan, pos_inf=h.pos_inf, neg_inf=h.neg_inf,
+                indices=np.ascontiguousarray(h.indices).tobytes(), counts=np.ascontiguousarray(h.counts).tobytes()))
+            if piece.ByteSize() >= HISTOGRAM_PIECE_BYTES:
+                yield piece
+                piece = query_pb2.HistogramList()
+        yield piece
 
     def Summarize(self, request: query_pb2.RunRef, context: grpc.ServicerContext) -> query_pb2.Summary:
         self.activity.touch()
