@@ -280,14 +280,15 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
                 _checked(context, check_artifact_name, first.name)
 
                 def pieces() -> Iterator[bytes]:
-                    chunk = first
-                    yield chunk.data
-                    while not chunk.last:
-                        chunk = next(request_iterator, None)
-                        if chunk is None:  # a client that died or was cancelled mid-way: store nothing
-                            raise ValueError(f"the upload of {first.name!r} ended before its last chunk")
-                        alive()
+                    chunk: ingest_pb2.ArtifactChunk | None = first
+                    while chunk is not None:
                         yield chunk.data
+                        if chunk.last:
+                            return
+                        chunk = next(request_iterator, None)
+                        alive()
+                    # a client that died or was cancelled mid-way: store nothing
+                    raise ValueError(f"the upload of {first.name!r} ended before its last chunk")
 
                 try:
                     e = self.store.put_artifact(first.run_id, first.name, first.step, first.rank, first.wall_time,
