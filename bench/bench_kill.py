@@ -32,10 +32,10 @@ CHILD = textwrap.dedent("""
     import mmap, sys, time
     import numpy as np
     import stepwire
-    address, counter, run_id, pace = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    address, counter, run_id, pace, data = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
     with open(counter, "r+b") as f:
         done = np.frombuffer(mmap.mmap(f.fileno(), 16), dtype=np.float64)
-    run = stepwire.init(address=address, run_id=run_id, quiet=True)
+    run = stepwire.init(address=address, run_id=run_id, dir=data, quiet=True)
     done[1] = time.time()
     i = 0
     while True:
@@ -51,7 +51,8 @@ def trial(address: str, tmp: Path, pace: float, n: int) -> dict[str, float]:
     counter = tmp / f"counter-{n}"
     counter.write_bytes(bytes(16))
     run_id = f"kill-{int(pace * 1000)}-{n}"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, address, str(counter), run_id, str(pace)])
+    child = subprocess.Popen([sys.executable, "-c", CHILD, address, str(counter), run_id, str(pace),
+                              str(tmp / "client")])
     with open(counter, "r+b") as f:
         done = np.frombuffer(mmap.mmap(f.fileno(), 16), dtype=np.float64)
         while done[1] == 0:  # until init returned
