@@ -16,7 +16,7 @@ import pytest
 import stepwire
 from conftest import CollectorProcess, start_collector
 from stepwire.api import RunView
-from stepwire.collector.server import LEASE_TTL_S
+from stepwire.collector.leases import LEASE_TTL_S
 
 TRAIN = textwrap.dedent("""
     import sys, time, stepwire

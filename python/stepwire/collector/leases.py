@@ -1,0 +1,87 @@
+"""Client leases: which clients are alive, when a collector is idle, and which run ranks have crashed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from stepwire.store.base import Store
+
+log = logging.getLogger("stepwire.collector")
+
+LEASE_TTL_S = 15.0
+"""A client that has not sent a heartbeat for this long no longer keeps an idle collector alive, and the run rank
+it logged for is marked crashed."""
+
+
+class Activity:
+    """Client leases and the time of the last RPC: an idle collector may exit on its own, and a run rank whose
+    client stopped renewing its lease has crashed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[str, float] = {}
+        self._owners: dict[str, tuple[str, int]] = {}  # lease -> (run, rank) it logs for
+        self._seen: dict[tuple[str, int], float] = {}  # (run, rank) -> when a lease of it last expired or ended
+        self.last_rpc = time.monotonic()
+        self.started = self.last_rpc
+
+    def touch(self, client_id: str = "", run: tuple[str, int] | None = None) -> None:
+        """Record an RPC, renewing the caller's lease when it names one (and noting which run rank it logs)."""
+        now = time.monotonic()
+        with self._lock:
+            self.last_rpc = now
+            if client_id:
+                self._leases[client_id] = now + LEASE_TTL_S
+                if run is not None:
+                    self._owners[client_id] = run
+
+    def release(self, client_id: str) -> None:
+        """Drop a lease: the client has finished."""
+        with self._lock:
+            self._leases.pop(client_id, None)
+            self._owners.pop(client_id, None)
+            self.last_rpc = time.monotonic()
+
+    def _prune(self, now: float) -> None:
+        for client, expiry in [(c, t) for c, t in self._leases.items() if t <= now]:
+            del self._leases[client]
+            self.last_rpc = max(self.last_rpc, expiry)  # idle counts from when the lease lapsed
+            owner = self._owners.pop(client, None)
+            if owner is not None:
+                self._seen[owner] = expiry - LEASE_TTL_S
+
+    def idle_for(self) -> float:
+        """Seconds without a live lease or any RPC (0 while a lease is live)."""
+        now = time.monotonic()
+        with self._lock:
+            self._prune(now)
+            return 0.0 if self._leases else now - self.last_rpc
+
+    def silent(self, run: tuple[str, int]) -> bool:
+        """True once no lease has spoken for ``run`` (run id, rank) for ``LEASE_TTL_S``, counting from this
+        collector's start for a run rank it has not heard of (its client may reconnect after a restart)."""
+        now = time.monotonic()
+        with self._lock:
+            self._prune(now)
+            if run in self._owners.values():
+                return False
+            return now - max(self._seen.get(run, self.started), self.started) >= LEASE_TTL_S
+
+
+def mark_crashed(store: Store, activity: Activity) -> list[tuple[str, int]]:
+    """Mark "crashed" every rank of a running run that no client has renewed a lease for in ``LEASE_TTL_S``,
+    with the time of its last data as the run's end; a rank whose client speaks again is running again.
+    Returns the (run, rank) pairs marked."""
+    marked = []
+    for run in store.runs():
+        for rank_key, status in dict(run.meta.get("ranks", {})).items():
+            key = (run.id, int(rank_key))
+            if status == "crashed" and not activity.silent(key):
+                store.update_run(run.id, status="running", rank=key[1])
+            elif status == "running" and activity.silent(key):
+                log.warning("run %s rank %s: no client for %.0f s, marked crashed", run.id, rank_key, LEASE_TTL_S)
+                store.update_run(run.id, status="crashed", finished=store.last_data(run.id, key[1]), rank=key[1])
+                marked.append(key)
+    return marked
