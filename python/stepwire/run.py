@@ -39,7 +39,8 @@ from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 if TYPE_CHECKING:
     import torch
-    from stepwire.torch.watch import DeviceWaiter, WatchHandle
+    from stepwire.torch.device import DeviceWaiter
+    from stepwire.torch.watch import WatchHandle
 
 log = logging.getLogger("stepwire")
 
@@ -290,7 +291,7 @@ class Run(_core.Producer):
         for sid, arr, bf16 in hist_ids:
             self._stream.push_histogram(sid, resolved, arr, self._k, bf16)
         if device_scalars or device_hists:
-            from stepwire.torch.watch import log_device_values
+            from stepwire.torch.device import log_device_values
 
             log_device_values(self, device_scalars, device_hists, resolved)
 
@@ -399,7 +400,7 @@ class Run(_core.Producer):
 
     def _device_waiter(self) -> DeviceWaiter:
         if self._waiter is None:
-            from stepwire.torch.watch import DeviceWaiter
+            from stepwire.torch.device import DeviceWaiter
 
             self._waiter = DeviceWaiter(drop=self._drop)
         return self._waiter

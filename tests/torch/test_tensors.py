@@ -9,8 +9,8 @@ import stepwire
 import torch
 from conftest import CollectorProcess
 from reference import nasty_values, reference_histogram
-from stepwire.torch import ModelStats, reduce_tensors
-from stepwire.torch.watch import DeviceWaiter
+from stepwire.torch import reduce_tensors
+from stepwire.torch.device import DeviceWaiter, _log_reduction
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
@@ -113,11 +113,10 @@ def test_device_results_path_through_the_waiter(collector: CollectorProcess) -> 
     rng = np.random.default_rng(3)
     tensors = {f"dev/{i}": torch.from_numpy(nasty_values(rng, 3000, np.float32)) for i in range(3)}
     with stepwire.init(address=collector.address) as run:
-        stats = ModelStats(run)
         waiter = DeviceWaiter()
         names = list(tensors)
         r = reduce_tensors(list(tensors.values()), run._k, chunk_elements=2500)
-        waiter.submit(r, lambda red: stats._log_reduction(red, names, 7, True))
+        waiter.submit(r, lambda red: _log_reduction(run, red, names, 7, True))
         waiter.close()
     view = stepwire.Api(address=collector.address).run(run.id)
     for name, t in tensors.items():

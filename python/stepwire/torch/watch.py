@@ -10,17 +10,16 @@ launches per chunk (``reduce_tensors``) and a waiter thread, not the training th
 from __future__ import annotations
 
 import logging
-import math
-import queue
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from stepwire import _core
 from stepwire.tensors import cpu_view
-from stepwire.torch.reduce import DEFAULT_CHUNK_ELEMENTS, DeviceReduction, reduce_tensors
+from stepwire.torch.device import log_on_device
+from stepwire.torch.reduce import DEFAULT_CHUNK_ELEMENTS
+from stepwire.torch.statistics import scalars_of
 
 if TYPE_CHECKING:
     from stepwire.run import Run
@@ -28,61 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("stepwire.torch")
 
 KINDS = {"gradients": ("gradients",), "parameters": ("parameters",), "all": ("gradients", "parameters")}
-
-
-def scalars_of(prefix: str, s: dict[str, Any]) -> dict[str, float]:
-    """The scalar series logged beside a histogram with statistics ``s``."""
-    finite = s["count"] - s["nan"] - s["pos_inf"] - s["neg_inf"]
-    return {f"{prefix}/norm": math.sqrt(s["sumsq"]), f"{prefix}/min": s["min"], f"{prefix}/max": s["max"],
-            f"{prefix}/mean": s["sum"] / finite if finite else math.nan,
-            f"{prefix}/nonfinite": float(s["count"] - finite)}
-
-
-class DeviceWaiter:
-    """A thread that waits for device reductions and logs their results, so the training thread never waits.
-
-    At most ``max_pending`` reductions are in flight; beyond that ``submit`` waits for the oldest (back-pressure
-    like a full ring under the block policy) or, with ``drop=True``, drops and counts.
-    """
-
-    def __init__(self, max_pending: int = 8, drop: bool = False) -> None:
-        self._queue: queue.Queue[tuple[DeviceReduction, Callable[[DeviceReduction], None]] | None] = queue.Queue(
-            max_pending)
-        self._drop = drop
-        self.dropped = 0
-        self._thread = threading.Thread(target=self._loop, name="stepwire-device-waiter", daemon=True)
-        self._thread.start()
-
-    def submit(self, reduction: DeviceReduction, done: Callable[[DeviceReduction], None]) -> None:
-        """Call ``done(reduction)`` on the waiter thread once the reduction's results are on the host."""
-        if self._drop:
-            try:
-                self._queue.put_nowait((reduction, done))
-            except queue.Full:
-                self.dropped += 1
-        else:
-            self._queue.put((reduction, done))
-
-    def _loop(self) -> None:
-        while (item := self._queue.get()) is not None:
-            reduction, done = item
-            try:
-                reduction.wait()
-                done(reduction)
-            except Exception as exc:  # a failure here must not stop later results from being logged
-                log.error("logging device statistics failed: %s", exc)
-            finally:
-                self._queue.task_done()
-        self._queue.task_done()
-
-    def join(self) -> None:
-        """Wait until everything submitted so far is logged."""
-        self._queue.join()
-
-    def close(self) -> None:
-        """Log what is pending, then stop the thread."""
-        self._queue.put(None)
-        self._thread.join()
 
 
 class ModelStats:
@@ -108,12 +52,7 @@ class ModelStats:
             if device.type == "cpu":
                 self._log_cpu(items, step, scalars)
             else:
-                reduction = reduce_tensors([t for _, t in items], self.run._k, self.chunk_elements)
-                names = [n for n, _ in items]
-                self.run._device_waiter().submit(reduction, self._done(names, step, scalars))
-
-    def _done(self, names: list[str], step: int, scalars: bool) -> Callable[[DeviceReduction], None]:
-        return lambda r: self._log_reduction(r, names, step, scalars)
+                log_on_device(self.run, items, step, scalars, self.chunk_elements)
 
     def _log_cpu(self, items: Sequence[tuple[str, torch.Tensor]], step: int, scalars: bool) -> None:
         run = self.run
@@ -126,37 +65,6 @@ class ModelStats:
                 out.update(scalars_of(name, stats))
         if out:
             run._log_stats(out, step)
-
-    def _log_reduction(self, r: DeviceReduction, names: list[str], step: int, scalars: bool) -> None:
-        run = self.run
-        out: dict[str, float] = {}
-        for i, name in enumerate(names):
-            h = r.histogram(i)
-            run._stream.push_binned(run._define(name, _core.KIND_HISTOGRAM), step, h["k"], h["indices"],
-                                    h["counts"], h["count"], h["sum"], h["min"], h["max"], h["nan"], h["pos_inf"],
-                                    h["neg_inf"])
-            if scalars:
-                out.update(scalars_of(name, h))
-        if out:
-            run._log_stats(out, step)
-
-
-def log_device_values(run: Run, scalars: dict[str, torch.Tensor], hists: dict[str, torch.Tensor], step: int) -> None:
-    """Log GPU tensors without synchronising: one-element tensors as scalars (copied to pinned memory without
-    blocking), the others as histograms (reduced on the device); the waiter thread logs them when ready."""
-    if hists:
-        ModelStats(run).log(hists.items(), step, scalars=False)
-    if scalars:
-        names = list(scalars)
-        values = torch.stack([t.detach().reshape(()).to(torch.float64) for t in scalars.values()])
-        host = torch.empty(values.shape, dtype=torch.float64, pin_memory=True)
-        host.copy_(values, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        reduction = DeviceReduction(0, [], host, host, event)
-        run._device_waiter().submit(reduction, lambda r: run._log_stats(dict(zip(names, r.stats.tolist(),
-                                                                                 strict=True)), step))
-
 
 def named_tensors(model: torch.nn.Module, kind: str) -> list[tuple[str, torch.Tensor]]:
     """``(f"{kind}/{name}", tensor)`` for every parameter (its gradient for kind "gradients", when it has one)."""
