@@ -18,6 +18,10 @@ namespace {
 constexpr int kLanes = 2;                     // independent counter tables: equal neighbours don't serialise
 constexpr std::size_t kBlock = 4096;          // values per pass pair; a block stays in L1 between the passes
 constexpr std::size_t kFoldEvery = 1u << 30;  // fold uint32 lane counters into int64 before they can overflow
+// A float64's magnitude bits >> kMantissaDrop keep float32's 23 mantissa bits; subtracting kRebaseBits then moves
+// its exponent to float32's bias: the float32 bit pattern of its truncation, for float32-normal magnitudes.
+constexpr int kMantissaDrop = kFloat64MantissaBits - kFloat32MantissaBits;  // 29
+constexpr std::uint64_t kRebaseBits = std::uint64_t{kExponentRebase} << kFloat32MantissaBits;
 
 struct BlockStats {
     double sum, sumsq;
@@ -51,7 +55,7 @@ BlockStats fast_stats_f32(const std::uint32_t* bits, std::size_t m) {
                 acc2[j] += f * f;
                 lo[j] = f < lo[j] ? f : lo[j];
                 hi[j] = f > hi[j] ? f : hi[j];
-                non_finite[j] += (bits[i + j] & 0x7fffffffu) >= 0x7f800000u ? 1u : 0u;
+                non_finite[j] += (bits[i + j] & kFloat32AbsMask) >= kFloat32InfBits ? 1u : 0u;
             }
         }
         for (std::size_t j = 0; j < W; ++j) {
@@ -61,7 +65,7 @@ BlockStats fast_stats_f32(const std::uint32_t* bits, std::size_t m) {
     }
     BlockStats b{sum, sumsq, *std::min_element(lo, lo + W), *std::max_element(hi, hi + W), 0};
     for (; i < m; ++i) {
-        b.specials += (bits[i] & 0x7fffffffu) >= 0x7f800000u ? 1u : 0u;
+        b.specials += (bits[i] & kFloat32AbsMask) >= kFloat32InfBits ? 1u : 0u;
         b.sum += x[i];
         b.sumsq += static_cast<double>(x[i]) * x[i];
         b.lo = std::min(b.lo, x[i]);
@@ -72,11 +76,13 @@ BlockStats fast_stats_f32(const std::uint32_t* bits, std::size_t m) {
 }
 
 // Counts float32 bit patterns by `bits >> (23 - k)`: with the sign bit on top, one table of 2^(9+k) slots
-// holds both signs (negatives from 2^(8+k) on); slots at or above 255 << k are NaN/Inf and are dropped.
+// holds both signs (negatives from 2^(8+k) on); slots at or above kFiniteFloat32Exponents << k are NaN/Inf and
+// are dropped.
 class Accumulator {
 public:
     explicit Accumulator(int k)
-        : k_(k), shift_(23 - k), half_(1u << (8 + k)), finite_(255u << k),
+        : k_(k), shift_(bucket_shift(k)), half_(1u << (31 - bucket_shift(k))),
+          finite_(static_cast<std::uint32_t>(kFiniteFloat32Exponents) << k),
           lanes_(static_cast<std::size_t>(kLanes) * 2 * half_, 0), totals_(2 * half_, 0) {}
 
     void add_f32_bits(const std::uint32_t* bits, std::size_t n) {
@@ -101,12 +107,16 @@ public:
             for (std::size_t i = 0; i < m; ++i) {
                 std::uint64_t u;
                 std::memcpy(&u, &x[i], sizeof u);
-                const std::uint64_t a = u & 0x7fffffffffffffffULL;
-                const std::uint64_t e = a >> 52;
-                const auto normal = static_cast<std::uint32_t>((a >> 29) - (std::uint64_t{896} << 23));
-                const auto denormal = static_cast<std::uint32_t>(std::min(std::fabs(x[i]), 0x1p-126) * 0x1p149);
-                bits[i] = (e >= 897 ? normal : denormal) | static_cast<std::uint32_t>(u >> 63) << 31;
-                unusual += e >= 1151 ? 1u : 0u;
+                const std::uint64_t a = u & kFloat64AbsMask;
+                const std::uint64_t e = a >> kFloat64MantissaBits;
+                // float32-normal: the top 23 mantissa bits and the exponent rebased to float32's bias
+                const auto normal = static_cast<std::uint32_t>((a >> kMantissaDrop) - kRebaseBits);
+                // float32 denormal: |x| as a multiple of 2^-149, truncated (exact in double)
+                const auto denormal =
+                    static_cast<std::uint32_t>(std::min(std::fabs(x[i]), kSmallestFloat32Normal) * kDenormalScale);
+                const auto sign = static_cast<std::uint32_t>(u >> 63) << 31;
+                bits[i] = (e >= kFirstFloat32NormalExponent ? normal : denormal) | sign;
+                unusual += e >= kBeyondFloat32Exponent ? 1u : 0u;
             }
             if (unusual != 0) [[unlikely]] {
                 add_f64_one_by_one(x, m);
@@ -227,9 +237,9 @@ private:
 
     void exact_stats_f32(const float* x, const std::uint32_t* bits, std::size_t m) {
         for (std::size_t i = 0; i < m; ++i) {
-            const std::uint32_t a = bits[i] & 0x7fffffffu;
-            if (a >= 0x7f800000u) {
-                special(a > 0x7f800000u, (bits[i] >> 31) == 0);
+            const std::uint32_t a = bits[i] & kFloat32AbsMask;
+            if (a >= kFloat32InfBits) {
+                special(a > kFloat32InfBits, (bits[i] >> 31) == 0);
                 continue;
             }
             sum_ += x[i];
@@ -277,13 +287,22 @@ private:
     double max_ = -std::numeric_limits<double>::infinity();
 };
 
+// float16 (IEEE binary16) and bfloat16 layouts, widened exactly to float32 bit patterns.
+constexpr int kFloat16MantissaBits = 10;
+constexpr std::uint32_t kFloat16ExponentMask = 0x1fu;  // 5 exponent bits; all ones is Inf/NaN
+constexpr std::uint32_t kFloat16ExponentRebase = kFloat32ExponentBias - 15;  // 112: float16's bias is 15
+constexpr int kFloat16ToFloat32Shift = kFloat32MantissaBits - kFloat16MantissaBits;  // 13
+constexpr int kBFloat16Shift = 16;  // bfloat16 is the top half of a float32
+
 std::uint32_t half_to_float_bits(std::uint16_t h) {
     const std::uint32_t sign = static_cast<std::uint32_t>(h >> 15) << 31;
-    const std::uint32_t exp = (h >> 10) & 0x1fu;
-    const std::uint32_t man = h & 0x3ffu;
-    if (exp == 0x1f) return sign | 0x7f800000u | (man << 13);
-    if (exp != 0) return sign | ((exp + 112u) << 23) | (man << 13);
-    const float f = static_cast<float>(man) * 5.9604644775390625e-08f;  // denormal: man * 2^-24, exact
+    const std::uint32_t exp = (h >> kFloat16MantissaBits) & kFloat16ExponentMask;
+    const std::uint32_t man = h & ((1u << kFloat16MantissaBits) - 1);
+    if (exp == kFloat16ExponentMask) return sign | kFloat32InfBits | (man << kFloat16ToFloat32Shift);
+    if (exp != 0) {
+        return sign | ((exp + kFloat16ExponentRebase) << kFloat32MantissaBits) | (man << kFloat16ToFloat32Shift);
+    }
+    const float f = static_cast<float>(man) * 0x1p-24f;  // denormal: man * 2^-24 (2^-14 * 2^-10), exact
     std::uint32_t u;
     std::memcpy(&u, &f, sizeof u);
     return sign | u;
@@ -294,15 +313,15 @@ std::uint32_t half_to_float_bits(std::uint16_t h) {
 std::int32_t bucket_index(double x, int k) {
     std::uint64_t u;
     std::memcpy(&u, &x, sizeof u);
-    const std::uint64_t a = u & 0x7fffffffffffffffULL;
+    const std::uint64_t a = u & kFloat64AbsMask;
     std::int64_t mag;
-    if ((a >> 52) >= 897) {
+    if ((a >> kFloat64MantissaBits) >= kFirstFloat32NormalExponent) {
         // float32-normal range and beyond: exponent and top k mantissa bits, rebased to float32's bias
-        mag = static_cast<std::int64_t>(a >> (52 - k)) - (static_cast<std::int64_t>(896) << k);
+        mag = static_cast<std::int64_t>(a >> (kFloat64MantissaBits - k)) - (std::int64_t{kExponentRebase} << k);
     } else {
         // float32 denormal range: truncating |x| to a multiple of 2^-149 is exact in double
-        const auto m = static_cast<std::uint32_t>(std::fabs(x) * 0x1p149);
-        mag = m >> (23 - k);
+        const auto m = static_cast<std::uint32_t>(std::fabs(x) * kDenormalScale);
+        mag = m >> bucket_shift(k);
     }
     const auto idx = static_cast<std::int32_t>(mag);
     return (u >> 63) ? -idx : idx;
@@ -326,7 +345,7 @@ Histogram bin_values(const void* data, std::size_t n, FloatFormat format, int k)
                 const std::size_t m = std::min(kBlock, n - i);
                 for (std::size_t j = 0; j < m; ++j) {
                     block[j] = format == FloatFormat::F16 ? half_to_float_bits(src[i + j])
-                                                          : static_cast<std::uint32_t>(src[i + j]) << 16;
+                                                          : static_cast<std::uint32_t>(src[i + j]) << kBFloat16Shift;
                 }
                 acc.add_f32_bits(block.data(), m);
             }

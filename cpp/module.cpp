@@ -4,13 +4,16 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "drainer.hpp"
 #include "histogram.hpp"
 #include "hotpath.hpp"
 #include "overview.hpp"
+#include "scheme.hpp"
 
 namespace py = pybind11;
 using namespace stepwire;
@@ -111,6 +114,36 @@ PYBIND11_MODULE(_core, m) {
     m.attr("KIND_SCALAR") = static_cast<int>(SeriesKind::Scalar);
     m.attr("KIND_HISTOGRAM") = static_cast<int>(SeriesKind::Histogram);
 
+    // SCHEME: the constants of the histogram bucket scheme, from scheme.hpp, so that other implementations
+    // (the torch device path) compute the same integers without copying literals:
+    //   mantissa_bits            23: float32 mantissa bits; bucket = sign(x) * (bits(|x|) >> (mantissa_bits - k))
+    //   float64_mantissa_bits    52: float64 mantissa bits
+    //   exponent_bias            127: float32's exponent bias
+    //   exponent_rebase          896: float64 biased exponent minus this = float32 biased exponent (1023 - 127)
+    //   first_normal_exponent    897: first float64 biased exponent that is float32-normal (2^-126)
+    //   finite_exponents         255: float32 biased exponents of finite values (0..254); magnitudes from
+    //                            finite_exponents << k on are Inf/NaN for float32 bits
+    //   beyond_float32_exponent  1151: first float64 biased exponent beyond float32's range (2^128); finite
+    //                            doubles there keep buckets of magnitude >= finite_exponents << k
+    //   denormal_scale_log2      149: a float32 denormal |x| has the bit pattern |x| * 2^149
+    //   smallest_normal_log2     -126: the smallest float32 normal is 2^-126
+    //   default_k, max_k         3 and 10: mantissa bits kept by default and at most
+    {
+        py::dict scheme;
+        scheme["mantissa_bits"] = kFloat32MantissaBits;
+        scheme["float64_mantissa_bits"] = kFloat64MantissaBits;
+        scheme["exponent_bias"] = kFloat32ExponentBias;
+        scheme["exponent_rebase"] = kExponentRebase;
+        scheme["first_normal_exponent"] = kFirstFloat32NormalExponent;
+        scheme["finite_exponents"] = kFiniteFloat32Exponents;
+        scheme["beyond_float32_exponent"] = kBeyondFloat32Exponent;
+        scheme["denormal_scale_log2"] = kDenormalScaleLog2;
+        scheme["smallest_normal_log2"] = kSmallestNormalLog2;
+        scheme["default_k"] = kDefaultMantissaBits;
+        scheme["max_k"] = kMaxMantissaBits;
+        m.attr("SCHEME") = scheme;
+    }
+
     m.def(
         "bin_values",
         [](const py::buffer& values, int k, bool bfloat16) { return histogram_dict(bin_buffer(values, k, bfloat16)); },
@@ -159,6 +192,25 @@ PYBIND11_MODULE(_core, m) {
         "ascend (GIL released): (rows of 11 int64 per block, blocks per chunk; 0 for a chunk left out).");
     m.def("bucket_index", &bucket_index, py::arg("x"), py::arg("k") = kDefaultMantissaBits,
           "Bucket index of one value in the log-linear scheme.");
+    m.def(
+        "bucket_indices",
+        [](const py::array_t<double, py::array::c_style | py::array::forcecast>& values, int k) {
+            if (k < 0 || k > kMaxMantissaBits) throw py::value_error("k must be between 0 and 10");
+            const double* x = values.data();
+            const auto n = static_cast<std::size_t>(values.size());
+            for (std::size_t i = 0; i < n; ++i) {
+                if (!std::isfinite(x[i])) throw py::value_error("bucket_indices takes finite values only");
+            }
+            py::array_t<std::int32_t> out(std::vector<py::ssize_t>(values.shape(), values.shape() + values.ndim()));
+            std::int32_t* idx = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                for (std::size_t i = 0; i < n; ++i) idx[i] = bucket_index(x[i], k);
+            }
+            return out;
+        },
+        py::arg("values"), py::arg("k") = kDefaultMantissaBits,
+        "Bucket index of each finite value (as float64; same shape, int32), by the rule of bucket_index.");
 
     py::class_<SealedBatch>(m, "SealedBatch", "A sealed columnar batch, ready to be compressed and sent.")
         .def_readonly("sequence", &SealedBatch::sequence)

@@ -106,3 +106,63 @@ def test_all_nan_histogram() -> None:
     assert np.isnan(h.min) and np.isnan(h.max)
     _edges, counts = h.to_bins(4)
     assert counts.sum() == 0
+
+
+def scheme_nasty_float64() -> np.ndarray:
+    """Finite float64 values at every edge of the scheme: +-0, float32 and float64 denormals, the float32
+    normal/denormal boundary, float32 max, 2^128 and beyond up to float64 max, and values just around each."""
+    f32, f64 = np.finfo(np.float32), np.finfo(np.float64)
+    edges = [0.0, f64.smallest_subnormal, 1e-300, float(f32.smallest_subnormal), float(f32.smallest_subnormal) * 1.5,
+             float(f32.smallest_normal), float(f32.smallest_normal) * (1 - 2**-30), 1.0, 1.0 + 2**-30, 1.125,
+             float(f32.max), float(np.nextafter(f32.max, np.inf, dtype=np.float64)), 2.0**128, 2.0**128 * 1.2,
+             1e300, float(f64.max)]
+    around = [np.nextafter(v, np.inf) for v in edges[:-1]] + [np.nextafter(v, -np.inf) for v in edges[1:]]
+    v = np.array(edges + around, dtype=np.float64)
+    rng = np.random.default_rng(12)
+    wide = np.ldexp(rng.uniform(0.5, 1.0, 4_000), rng.integers(-1074, 1024, 4_000))  # every float64 exponent
+    v = np.concatenate([v, wide])
+    return np.concatenate([v, -v])
+
+
+def test_scheme_constants() -> None:
+    s = _core.SCHEME
+    assert s["mantissa_bits"] == 23 and s["float64_mantissa_bits"] == 52 and s["exponent_bias"] == 127
+    assert s["exponent_rebase"] == 1023 - 127 and s["first_normal_exponent"] == s["exponent_rebase"] + 1
+    assert s["finite_exponents"] == 255 and s["beyond_float32_exponent"] == s["exponent_rebase"] + 255
+    assert 2.0 ** -s["denormal_scale_log2"] == float(np.finfo(np.float32).smallest_subnormal)
+    assert 2.0 ** s["smallest_normal_log2"] == float(np.finfo(np.float32).smallest_normal)
+    assert (s["default_k"], s["max_k"]) == (_core.DEFAULT_K, _core.MAX_K)
+
+
+@pytest.mark.parametrize("k", [0, 3, 10])
+def test_bucket_indices_agree_with_bucket_index_reference_and_edges(k: int) -> None:
+    v = scheme_nasty_float64()
+    idx = _core.bucket_indices(v, k)
+    assert idx.dtype == np.int32 and idx.shape == v.shape
+    assert idx.tolist() == [_core.bucket_index(float(x), k) for x in v]
+    np.testing.assert_array_equal(idx, bucket_indices(v, k))
+    with np.errstate(over="ignore"):  # the bucket of float64's largest values ends at 2^1024: inf
+        lo, hi = bucket_edges(idx, k)
+    assert np.all(lo <= v) and np.all(v <= hi)
+    pos, neg = idx > 0, idx < 0
+    assert np.all(v[pos] < hi[pos]) and np.all(lo[neg] < v[neg])
+    zero = idx == 0
+    assert np.all((lo[zero] < v[zero]) & (v[zero] < hi[zero]))
+    # the same values through bin_values, as float64 and (where float32 holds them) as float32
+    assert as_dict(Histogram.from_values(v, k=k)) == dict(
+        zip(*np.unique(idx, return_counts=True), strict=True))
+    small = v[np.abs(v) <= np.finfo(np.float32).max]
+    assert as_dict(Histogram.from_values(small.astype(np.float32), k=k)) == reference_histogram(
+        small.astype(np.float32), k)
+
+
+def test_bucket_indices_shapes_and_rejections() -> None:
+    x = np.array([[1.0, -2.0], [0.5, 3.0]])
+    np.testing.assert_array_equal(_core.bucket_indices(x), bucket_indices(x))
+    np.testing.assert_array_equal(_core.bucket_indices(x.astype(np.float32)), bucket_indices(x))
+    assert _core.bucket_indices(np.zeros(0)).shape == (0,)
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match="finite"):
+            _core.bucket_indices(np.array([1.0, bad]))
+    with pytest.raises(ValueError, match="k must be"):
+        _core.bucket_indices(x, 11)

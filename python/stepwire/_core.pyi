@@ -11,6 +11,10 @@ MAX_NAME_BYTES: int
 MAX_STEP: int
 KIND_SCALAR: int
 KIND_HISTOGRAM: int
+SCHEME: dict[str, int]
+"""Constants of the histogram bucket scheme (cpp/scheme.hpp): mantissa_bits, float64_mantissa_bits, exponent_bias,
+exponent_rebase, first_normal_exponent, finite_exponents, beyond_float32_exponent, denormal_scale_log2,
+smallest_normal_log2, default_k, max_k."""
 
 def bin_values(values: Any, k: int = ..., bfloat16: bool = ...) -> dict[str, Any]:
     """Bins a contiguous float buffer (GIL released); returns k, indices, counts and exact statistics."""
@@ -26,6 +30,9 @@ def block_extremes(steps: npt.ArrayLike, values: npt.ArrayLike, walls: npt.Array
 
 def bucket_index(x: float, k: int = ...) -> int:
     """Bucket index of one value in the log-linear scheme."""
+
+def bucket_indices(values: npt.ArrayLike, k: int = ...) -> npt.NDArray[np.int32]:
+    """Bucket index of each finite value (as float64; same shape, int32), by the rule of bucket_index."""
 
 class SealedBatch:
     """A sealed columnar batch, ready to be compressed and sent."""
