@@ -26,6 +26,7 @@ import numpy.typing as npt
 from google.protobuf.message import Message
 
 from stepwire import _core, spool
+from stepwire.binning import BACKGROUND_MIN_VALUES, Binner, Job, idle_stats, private_copy
 from stepwire.collector.embedded import data_dir, local_collector, reachable
 from stepwire.histogram import DEFAULT_K
 from stepwire.names import MAX_NAME_BYTES, check_artifact_name, check_label, check_name
@@ -154,6 +155,7 @@ class Run(_core.Producer):
         self._kinds: dict[str, int] = {}
         self._hist_ids: dict[str, int] = {}
         self._waiter: DeviceWaiter | None = None
+        self._binner: Binner | None = None
         self._drop = policy == "drop"
         self._finished = False
         self._stream_id = uuid.uuid4().hex
@@ -267,6 +269,7 @@ class Run(_core.Producer):
             raise TypeError(f"log() takes a dict of name -> value, got {type(data).__name__}")
         scalars: dict[str, float] = {}
         hists: list[tuple[str, npt.NDArray[Any], bool]] = []
+        hist_sources: list[tuple[str, object]] = []
         device_scalars: dict[str, torch.Tensor] = {}
         device_hists: dict[str, torch.Tensor] = {}
         for key, value in _flatten(data).items():
@@ -277,8 +280,10 @@ class Run(_core.Producer):
                 (device_scalars if value.ndim == 0 else device_hists)[name] = value
             elif is_tensor(value) and value.ndim > 0:
                 hists.append((name, *cpu_view(name, value)))
+                hist_sources.append((name, value))
             elif isinstance(value, np.ndarray) and value.ndim > 0:
                 hists.append((name, _float_array(name, value), False))
+                hist_sources.append((name, value))
             else:
                 scalars[name] = _to_float(name, value)
         for name in [*scalars, *device_scalars]:
@@ -288,8 +293,8 @@ class Run(_core.Producer):
             self._define(name, _core.KIND_HISTOGRAM)
         resolved = self._take_step(step)  # type: ignore[arg-type]
         super().log(scalars, resolved)
-        for sid, arr, bf16 in hist_ids:
-            self._stream.push_histogram(sid, resolved, arr, self._k, bf16)
+        for (sid, arr, bf16), (name, source) in zip(hist_ids, hist_sources, strict=True):
+            self._push_histogram(sid, name, resolved, arr, bf16, source)
         if device_scalars or device_hists:
             from stepwire.torch.device import log_device_values
 
@@ -310,7 +315,24 @@ class Run(_core.Producer):
             return
         sid = self._define(name, _core.KIND_HISTOGRAM)
         arr, bf16 = cpu_view(name, values) if is_tensor(values) else (_float_array(name, values), False)
-        self._stream.push_histogram(sid, self._take_step(step), arr, self._k, bf16)
+        self._push_histogram(sid, name, self._take_step(step), arr, bf16, values)
+
+    def _push_histogram(self, sid: int, name: str, step: int, arr: npt.NDArray[Any], bf16: bool,
+                        source: object) -> None:
+        """Bin ``arr`` here if small (or refused by the background thread), else in the background: copied
+        first if it is the caller's memory (``source``'s), so that later changes do not reach what is logged."""
+        if arr.size >= BACKGROUND_MIN_VALUES and self.active:
+            if self._background().submit(Job([sid], [name], step, [private_copy(arr, source)],
+                                              [bf16])):
+                return
+        self._stream.push_histogram(sid, step, arr, self._k, bf16)
+
+    def _background(self) -> Binner:
+        """The run's background binning thread, started on first use."""
+        if self._binner is None:
+            self._binner = Binner(self, drop=self._drop)
+        return self._binner
+
 
     @_accounted
     def log_params(self, params: Mapping[str, Any], replace: bool = False) -> None:
@@ -374,13 +396,16 @@ class Run(_core.Producer):
         """Remove artifact ``name`` from the run (sent by the sender thread)."""
         self._submit(spool.DELETE_ARTIFACT, ingest_pb2.ArtifactRef(run_id=self.id, name=check_artifact_name(name)))
 
-    def watch(self, model: torch.nn.Module, log: str = "gradients", every: int = 1) -> WatchHandle:
+    def watch(self, model: torch.nn.Module, log: str = "gradients", every: int = 1,
+              background: bool = True) -> WatchHandle:
         """Log every parameter's histogram and norm/min/max/mean/non-finite count every ``every`` iterations
-        (``log``: "gradients", "parameters" or "all"), at the run's current step; returns a handle to stop."""
+        (``log``: "gradients", "parameters" or "all"), at the run's current step; returns a handle to stop.
+        CPU tensors are binned in the background once an optimizer step shows that is safe (see
+        ``stepwire.torch.watch``); ``background=False`` keeps them on the training thread."""
         from stepwire.torch.watch import WatchHandle, watch
 
         self._check_open()
-        return watch(self, model, log, every) if self.active else WatchHandle([])
+        return watch(self, model, log, every, background) if self.active else WatchHandle([])
 
     @_accounted
     def log_model_stats(self, model: torch.nn.Module, step: int | None = None, log: str = "gradients") -> None:
@@ -410,6 +435,8 @@ class Run(_core.Producer):
         offline run, until it is in the spool); False on timeout (default ``finish_timeout``)."""
         if self._finished or not self.active:
             return True
+        if self._binner is not None:
+            self._binner.join()  # histograms still being binned are part of "logged so far"
         if self._waiter is not None:
             self._waiter.join()  # device results still on their way are part of "logged so far"
         deadline = time.monotonic() + (self._finish_timeout if timeout is None else timeout)
@@ -430,6 +457,8 @@ class Run(_core.Producer):
         if not self.active:
             self._stream.close()
             return
+        if self._binner is not None:
+            self._binner.close()
         if self._waiter is not None:
             self._waiter.close()
         deadline = time.monotonic() + self._finish_timeout
@@ -484,16 +513,21 @@ class Run(_core.Producer):
         some are still on their way. ``sent``: items the sender took; ``spooled_total``: items ever written to
         the spool; ``side_failed``/``side_lost``: texts, artifacts and run updates refused, or neither
         delivered nor spooled; ``sender_errors``: unexpected errors the sender thread survived;
-        ``device_dropped``: GPU statistics dropped. And the cost of logging: ``logging_s``, the seconds calling
-        threads spent inside stepwire's logging calls, and ``logging_fraction``, that time over the wall time
-        since ``init`` (approximate while several threads log at once)."""
+        ``device_dropped``: GPU statistics dropped;
+        ``binning_*``: histograms binned in the background (``stepwire.binning``: ``binning_background`` binned
+        there, ``binning_changed`` dropped because their tensor changed before it was binned, ``binning_dropped``
+        refused under ``policy="drop"``, ``binning_errors`` failed, ``binning_waits``/``binning_wait_s`` times
+        and seconds a caller waited for it, ``binning_held_bytes`` waiting now). And the cost of logging:
+        ``logging_s``, the seconds calling threads spent inside stepwire's logging calls, and
+        ``logging_fraction``, that time over the wall time since ``init`` (approximate while several threads
+        log at once)."""
         core = self._stream.stats()
         busy = self._busy_ns / 1e9
         cost = {"logging_s": busy, "logging_fraction": busy / max(time.time() - self._t0, 1e-9)}
         if not self.active:
             return {"logged": 0, "dropped": 0, "timed_out": 0, "blocked": 0, "sent": 0, "acknowledged": 0,
                     "rejected": 0, "spooled": 0, "spooled_total": 0, "lost": 0, "lost_reason": "", "side_failed": 0,
-                    "side_lost": 0, "sender_errors": 0, "device_dropped": 0, **cost}
+                    "side_lost": 0, "sender_errors": 0, "device_dropped": 0, **idle_stats(), **cost}
         return {**cost,
             "logged": core["logged"],
             "dropped": core["dropped"],
@@ -501,6 +535,7 @@ class Run(_core.Producer):
             "blocked": core["blocked"],
             **self._sender.counts(),
             "device_dropped": self._waiter.dropped if self._waiter is not None else 0,
+            **(self._binner.stats() if self._binner is not None else idle_stats()),
         }
 
     def __enter__(self) -> Run:

@@ -2,9 +2,18 @@
 
 For every parameter (or its gradient) stepwire logs a histogram under ``{kind}/{name}`` and the scalars
 ``{kind}/{name}/norm``, ``/min``, ``/max``, ``/mean`` and ``/nonfinite``, where kind is ``gradients`` or
-``parameters`` (the names W&B's ``watch`` uses). CPU tensors are binned by the native core as they are at the
-call (GIL released, one pass for histogram and statistics); tensors on a GPU are reduced there in a few fused
-launches per chunk (``reduce_tensors``) and a waiter thread, not the training thread, waits for the results.
+``parameters`` (the names W&B's ``watch`` uses). Tensors on a GPU are reduced there in a few fused launches per
+chunk (``reduce_tensors``) and a waiter thread, not the training thread, waits for the results.
+
+CPU tensors: ``log_model_stats`` and the Ignite handlers bin them on the caller's thread (GIL released, all
+cores). ``watch`` starts the same way and, once a ``torch.optim`` optimizer has stepped with no in-place change
+to the tensors it logged (``clip_grad_norm_``, ``GradScaler.unscale_``), hands them to the run's background
+binning thread instead (``stepwire.binning``): the hook keeps a reference to each gradient (``zero_grad()``
+replaces it rather than changing it) and to each parameter, and the optimizer's step hooks and the next
+forward pass are the fences where the training thread checks their version counters and, before code that may
+change them, waits for what is not binned yet. A tensor changed in place before its fence (which the version
+counter shows; changes made through ``.data`` it does not) loses that step's histograms, counted in
+``run.stats()["binning_changed"]``, and from then on ``watch`` bins on the training thread again.
 """
 
 from __future__ import annotations
@@ -14,8 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
 import torch
 from stepwire import _core
+from stepwire.binning import Job
 from stepwire.tensors import cpu_view
 from stepwire.torch.device import log_on_device
 from stepwire.torch.reduce import DEFAULT_CHUNK_ELEMENTS
@@ -70,7 +82,7 @@ def named_tensors(model: torch.nn.Module, kind: str) -> list[tuple[str, torch.Te
     """``(f"{kind}/{name}", tensor)`` for every parameter (its gradient for kind "gradients", when it has one)."""
     out = []
     for name, p in model.named_parameters():
-        t = p.grad if kind == "gradients" else p.data
+        t = p.grad if kind == "gradients" else p.detach()  # detach(), not .data: it shares the version counter
         if t is not None:
             out.append((f"{kind}/{name}", t))
     return out
@@ -102,48 +114,136 @@ class WatchHandle:
         self.handles.clear()
 
 
-def watch(run: Run, model: torch.nn.Module, log: str = "gradients", every: int = 1) -> WatchHandle:
+class _Watcher:
+    """One ``watch``: logs a model's tensors of one kind or both, on the training thread or in the background."""
+
+    def __init__(self, run: Run, model: torch.nn.Module, background: bool) -> None:
+        self.run = run
+        self.model = model
+        self.stats = ModelStats(run)
+        self.allowed = dict.fromkeys(KINDS["all"], background)
+        """Kinds that may go to the background; off for good once their tensors were seen changed in place."""
+        self.background = dict.fromkeys(KINDS["all"], False)
+        """Kinds binned in the background now: on after an optimizer step showed them unchanged."""
+        self.probe: dict[str, list[tuple[torch.Tensor, int]]] = {}
+        """The tensors (and versions) last binned on the training thread, per kind: what the next step shows."""
+
+    def log(self, kind: str) -> None:
+        """Log every tensor of ``kind`` at the run's current step."""
+        run = self.run
+        named = named_tensors(self.model, kind)
+        cpu = [(n, t) for n, t in named if t.device.type == "cpu"]
+        run._busy_begin()  # hooks run on the training thread: their time counts as logging time
+        try:
+            if len(cpu) < len(named):
+                self.stats._log([(n, t) for n, t in named if t.device.type != "cpu"], run.step, True)
+            if not cpu:
+                return
+            if self.background[kind] and self._submit(kind, cpu):
+                return
+            self.stats._log(cpu, run.step, True)
+            if self.allowed[kind]:
+                self.probe[kind] = [(t, t._version) for _, t in cpu]
+        finally:
+            run._busy_end()
+
+    def _submit(self, kind: str, items: list[tuple[str, torch.Tensor]]) -> bool:
+        run = self.run
+        views = [cpu_view(name, t) for name, t in items]
+        names = [name for name, _ in items]
+        series = [run._define(name, _core.KIND_HISTOGRAM) for name in names]
+        for name in names:  # defined here, on the training thread, so the binning thread only logs
+            for scalar in scalars_of(name, _NO_VALUES):
+                run._define(scalar, _core.KIND_SCALAR)
+        job = Job(series, names, run.step, [v for v, _ in views], [b for _, b in views], scalars_of=scalars_of,
+                  guards=[(t, t._version) for _, t in items], barrier_kind=kind,
+                  on_changed=lambda: self._changed(kind))
+        return run._background().submit(job)
+
+    def _changed(self, kind: str) -> None:
+        self.allowed[kind] = self.background[kind] = False
+        log.warning("stepwire watch: %s were changed in place before they were binned (clip_grad_norm_, "
+                    "GradScaler.unscale_, ...): that step's %s histograms are dropped (counted in "
+                    "stats()['binning_changed']) and they are binned on the training thread from now on", kind, kind)
+
+    def fence(self, barrier: str | None) -> None:
+        """A point where the training thread runs no tensor operation (see ``stepwire.binning``)."""
+        binner = self.run._binner
+        if binner is not None and any(self.background.values()):
+            self.run._busy_begin()
+            try:
+                binner.fence(barrier)
+            finally:
+                self.run._busy_end()
+
+    def before_step(self) -> None:
+        """An optimizer is about to change the parameters: those binned before must be binned by now."""
+        self.fence("parameters")
+        self._check_probe("parameters")
+
+    def after_step(self) -> None:
+        """An optimizer stepped: gradients binned before may be zeroed in place next."""
+        self.fence("")
+        self._check_probe("gradients")
+
+    def _check_probe(self, kind: str) -> None:
+        probe = self.probe.pop(kind, None)
+        if probe is None:
+            return
+        if any(t._version != v for t, v in probe):
+            self.allowed[kind] = False
+            log.info("stepwire watch: %s change in place between the hook and the optimizer step; they are "
+                     "binned on the training thread", kind)
+        else:
+            self.background[kind] = self.allowed[kind]
+
+
+_NO_VALUES = {"count": 0, "nan": 0, "pos_inf": 0, "neg_inf": 0, "sumsq": 0.0, "min": 0.0, "max": 0.0, "sum": 0.0}
+
+
+def watch(run: Run, model: torch.nn.Module, log: str = "gradients", every: int = 1,
+          background: bool = True) -> WatchHandle:
     """Log ``log_model_stats`` every ``every`` iterations, from hooks: gradients once a backward pass has
     accumulated all of them (or, if it left some without, before the next forward pass), parameters before a
-    forward pass. The step is the run's current step."""
+    forward pass. The step is the run's current step. ``background=False`` keeps binning CPU tensors on the
+    training thread (for loops that change them through ``.data``, which version counters do not show)."""
     if log not in KINDS:
         raise ValueError(f"log must be one of {sorted(KINDS)}, got {log!r}")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(every, int) or every < 1:
         raise ValueError(f"every must be an int >= 1, got {every!r}")
-    stats = ModelStats(run)
-    handles: list[Any] = []
-    if "parameters" in KINDS[log]:
-        calls = [0]
+    watcher = _Watcher(run, model, background)
+    handles: list[Any] = [
+        register_optimizer_step_pre_hook(lambda opt, args, kwargs: watcher.before_step()),
+        register_optimizer_step_post_hook(lambda opt, args, kwargs: watcher.after_step()),
+    ]
+    state = {"ready": 0, "passes": 0, "calls": 0}
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
-        def before_forward(module: torch.nn.Module, args: Any) -> None:
-            if calls[0] % every == 0:
-                stats.log(named_tensors(model, "parameters"), run.step)
-            calls[0] += 1
+    def log_gradients() -> None:
+        if state["passes"] % every == 0:
+            watcher.log("gradients")
+        state["passes"] += 1
+        state["ready"] = 0
 
-        handles.append(model.register_forward_pre_hook(before_forward))
+    def before_forward(module: torch.nn.Module, args: Any) -> None:
+        watcher.fence("")  # gradients may be accumulated into next, parameters changed by hand
+        if "gradients" in KINDS[log] and state["ready"]:  # a backward pass that left some without gradient
+            log_gradients()
+        if "parameters" in KINDS[log]:
+            if state["calls"] % every == 0:
+                watcher.log("parameters")
+            state["calls"] += 1
+
+    handles.append(model.register_forward_pre_hook(before_forward))
     if "gradients" in KINDS[log]:
         # Post-accumulate hooks see each gradient once it is in .grad; holding no reference to gradients in
         # flight keeps autograd stealing them into .grad instead of copying (a multi-grad hook would hold them).
-        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        state = {"ready": 0, "passes": 0}
-
-        def log_gradients() -> None:
-            if state["passes"] % every == 0:
-                stats.log(named_tensors(model, "gradients"), run.step)
-            state["passes"] += 1
-            state["ready"] = 0
-
         def accumulated(p: torch.Tensor) -> None:
             state["ready"] += 1
             if state["ready"] == len(params):
                 log_gradients()
 
-        def before_next_forward(module: torch.nn.Module, args: Any) -> None:
-            if state["ready"]:  # a backward pass that left some parameters without gradient
-                log_gradients()
-
         handles += [p.register_post_accumulate_grad_hook(accumulated) for _, p in params]
-        handles.append(model.register_forward_pre_hook(before_next_forward))
     return WatchHandle(handles)
