@@ -5,11 +5,10 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <atomic>
 #include <map>
 #include <stdexcept>
-#include <thread>
 
+#include "bin_pool.hpp"
 #include "scheme.hpp"
 
 namespace stepwire {
@@ -404,20 +403,15 @@ std::vector<Histogram> bin_many(const std::vector<BinInput>& inputs, int k, unsi
         total += inputs[i].n;
     }
     std::vector<Histogram> parts(tasks.size());
-    std::atomic<std::size_t> next{0};
-    auto work = [&] {
-        for (std::size_t t; (t = next.fetch_add(1)) < tasks.size();) {
-            const Task& task = tasks[t];
-            const BinInput& in = inputs[task.input];
-            const std::size_t itemsize = in.format == FloatFormat::F64 ? 8 : in.format == FloatFormat::F32 ? 4 : 2;
-            parts[t] = bin_values(static_cast<const char*>(in.data) + task.offset * itemsize, task.n, in.format, k);
-        }
-    };
-    const unsigned n_threads = total < 2 * kChunk ? 1u : std::max(1u, std::min<unsigned>(threads, 16u));
-    std::vector<std::thread> pool;
-    for (unsigned i = 1; i < n_threads; ++i) pool.emplace_back(work);
-    work();
-    for (auto& th : pool) th.join();
+    // Small totals stay on the caller: waking a worker costs more than binning them.
+    const unsigned n_threads = total < 2 * kChunk ? 1u : std::max(1u, threads);
+    parallel_for(tasks.size(), n_threads, [&](std::size_t t) {
+        const Task& task = tasks[t];
+        const BinInput& in = inputs[task.input];
+        const std::size_t itemsize = in.format == FloatFormat::F64 ? 8 : in.format == FloatFormat::F32 ? 4 : 2;
+        parts[t] = bin_values(static_cast<const char*>(in.data) + task.offset * itemsize, task.n, in.format, k);
+    });
+    if (tasks.size() == inputs.size()) return parts;  // one task per input, in order
     std::vector<Histogram> out(inputs.size());
     std::vector<bool> seen(inputs.size(), false);
     for (std::size_t t = 0; t < tasks.size(); ++t) {

@@ -4,11 +4,17 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <mutex>
+#include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "bin_pool.hpp"
 #include "drainer.hpp"
 #include "histogram.hpp"
 #include "hotpath.hpp"
@@ -211,6 +217,36 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("values"), py::arg("k") = kDefaultMantissaBits,
         "Bucket index of each finite value (as float64; same shape, int32), by the rule of bucket_index.");
+
+    m.def("pool_workers", &pool_workers, "Workers of the binning pool started in this process (0 before first use).");
+    m.def(
+        "_pool_selftest",
+        [](std::size_t n, unsigned threads, long long fail_at, unsigned sleep_us) {
+            // Runs n tasks through the binning pool (GIL released): each sleeps sleep_us and marks itself;
+            // task fail_at throws std::runtime_error. Returns (how often each task ran, threads that ran some).
+            std::vector<std::atomic<int>> runs(n);
+            std::mutex mutex;
+            std::set<std::thread::id> ids;
+            {
+                py::gil_scoped_release release;
+                parallel_for(n, threads, [&](std::size_t t) {
+                    if (sleep_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
+                    {
+                        std::lock_guard<std::mutex> lock(mutex);
+                        ids.insert(std::this_thread::get_id());
+                    }
+                    runs[t].fetch_add(1);
+                    if (static_cast<long long>(t) == fail_at) {
+                        throw std::runtime_error("task " + std::to_string(t) + " failed");
+                    }
+                });
+            }
+            std::vector<int> out(n);
+            for (std::size_t i = 0; i < n; ++i) out[i] = runs[i].load();
+            return py::make_tuple(array(out), ids.size());
+        },
+        py::arg("n"), py::arg("threads"), py::arg("fail_at") = -1, py::arg("sleep_us") = 0,
+        "Test hook: n tasks through the binning pool; (runs per task, threads that ran tasks).");
 
     py::class_<SealedBatch>(m, "SealedBatch", "A sealed columnar batch, ready to be compressed and sent.")
         .def_readonly("sequence", &SealedBatch::sequence)

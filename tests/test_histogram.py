@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.queues
+import os
+import signal
+import threading
+import time
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -166,3 +174,190 @@ def test_bucket_indices_shapes_and_rejections() -> None:
             _core.bucket_indices(np.array([1.0, bad]))
     with pytest.raises(ValueError, match="k must be"):
         _core.bucket_indices(x, 11)
+
+
+# --- bin_many on the persistent pool: concurrency, fork, errors, thread counts, reused accumulators ---
+
+BIG = 700_000  # above bin_many's 2 x 2^18 values: calls this size use the pool
+
+
+def reference_dict(x: np.ndarray, k: int = 3) -> dict[str, object]:
+    """What bin_values must return for ``x`` (buckets, count, NaN/Inf counts, min, max), from the numpy reference."""
+    v = np.asarray(x).astype(np.float64)
+    finite = v[np.isfinite(v)]
+    idx, counts = np.unique(bucket_indices(finite, k), return_counts=True)
+    return {"indices": idx.tolist(), "counts": counts.tolist(), "count": len(v), "nan": int(np.isnan(v).sum()),
+            "pos_inf": int(np.isposinf(v).sum()), "neg_inf": int(np.isneginf(v).sum()),
+            "min": float(finite.min()) if len(finite) else None, "max": float(finite.max()) if len(finite) else None}
+
+
+def exact_part(d: dict[str, Any]) -> dict[str, object]:
+    """The fields of a bin_values result that any thread count must reproduce exactly (sum aside)."""
+    lo, hi = float(d["min"]), float(d["max"])
+    return {"indices": np.asarray(d["indices"]).tolist(), "counts": np.asarray(d["counts"]).tolist(),
+            "count": d["count"], "nan": d["nan"], "pos_inf": d["pos_inf"], "neg_inf": d["neg_inf"],
+            "min": None if np.isnan(lo) else lo, "max": None if np.isnan(hi) else hi}
+
+
+def pool_arrays(seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [nasty_values(rng, BIG, np.float32), nasty_values(rng, 16, np.float32), nasty_values(rng, 3_000, np.float64),
+            nasty_values(rng, 300_000, np.float16), np.zeros(0, np.float32), nasty_values(rng, BIG, np.float64)]
+
+
+def test_many_concurrent_callers_are_exact() -> None:
+    datasets = [pool_arrays(seed) for seed in range(4)]
+    expected = [[reference_dict(x) for x in arrays] for arrays in datasets]
+    errors: list[BaseException] = []
+
+    def caller(i: int) -> None:
+        try:
+            for r in range(4):
+                j = (i + r) % len(datasets)
+                got = _core.bin_many(datasets[j], [False] * len(datasets[j]), 3, 0)
+                assert [exact_part(d) for d in got] == expected[j]
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors
+
+
+def test_results_identical_with_one_and_many_threads() -> None:
+    arrays = pool_arrays(7)
+    bf16 = (nasty_values(np.random.default_rng(8), BIG, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    values, flags = [*arrays, bf16], [False] * len(arrays) + [True]
+    one = _core.bin_many(values, flags, 3, 1)
+    for threads in (2, 4, 16, 0):
+        many = _core.bin_many(values, flags, 3, threads)
+        for a, b in zip(one, many, strict=True):
+            assert exact_part(a) == exact_part(b)
+            assert a["sum"] == b["sum"] or (np.isnan(a["sum"]) and np.isnan(b["sum"]))  # same chunks, same order
+            assert a["sumsq"] == b["sumsq"] or (np.isnan(a["sumsq"]) and np.isnan(b["sumsq"]))
+    widened = (bf16.astype(np.uint32) << 16).view(np.float32)
+    for x, d in zip([*arrays, widened], one, strict=True):
+        assert exact_part(d) == reference_dict(x)
+    if (os.cpu_count() or 1) > 1:
+        assert _core.pool_workers() >= 1
+
+
+def fork_child_bins(queue: multiprocessing.queues.Queue[object]) -> None:
+    x = pool_arrays(3)
+    got = _core.bin_many(x, [False] * len(x), 3, 0)
+    runs, threads = _core._pool_selftest(200, 2, sleep_us=2_000)  # long enough for a live worker to join
+    queue.put(([exact_part(d) for d in got] == [reference_dict(v) for v in x] and runs.tolist() == [1] * 200,
+               _core.pool_workers(), threads))
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # Python >= 3.12: fork with threads running
+def test_bin_many_in_a_forked_child_after_the_pool_started() -> None:
+    x = pool_arrays(2)
+    _core.bin_many(x, [False] * len(x), 3, 0)  # the pool is running in this process now
+    workers = _core.pool_workers()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=fork_child_bins, args=(queue,))
+    proc.start()
+    exact, child_workers, child_threads = queue.get(timeout=120)
+    proc.join(timeout=60)
+    assert proc.exitcode == 0
+    assert exact
+    assert child_workers == workers  # the child started a pool of its own, as large as ours
+    if workers > 0:
+        assert child_threads == 2  # and its worker ran tasks: the parent's (absent there) would not have
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_fork_while_another_thread_is_inside_the_pool() -> None:
+    x = pool_arrays(5)
+    expected = [reference_dict(v) for v in x]
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            _core.bin_many(x, [False] * len(x), 3, 0)
+
+    background = threading.Thread(target=busy)
+    background.start()
+    try:
+        for _ in range(5):
+            pid = os.fork()
+            if pid == 0:  # the child: bin on a fresh pool, then leave without running pytest's teardown
+                code = 1
+                try:
+                    got = _core.bin_many(x, [False] * len(x), 3, 0)
+                    code = 0 if [exact_part(d) for d in got] == expected else 2
+                finally:
+                    os._exit(code)
+            deadline = time.monotonic() + 120
+            while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if waited[0] == 0:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child hung in bin_many")
+            assert os.waitstatus_to_exitcode(waited[1]) == 0
+    finally:
+        stop.set()
+        background.join()
+
+
+def test_a_failing_task_raises_on_the_caller_and_the_pool_goes_on() -> None:
+    for threads in (1, 2, 8):
+        with pytest.raises(RuntimeError, match="task 37 failed"):
+            _core._pool_selftest(200, threads, fail_at=37, sleep_us=50)
+        runs, _ = _core._pool_selftest(200, threads, sleep_us=10)
+        assert runs.tolist() == [1] * 200  # every task exactly once, after a failed call
+    runs, _ = _core._pool_selftest(0, 4)
+    assert len(runs) == 0
+    big = np.ones(BIG, np.float32)
+    with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
+        _core.bin_many([big, np.arange(10, dtype=np.int32)], [False, False], 3, 0)
+    with pytest.raises(ValueError, match="k must be"):
+        _core.bin_many([big, big], [False, False], 11, 0)
+    assert _core.bin_many([big, big], [False, False], 3, 0)[1]["counts"].tolist() == [BIG]
+
+
+def test_failing_tasks_from_concurrent_callers() -> None:
+    errors: list[str] = []
+
+    def caller() -> None:
+        for _ in range(20):
+            try:
+                _core._pool_selftest(64, 4, fail_at=5, sleep_us=20)
+            except RuntimeError as e:
+                errors.append(str(e))
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == ["task 5 failed"] * 80
+
+
+def test_reused_accumulators_start_clean() -> None:
+    """Each thread reuses its accumulators: what one histogram touched must not leak into the next."""
+    rng = np.random.default_rng(9)
+    f32 = np.finfo(np.float32)
+    sequence = [
+        nasty_values(rng, 50_000, np.float32),                       # every slot, NaN/Inf slots included
+        np.array([1.5, -2.5, 3.0], np.float32),                      # a few slots in the middle
+        np.array([np.nan, np.inf, -np.inf, np.nan], np.float32),     # only the NaN/Inf slots
+        np.array([f32.smallest_subnormal, -0.0, 0.0], np.float32),   # bucket 0 only
+        np.array([1e300, -1e-300, 2.0, np.nan], np.float64),         # beyond float32's range
+        np.array([4.0], np.float64),
+        np.array([f32.max, -f32.max], np.float32),                   # the top finite slots
+        np.zeros(0, np.float32),
+        np.array([0.75], np.float32),
+    ]
+    for k in (3, 0, 8, 3, 10, 3):
+        for x in sequence:
+            assert exact_part(_core.bin_values(x, k)) == reference_dict(x, k), (k, x[:4])
+    got = _core.bin_many(sequence, [False] * len(sequence), 3, 1)
+    assert [exact_part(d) for d in got] == [reference_dict(x) for x in sequence]

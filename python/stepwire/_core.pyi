@@ -34,6 +34,13 @@ def bucket_index(x: float, k: int = ...) -> int:
 def bucket_indices(values: npt.ArrayLike, k: int = ...) -> npt.NDArray[np.int32]:
     """Bucket index of each finite value (as float64; same shape, int32), by the rule of bucket_index."""
 
+def pool_workers() -> int:
+    """Workers of the binning pool started in this process (0 before first use)."""
+
+def _pool_selftest(n: int, threads: int, fail_at: int = ..., sleep_us: int = ...
+                   ) -> tuple[npt.NDArray[np.int32], int]:
+    """Test hook: n tasks through the binning pool; (runs per task, threads that ran tasks)."""
+
 class SealedBatch:
     """A sealed columnar batch, ready to be compressed and sent."""
 
