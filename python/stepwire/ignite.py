@@ -146,8 +146,16 @@ class OptimizerParamsHandler(BaseOptimizerParamsHandler):
         run = _check_logger(self, logger).run
         global_step = engine.state.get_event_attrib_value(event_name)
         prefix = f"{self.tag}/" if self.tag else ""
-        run.log({f"{prefix}{self.param_name}/{i}": float(group[self.param_name])
+        run.log({f"{prefix}{self.param_name}/{i}": _param_value(group[self.param_name])
                  for i, group in enumerate(self.optimizer.param_groups)}, step=global_step)
+
+
+def _param_value(value: Any) -> Any:
+    """A one-element tensor (a learning rate on a GPU, say) as a 0-d tensor for ``Run.log``, which copies it
+    without synchronising; anything else as float."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.detach().reshape(())
+    return float(value)
 
 
 def _parameters(handler: BaseWeightsHandler, grads: bool, title: str) -> list[tuple[str, torch.Tensor]]:

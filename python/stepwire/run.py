@@ -76,10 +76,14 @@ def _count(n: float) -> str:
 
 
 def _to_float(key: str, value: object) -> float:
-    """A number as float, or TypeError naming ``key``."""
-    if is_tensor(value) and value.numel() == 1 and value.device.type == "cpu":
-        check_tensor(key, value)
-        return float(value)
+    """A number as float, or TypeError naming ``key`` (describing a tensor, never formatting its values: the repr
+    of a device tensor reads it back, a synchronisation)."""
+    if is_tensor(value):
+        if value.numel() == 1 and value.device.type == "cpu":
+            check_tensor(key, value)
+            return float(value)
+        raise TypeError(f"value for {key!r} must be a real number or a one-element tensor, got a tensor of shape "
+                        f"{tuple(value.shape)} ({value.dtype} on {value.device})")
     if isinstance(value, (numbers.Real, np.bool_)) or (isinstance(value, np.ndarray) and value.ndim == 0
                                                         and value.dtype.kind in "biuf"):
         return float(value)
@@ -261,6 +265,12 @@ class Run(_core.Producer):
     def _log_scalar_slow(self, name: object, value: object, step: object) -> None:
         self._check_open()
         self._define(name, _core.KIND_SCALAR)
+        if is_tensor(value) and value.device.type != "cpu" and value.numel() == 1:  # as log() does: no sync
+            from stepwire.torch.device import log_device_values
+
+            check_tensor(str(name), value)
+            log_device_values(self, {str(name): value.reshape(())}, {}, self._take_step(step))  # type: ignore[arg-type]
+            return
         self.log_scalar(name, _to_float(str(name), value), step)  # type: ignore[arg-type]
 
     def _log_slow(self, data: object, step: object) -> None:
@@ -306,12 +316,16 @@ class Run(_core.Producer):
         """Log the histogram of ``values`` (array, sequence of numbers, or torch tensor on any device).
 
         CPU values are binned right away in the fixed log-linear scheme (GIL released, tensors zero-copy), so
-        later changes do not affect what is logged; GPU tensors are binned on the device without a
-        synchronisation and logged once the results reach the host. NaN and infinities are counted.
+        later changes do not affect what is logged; GPU tensors (0-d ones too) are binned on the device without
+        a synchronisation and logged once the results reach the host. NaN and infinities are counted.
         """
         self._check_open()
         if is_tensor(values) and values.device.type != "cpu":
-            self._log_slow({name: values}, step)
+            from stepwire.torch.device import log_device_values
+
+            check_tensor(name, values)
+            self._define(name, _core.KIND_HISTOGRAM)
+            log_device_values(self, {}, {name: values}, self._take_step(step))
             return
         sid = self._define(name, _core.KIND_HISTOGRAM)
         arr, bf16 = cpu_view(name, values) if is_tensor(values) else (_float_array(name, values), False)
@@ -430,6 +444,14 @@ class Run(_core.Producer):
             self._waiter = DeviceWaiter(drop=self._drop)
         return self._waiter
 
+    def _device_stats(self) -> dict[str, Any]:
+        w = self._waiter
+        if w is None:
+            return {"device_dropped": 0, "device_waited": 0, "device_waited_s": 0.0, "device_errors": 0,
+                    "device_error": ""}
+        return {"device_dropped": w.dropped, "device_waited": w.waited, "device_waited_s": w.waited_s,
+                "device_errors": w.errors, "device_error": w.first_error}
+
     def flush(self, timeout: float | None = None) -> bool:
         """Seal everything logged so far and wait until the collector acknowledged it (spool included; for an
         offline run, until it is in the spool); False on timeout (default ``finish_timeout``)."""
@@ -513,7 +535,10 @@ class Run(_core.Producer):
         some are still on their way. ``sent``: items the sender took; ``spooled_total``: items ever written to
         the spool; ``side_failed``/``side_lost``: texts, artifacts and run updates refused, or neither
         delivered nor spooled; ``sender_errors``: unexpected errors the sender thread survived;
-        ``device_dropped``: GPU statistics dropped;
+        ``device_*``: tensors on a device (``stepwire.torch.device``: ``device_dropped`` reductions or scalar
+        copies not made because too many results waited for the waiter thread under ``policy="drop"``,
+        ``device_waited``/``device_waited_s`` times and seconds a caller waited for it under ``policy="block"``,
+        ``device_errors`` results whose waiting or logging failed, ``device_error`` the first such error, "" if none);
         ``binning_*``: histograms binned in the background (``stepwire.binning``: ``binning_background`` binned
         there, ``binning_changed`` dropped because their tensor changed before it was binned, ``binning_dropped``
         refused under ``policy="drop"``, ``binning_errors`` failed, ``binning_waits``/``binning_wait_s`` times
@@ -527,14 +552,14 @@ class Run(_core.Producer):
         if not self.active:
             return {"logged": 0, "dropped": 0, "timed_out": 0, "blocked": 0, "sent": 0, "acknowledged": 0,
                     "rejected": 0, "spooled": 0, "spooled_total": 0, "lost": 0, "lost_reason": "", "side_failed": 0,
-                    "side_lost": 0, "sender_errors": 0, "device_dropped": 0, **idle_stats(), **cost}
+                    "side_lost": 0, "sender_errors": 0, **self._device_stats(), **idle_stats(), **cost}
         return {**cost,
             "logged": core["logged"],
             "dropped": core["dropped"],
             "timed_out": core["timed_out"],
             "blocked": core["blocked"],
             **self._sender.counts(),
-            "device_dropped": self._waiter.dropped if self._waiter is not None else 0,
+            **self._device_stats(),
             **(self._binner.stats() if self._binner is not None else idle_stats()),
         }
 
