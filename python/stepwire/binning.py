@@ -14,12 +14,15 @@ A ``Job`` holds the arrays of one logging call. Two kinds:
 
 At most ``max_bytes`` of arrays wait; beyond that ``submit`` waits for room, or with ``drop`` refuses the job
 (counted in ``dropped``). A job larger than ``max_bytes`` alone is refused under either policy: the caller bins it
-itself. One thread per run; the binning itself spreads over the native core's persistent pool.
+itself. One thread per run; the binning itself spreads over the native core's persistent pool, on the cores torch's
+threads leave free (``spare_cores``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -59,8 +62,8 @@ class Job:
     """When given, the scalars it returns for each histogram are logged beside it (``watch``)."""
     guards: list[tuple[Any, int]] | None = None
     """Tensors and their ``_version`` when the job was made: the job is guarded (see the module docstring)."""
-    barrier_kind: str = ""
-    """Which barrier fences wait for this job (e.g. "parameters" before an optimizer step); all do for ""."""
+    kind: str = ""
+    """What the job holds (``watch`` uses "gradients" and "parameters"), for barriers to choose by."""
     on_changed: Callable[[], None] | None = None
     nbytes: int = 0
     results: list[dict[str, Any]] | None = None
@@ -80,6 +83,7 @@ class Binner:
     """The background binning thread of one run (see the module docstring)."""
 
     def __init__(self, run: Run, max_bytes: int = DEFAULT_MAX_BYTES, drop: bool = False, threads: int = 0) -> None:
+        """``threads``: how many of the pool's threads one job may use (0: ``spare_cores()``)."""
         self._run = run
         self._max_bytes = max_bytes
         self._drop = drop
@@ -120,10 +124,10 @@ class Binner:
             self._cond.notify_all()
         return True
 
-    def fence(self, barrier: str | None = None) -> None:
+    def fence(self, barrier: Callable[[Job], bool] | None = None) -> None:
         """On the training thread, where it runs no tensor operation: approve guarded jobs that are binned and
-        unchanged, drop changed ones. ``barrier``: first wait until jobs of that ``barrier_kind`` ("" for all)
-        are binned, because what follows may change their tensors."""
+        unchanged, drop changed ones. ``barrier``: first wait until the jobs it returns True for are binned,
+        because what follows may change their tensors."""
         with self._cond:
             for job in list(self._jobs):
                 if job.guards is None or job.approved or job.dropped:
@@ -131,7 +135,7 @@ class Binner:
                 if job.changed():
                     self._drop_changed(job)
                     continue
-                if job.results is None and barrier is not None and barrier in ("", job.barrier_kind):
+                if job.results is None and barrier is not None and barrier(job):
                     self._wait(lambda j=job: j.results is not None or j.dropped)  # type: ignore[misc]
                 if job.results is not None:
                     job.approved = True
@@ -140,7 +144,7 @@ class Binner:
 
     def join(self) -> None:
         """Fence with a barrier for everything, then wait until every job is queued or dropped."""
-        self.fence("")
+        self.fence(lambda job: True)
         with self._cond:
             self._wait(lambda: not self._jobs)
 
@@ -213,7 +217,8 @@ class Binner:
 
     def _bin(self, job: Job) -> list[dict[str, Any]] | None:
         try:
-            out: list[dict[str, Any]] = _core.bin_many(job.arrays, job.bf16, self._run._k, self._threads)
+            out: list[dict[str, Any]] = _core.bin_many(job.arrays, job.bf16, self._run._k,
+                                                       self._threads or spare_cores())
             return out
         except Exception as exc:
             self._failed(job, exc)
@@ -236,6 +241,14 @@ class Binner:
         if scalars:
             run._log_stats(scalars, job.step)
         self.counts["background"] += len(job.series)
+
+
+def spare_cores() -> int:
+    """Cores torch's intra-op threads leave free (at least one): what background binning uses by default, so
+    that it slows the training step's own threads as little as it can."""
+    torch = sys.modules.get("torch")
+    used = torch.get_num_threads() if torch is not None else 1
+    return max(1, (os.cpu_count() or 1) - used)
 
 
 def idle_stats() -> dict[str, Any]:

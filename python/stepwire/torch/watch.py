@@ -19,7 +19,7 @@ counter shows; changes made through ``.data`` it does not) loses that step's his
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +115,14 @@ class WatchHandle:
 
 
 class _Watcher:
-    """One ``watch``: logs a model's tensors of one kind or both, on the training thread or in the background."""
+    """One ``watch``: logs a model's tensors of one kind or both, on the training thread or in the background.
+
+    What may change a logged tensor, and the fence that waits for its binning first (a barrier):
+    parameters: the optimizer step (barrier at its pre-hook); gradients: ``backward`` accumulating into a
+    ``.grad`` that is still the logged tensor (barrier before the next forward pass) and ``zero_grad`` zeroing it
+    in place (barrier at the optimizer's post-hook, only for loops seen doing that); and one gradient job at a
+    time. Gradients replaced by ``zero_grad()`` (``set_to_none``, the default) are binned while the next step runs.
+    """
 
     def __init__(self, run: Run, model: torch.nn.Module, background: bool) -> None:
         self.run = run
@@ -127,6 +134,10 @@ class _Watcher:
         """Kinds binned in the background now: on after an optimizer step showed them unchanged."""
         self.probe: dict[str, list[tuple[torch.Tensor, int]]] = {}
         """The tensors (and versions) last binned on the training thread, per kind: what the next step shows."""
+        self.stepped: list[tuple[torch.Tensor, int]] | None = None
+        """The gradients' probe once an optimizer step left them unchanged: the next forward pass shows whether
+        ``zero_grad`` replaced them or zeroed them in place."""
+        self.zeroed_in_place = True
 
     def log(self, kind: str) -> None:
         """Log every tensor of ``kind`` at the run's current step."""
@@ -139,8 +150,10 @@ class _Watcher:
                 self.stats._log([(n, t) for n, t in named if t.device.type != "cpu"], run.step, True)
             if not cpu:
                 return
-            if self.background[kind] and self._submit(kind, cpu):
-                return
+            if self.background[kind]:
+                self._fence(lambda job: job.kind == kind == "gradients")  # one gradient job at a time
+                if self._submit(kind, cpu):
+                    return
             self.stats._log(cpu, run.step, True)
             if self.allowed[kind]:
                 self.probe[kind] = [(t, t._version) for _, t in cpu]
@@ -156,8 +169,7 @@ class _Watcher:
             for scalar in scalars_of(name, _NO_VALUES):
                 run._define(scalar, _core.KIND_SCALAR)
         job = Job(series, names, run.step, [v for v, _ in views], [b for _, b in views], scalars_of=scalars_of,
-                  guards=[(t, t._version) for _, t in items], barrier_kind=kind,
-                  on_changed=lambda: self._changed(kind))
+                  guards=[(t, t._version) for _, t in items], kind=kind, on_changed=lambda: self._changed(kind))
         return run._background().submit(job)
 
     def _changed(self, kind: str) -> None:
@@ -166,36 +178,53 @@ class _Watcher:
                     "GradScaler.unscale_, ...): that step's %s histograms are dropped (counted in "
                     "stats()['binning_changed']) and they are binned on the training thread from now on", kind, kind)
 
-    def fence(self, barrier: str | None) -> None:
-        """A point where the training thread runs no tensor operation (see ``stepwire.binning``)."""
+    def _fence(self, barrier: Callable[[Job], bool] | None) -> None:
         binner = self.run._binner
         if binner is not None and any(self.background.values()):
-            self.run._busy_begin()
-            try:
-                binner.fence(barrier)
-            finally:
-                self.run._busy_end()
+            binner.fence(barrier)
+
+    def _accounted(self, fence: Callable[[], None]) -> None:
+        self.run._busy_begin()
+        try:
+            fence()
+        finally:
+            self.run._busy_end()
+
+    def before_forward(self) -> None:
+        """A forward pass begins (its backward may accumulate into gradients logged before)."""
+        self._accounted(self._before_forward)
+
+    def _before_forward(self) -> None:
+        live = {id(p.grad) for p in self.model.parameters() if p.grad is not None}
+        self._fence(lambda job: job.kind == "gradients" and any(id(t) in live for t, _ in job.guards or ()))
+        if self.stepped is not None:
+            self.zeroed_in_place = any(id(t) in live or t._version != v for t, v in self.stepped)
+            self.background["gradients"] = self.allowed["gradients"]
+            self.stepped = None
 
     def before_step(self) -> None:
-        """An optimizer is about to change the parameters: those binned before must be binned by now."""
-        self.fence("parameters")
-        self._check_probe("parameters")
+        """An optimizer is about to change the parameters: those logged before must be binned by now."""
+        self._accounted(self._before_step)
+
+    def _before_step(self) -> None:
+        self._fence(lambda job: job.kind == "parameters")
+        if (probe := self.probe.pop("parameters", None)) is not None:
+            unchanged = all(t._version == v for t, v in probe)
+            self.background["parameters"] = self.allowed["parameters"] = self.allowed["parameters"] and unchanged
 
     def after_step(self) -> None:
-        """An optimizer stepped: gradients binned before may be zeroed in place next."""
-        self.fence("")
-        self._check_probe("gradients")
+        """An optimizer stepped; ``zero_grad`` may come next."""
+        self._accounted(self._after_step)
 
-    def _check_probe(self, kind: str) -> None:
-        probe = self.probe.pop(kind, None)
-        if probe is None:
-            return
-        if any(t._version != v for t, v in probe):
-            self.allowed[kind] = False
-            log.info("stepwire watch: %s change in place between the hook and the optimizer step; they are "
-                     "binned on the training thread", kind)
-        else:
-            self.background[kind] = self.allowed[kind]
+    def _after_step(self) -> None:
+        self._fence((lambda job: job.kind == "gradients") if self.zeroed_in_place else None)
+        if (probe := self.probe.pop("gradients", None)) is not None:
+            if all(t._version == v for t, v in probe):
+                self.stepped = probe
+            else:
+                self.allowed["gradients"] = False
+                log.info("stepwire watch: gradients change in place between backward and the optimizer step "
+                         "(clip_grad_norm_, GradScaler.unscale_, ...); they are binned on the training thread")
 
 
 _NO_VALUES = {"count": 0, "nan": 0, "pos_inf": 0, "neg_inf": 0, "sumsq": 0.0, "min": 0.0, "max": 0.0, "sum": 0.0}
@@ -228,7 +257,7 @@ def watch(run: Run, model: torch.nn.Module, log: str = "gradients", every: int =
         state["ready"] = 0
 
     def before_forward(module: torch.nn.Module, args: Any) -> None:
-        watcher.fence("")  # gradients may be accumulated into next, parameters changed by hand
+        watcher.before_forward()
         if "gradients" in KINDS[log] and state["ready"]:  # a backward pass that left some without gradient
             log_gradients()
         if "parameters" in KINDS[log]:
