@@ -315,9 +315,11 @@ class Run(_core.Producer):
     def log_histogram(self, name: str, values: npt.ArrayLike | torch.Tensor, step: int | None = None) -> None:
         """Log the histogram of ``values`` (array, sequence of numbers, or torch tensor on any device).
 
-        CPU values are binned right away in the fixed log-linear scheme (GIL released, tensors zero-copy), so
-        later changes do not affect what is logged; GPU tensors (0-d ones too) are binned on the device without
-        a synchronisation and logged once the results reach the host. NaN and infinities are counted.
+        The values logged are those at the call. CPU values of 65,536 or more are binned by the run's background
+        thread (copied first when they are the caller's array or tensor, so later changes do not reach them),
+        smaller ones right away (GIL released, tensors zero-copy); GPU tensors (0-d ones too) are binned on the
+        device without a synchronisation and logged once the results reach the host. NaN and infinities are
+        counted.
         """
         self._check_open()
         if is_tensor(values) and values.device.type != "cpu":
@@ -346,7 +348,6 @@ class Run(_core.Producer):
         if self._binner is None:
             self._binner = Binner(self, drop=self._drop)
         return self._binner
-
 
     @_accounted
     def log_params(self, params: Mapping[str, Any], replace: bool = False) -> None:
