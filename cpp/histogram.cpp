@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <memory>
 #include <stdexcept>
 
 #include "bin_pool.hpp"
@@ -25,12 +26,15 @@ constexpr std::uint64_t kRebaseBits = std::uint64_t{kExponentRebase} << kFloat32
 struct BlockStats {
     double sum, sumsq;
     float lo, hi;
-    std::uint32_t specials;  // NaN and infinities: when not 0, the other fields are not to be used
+    // Smallest and largest magnitude bit pattern (bits & kFloat32AbsMask), NaN and Inf included: they bound the
+    // counter slots the block touches. amax >= kFloat32InfBits means the block holds NaN or Inf, and then the
+    // other fields are not to be used.
+    std::uint32_t amin, amax;
 };
 
-// Sum, sum of squares, min and max of a block, assuming every value finite: branch-free, so it vectorises
-// (16 float lanes, summed in float32 over runs of 64 values and then in float64: relative error ~1e-6).
-// On x86-64 an AVX2 clone is picked at load time where the CPU has it.
+// Sum, sum of squares, min and max of a block, assuming every value finite, and its range of magnitudes:
+// branch-free, so it vectorises (16 float lanes, summed in float32 over runs of 64 values and then in float64:
+// relative error ~1e-6). On x86-64 an AVX2 clone is picked at load time where the CPU has it.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx2", "default")))
 #endif
@@ -40,7 +44,8 @@ BlockStats fast_stats_f32(const std::uint32_t* bits, std::size_t m) {
     const auto* x = reinterpret_cast<const float*>(bits);
     double sum = 0.0, sumsq = 0.0;
     float lo[W], hi[W];
-    std::uint32_t non_finite[W] = {};
+    std::uint32_t amin[W], amax[W] = {};
+    std::fill(amin, amin + W, kFloat32AbsMask);
     std::fill(lo, lo + W, std::numeric_limits<float>::infinity());
     std::fill(hi, hi + W, -std::numeric_limits<float>::infinity());
     std::size_t i = 0;
@@ -54,7 +59,9 @@ BlockStats fast_stats_f32(const std::uint32_t* bits, std::size_t m) {
                 acc2[j] += f * f;
                 lo[j] = f < lo[j] ? f : lo[j];
                 hi[j] = f > hi[j] ? f : hi[j];
-                non_finite[j] += (bits[i + j] & kFloat32AbsMask) >= kFloat32InfBits ? 1u : 0u;
+                const std::uint32_t a = bits[i + j] & kFloat32AbsMask;
+                amin[j] = a < amin[j] ? a : amin[j];
+                amax[j] = a > amax[j] ? a : amax[j];
             }
         }
         for (std::size_t j = 0; j < W; ++j) {
@@ -62,21 +69,27 @@ BlockStats fast_stats_f32(const std::uint32_t* bits, std::size_t m) {
             sumsq += acc2[j];
         }
     }
-    BlockStats b{sum, sumsq, *std::min_element(lo, lo + W), *std::max_element(hi, hi + W), 0};
+    BlockStats b{sum, sumsq, *std::min_element(lo, lo + W), *std::max_element(hi, hi + W),
+                 *std::min_element(amin, amin + W), *std::max_element(amax, amax + W)};
     for (; i < m; ++i) {
-        b.specials += (bits[i] & kFloat32AbsMask) >= kFloat32InfBits ? 1u : 0u;
+        b.amin = std::min(b.amin, bits[i] & kFloat32AbsMask);
+        b.amax = std::max(b.amax, bits[i] & kFloat32AbsMask);
         b.sum += x[i];
         b.sumsq += static_cast<double>(x[i]) * x[i];
         b.lo = std::min(b.lo, x[i]);
         b.hi = std::max(b.hi, x[i]);
     }
-    for (std::size_t j = 0; j < W; ++j) b.specials += non_finite[j];
     return b;
 }
 
 // Counts float32 bit patterns by `bits >> (23 - k)`: with the sign bit on top, one table of 2^(9+k) slots
 // holds both signs (negatives from 2^(8+k) on); slots at or above kFiniteFloat32Exponents << k are NaN/Inf and
 // are dropped.
+//
+// An accumulator is reused from one histogram to the next (one per thread and k, see ScopedAccumulator): it
+// keeps the range of slot magnitudes [lo_slot_, hi_slot_] touched since reset(), for both signs, so that
+// folding, finishing and resetting cost what the data touched (a few hundred slots for typical weights), not the
+// 2^(9+k) slots of the table.
 class Accumulator {
 public:
     explicit Accumulator(int k)
@@ -84,10 +97,32 @@ public:
           finite_(static_cast<std::uint32_t>(kFiniteFloat32Exponents) << k),
           lanes_(static_cast<std::size_t>(kLanes) * 2 * half_, 0), totals_(2 * half_, 0) {}
 
+    // Back to empty: zeroes only the slots touched since the last reset.
+    void reset() {
+        if (lo_slot_ <= hi_slot_) {
+            for (std::uint32_t sign = 0; sign < 2; ++sign) {
+                for (int l = 0; l < kLanes; ++l) {
+                    std::uint32_t* t = lanes_.data() + static_cast<std::size_t>(l) * 2 * half_ + sign * half_;
+                    std::fill(t + lo_slot_, t + hi_slot_ + 1, 0u);
+                }
+                std::int64_t* t = totals_.data() + sign * half_;
+                std::fill(t + lo_slot_, t + hi_slot_ + 1, 0);
+            }
+        }
+        lo_slot_ = half_;
+        hi_slot_ = 0;
+        overflow_.clear();
+        pending_ = 0;
+        count_ = nan_ = pos_inf_ = neg_inf_ = 0;
+        sum_ = sumsq_ = 0.0;
+        min_ = std::numeric_limits<double>::infinity();
+        max_ = -std::numeric_limits<double>::infinity();
+    }
+
     void add_f32_bits(const std::uint32_t* bits, std::size_t n) {
         for (std::size_t off = 0; off < n; off += kBlock) {
             const std::size_t m = std::min(kBlock, n - off);
-            stats_f32(bits + off, m);
+            stats_f32(bits + off, m);  // notes the block's magnitudes before count_f32 touches their slots
             count_f32(bits + off, m);
             pending_ += m;
             if (pending_ >= kFoldEvery) fold();
@@ -103,6 +138,7 @@ public:
             const std::size_t m = std::min(kBlock, n - off);
             const double* x = values + off;
             std::uint32_t unusual = 0;
+            std::uint32_t amin = kFloat32AbsMask, amax = 0;
             for (std::size_t i = 0; i < m; ++i) {
                 std::uint64_t u;
                 std::memcpy(&u, &x[i], sizeof u);
@@ -114,13 +150,17 @@ public:
                 const auto denormal =
                     static_cast<std::uint32_t>(std::min(std::fabs(x[i]), kSmallestFloat32Normal) * kDenormalScale);
                 const auto sign = static_cast<std::uint32_t>(u >> 63) << 31;
-                bits[i] = (e >= kFirstFloat32NormalExponent ? normal : denormal) | sign;
+                const std::uint32_t mag = e >= kFirstFloat32NormalExponent ? normal : denormal;
+                bits[i] = mag | sign;
+                amin = std::min(amin, mag);
+                amax = std::max(amax, mag);
                 unusual += e >= kBeyondFloat32Exponent ? 1u : 0u;
             }
             if (unusual != 0) [[unlikely]] {
                 add_f64_one_by_one(x, m);
                 continue;
             }
+            note_slots(amin >> shift_, amax >> shift_);
             stats_f64(x, m);
             count_f32(bits, m);
             pending_ += m;
@@ -142,6 +182,12 @@ public:
         const bool any_finite = min_ <= max_;
         h.min = any_finite ? min_ : std::numeric_limits<double>::quiet_NaN();
         h.max = any_finite ? max_ : std::numeric_limits<double>::quiet_NaN();
+        // the finite slots touched: [lo, hi] (empty when lo > hi)
+        const std::uint32_t lo = std::max(lo_slot_, 1u), hi = std::min(hi_slot_, finite_ - 1);
+        const std::size_t slots = (hi >= lo ? 2 * std::size_t{hi - lo + 1} : 0) + 1 + overflow_.size();
+        const std::size_t most = std::min(slots, static_cast<std::size_t>(count_ - nan_ - pos_inf_ - neg_inf_));
+        h.indices.reserve(most);
+        h.counts.reserve(most);
         auto emit = [&h](std::int32_t idx, std::int64_t c) {
             if (c != 0) {
                 h.indices.push_back(idx);
@@ -149,9 +195,9 @@ public:
             }
         };
         for (auto it = overflow_.begin(); it != overflow_.end() && it->first < 0; ++it) emit(it->first, it->second);
-        for (std::uint32_t m = finite_ - 1; m >= 1; --m) emit(-static_cast<std::int32_t>(m), totals_[half_ + m]);
-        emit(0, totals_[0] + totals_[half_]);  // +0 and -0 (and the smallest denormals) share bucket 0
-        for (std::uint32_t m = 1; m < finite_; ++m) emit(static_cast<std::int32_t>(m), totals_[m]);
+        for (std::uint32_t m = hi; m >= lo; --m) emit(-static_cast<std::int32_t>(m), totals_[half_ + m]);
+        if (lo_slot_ == 0) emit(0, totals_[0] + totals_[half_]);  // +0 and -0 (and the smallest denormals)
+        for (std::uint32_t m = lo; m <= hi; ++m) emit(static_cast<std::int32_t>(m), totals_[m]);
         for (const auto& [idx, c] : overflow_) {
             if (idx > 0) emit(idx, c);
         }
@@ -179,6 +225,7 @@ private:
             const std::int32_t idx = bucket_index(x, k_);
             const std::uint32_t mag = static_cast<std::uint32_t>(idx < 0 ? -idx : idx);
             if (mag < finite_) {
+                note_slots(mag, mag);
                 ++totals_[(std::signbit(x) ? half_ : 0) + mag];
             } else {
                 ++overflow_[idx];  // finite doubles beyond float32's range keep their own buckets
@@ -224,7 +271,8 @@ private:
     // NaN or Inf is redone exactly by a scalar pass that counts and skips them.
     void stats_f32(const std::uint32_t* bits, std::size_t m) {
         const BlockStats b = fast_stats_f32(bits, m);
-        if (b.specials != 0) [[unlikely]] {
+        note_slots(b.amin >> shift_, b.amax >> shift_);
+        if (b.amax >= kFloat32InfBits) [[unlikely]] {
             exact_stats_f32(reinterpret_cast<const float*>(bits), bits, m);
             return;
         }
@@ -260,13 +308,23 @@ private:
         if (i < m) ++lane0[bits[i] >> shift];
     }
 
+    // Slot magnitudes lo..hi (of either sign) are about to be counted.
+    void note_slots(std::uint32_t lo, std::uint32_t hi) {
+        lo_slot_ = std::min(lo_slot_, lo);
+        hi_slot_ = std::max(hi_slot_, hi);
+    }
+
+    // Adds the lane counters into the totals and zeroes them, over the slots touched (NaN/Inf slots: zeroed only).
     void fold() {
+        if (lo_slot_ > hi_slot_) return;
+        const std::uint32_t finite_hi = std::min(hi_slot_ + 1, finite_);
         for (int l = 0; l < kLanes; ++l) {
-            std::uint32_t* t = lanes_.data() + static_cast<std::size_t>(l) * 2 * half_;
             for (std::uint32_t sign = 0; sign < 2; ++sign) {
-                for (std::uint32_t mag = 0; mag < finite_; ++mag) totals_[sign * half_ + mag] += t[sign * half_ + mag];
+                std::uint32_t* t = lanes_.data() + static_cast<std::size_t>(l) * 2 * half_ + sign * half_;
+                std::int64_t* total = totals_.data() + sign * half_;
+                for (std::uint32_t mag = lo_slot_; mag < finite_hi; ++mag) total[mag] += t[mag];
+                std::fill(t + lo_slot_, t + hi_slot_ + 1, 0u);
             }
-            std::fill(t, t + 2 * half_, 0u);
         }
         pending_ = 0;
     }
@@ -275,6 +333,8 @@ private:
     int shift_;
     std::uint32_t half_;                   // slots per sign
     std::uint32_t finite_;                 // slots per sign holding finite float32 values
+    std::uint32_t lo_slot_ = half_;        // slot magnitudes touched since reset(): [lo_slot_, hi_slot_]
+    std::uint32_t hi_slot_ = 0;
     std::vector<std::uint32_t> lanes_;     // kLanes x 2 x half_
     std::vector<std::int64_t> totals_;     // 2 x half_
     std::map<std::int32_t, std::int64_t> overflow_;
@@ -307,6 +367,64 @@ std::uint32_t half_to_float_bits(std::uint16_t h) {
     return sign | u;
 }
 
+// Accumulators are reused per thread: a histogram of 16 values then costs what it touches, not the allocation and
+// zeroing of a table of 2^(9+k) slots (64 KiB at k = 3). Tables of k > kCachedMaxK (over 1 MiB each) are not
+// kept: they are rare, and they would hold that much memory per thread for the life of the thread.
+constexpr int kCachedMaxK = 7;
+
+class ScopedAccumulator {
+public:
+    explicit ScopedAccumulator(int k) {
+        if (k <= kCachedMaxK) {
+            thread_local std::array<std::unique_ptr<Accumulator>, kCachedMaxK + 1> cache;
+            auto& slot = cache[static_cast<std::size_t>(k)];
+            if (!slot) slot = std::make_unique<Accumulator>(k);
+            acc_ = slot.get();
+            acc_->reset();  // here, not after use: a use cut short by an exception leaves it dirty
+        } else {
+            owned_ = std::make_unique<Accumulator>(k);
+            acc_ = owned_.get();
+        }
+    }
+    Accumulator* operator->() { return acc_; }
+
+private:
+    std::unique_ptr<Accumulator> owned_;
+    Accumulator* acc_;
+};
+
+// bin_values without the check of k.
+Histogram bin_unchecked(const void* data, std::size_t n, FloatFormat format, int k) {
+    ScopedAccumulator acc(k);
+    switch (format) {
+        case FloatFormat::F32:
+            acc->add_f32_bits(static_cast<const std::uint32_t*>(data), n);
+            break;
+        case FloatFormat::F64:
+            acc->add_f64(static_cast<const double*>(data), n);
+            break;
+        case FloatFormat::F16:
+        case FloatFormat::BF16: {
+            const auto* src = static_cast<const std::uint16_t*>(data);
+            std::array<std::uint32_t, kBlock> block;
+            for (std::size_t i = 0; i < n; i += kBlock) {
+                const std::size_t m = std::min(kBlock, n - i);
+                for (std::size_t j = 0; j < m; ++j) {
+                    block[j] = format == FloatFormat::F16 ? half_to_float_bits(src[i + j])
+                                                          : static_cast<std::uint32_t>(src[i + j]) << kBFloat16Shift;
+                }
+                acc->add_f32_bits(block.data(), m);
+            }
+            break;
+        }
+    }
+    return acc->finish();
+}
+
+void check_k(int k) {
+    if (k < 0 || k > kMaxMantissaBits) throw std::invalid_argument("k must be between 0 and 10");
+}
+
 }  // namespace
 
 std::int32_t bucket_index(double x, int k) {
@@ -327,31 +445,8 @@ std::int32_t bucket_index(double x, int k) {
 }
 
 Histogram bin_values(const void* data, std::size_t n, FloatFormat format, int k) {
-    if (k < 0 || k > kMaxMantissaBits) throw std::invalid_argument("k must be between 0 and 10");
-    Accumulator acc(k);
-    switch (format) {
-        case FloatFormat::F32:
-            acc.add_f32_bits(static_cast<const std::uint32_t*>(data), n);
-            break;
-        case FloatFormat::F64:
-            acc.add_f64(static_cast<const double*>(data), n);
-            break;
-        case FloatFormat::F16:
-        case FloatFormat::BF16: {
-            const auto* src = static_cast<const std::uint16_t*>(data);
-            std::array<std::uint32_t, kBlock> block;
-            for (std::size_t i = 0; i < n; i += kBlock) {
-                const std::size_t m = std::min(kBlock, n - i);
-                for (std::size_t j = 0; j < m; ++j) {
-                    block[j] = format == FloatFormat::F16 ? half_to_float_bits(src[i + j])
-                                                          : static_cast<std::uint32_t>(src[i + j]) << kBFloat16Shift;
-                }
-                acc.add_f32_bits(block.data(), m);
-            }
-            break;
-        }
-    }
-    return acc.finish();
+    check_k(k);
+    return bin_unchecked(data, n, format, k);
 }
 
 void merge_into(Histogram& into, const Histogram& other) {
@@ -388,7 +483,7 @@ void merge_into(Histogram& into, const Histogram& other) {
 }
 
 std::vector<Histogram> bin_many(const std::vector<BinInput>& inputs, int k, unsigned threads) {
-    if (k < 0 || k > kMaxMantissaBits) throw std::invalid_argument("k must be between 0 and 10");  // not in a worker
+    check_k(k);
     constexpr std::size_t kChunk = 1u << 18;  // elements per task: enough to amortise a task, small to balance
     struct Task {
         std::size_t input, offset, n;
@@ -409,7 +504,7 @@ std::vector<Histogram> bin_many(const std::vector<BinInput>& inputs, int k, unsi
         const Task& task = tasks[t];
         const BinInput& in = inputs[task.input];
         const std::size_t itemsize = in.format == FloatFormat::F64 ? 8 : in.format == FloatFormat::F32 ? 4 : 2;
-        parts[t] = bin_values(static_cast<const char*>(in.data) + task.offset * itemsize, task.n, in.format, k);
+        parts[t] = bin_unchecked(static_cast<const char*>(in.data) + task.offset * itemsize, task.n, in.format, k);
     });
     if (tasks.size() == inputs.size()) return parts;  // one task per input, in order
     std::vector<Histogram> out(inputs.size());

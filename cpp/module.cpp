@@ -63,7 +63,11 @@ FloatFormat buffer_format(const py::buffer_info& info, bool bfloat16) {
     return fmt;
 }
 
-unsigned default_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
+// Asked once: hardware_concurrency() reads /sys on every call (microseconds, more than binning 16 values).
+unsigned default_threads() {
+    static const unsigned n = std::max(1u, std::thread::hardware_concurrency());
+    return n;
+}
 
 // Binds several buffers at once (GIL released, several threads); the buffers stay referenced meanwhile.
 std::vector<Histogram> bin_buffers(const py::list& values, const py::list& bfloat16, int k, unsigned threads) {
@@ -80,16 +84,32 @@ std::vector<Histogram> bin_buffers(const py::list& values, const py::list& bfloa
     return bin_many(inputs, k, threads == 0 ? default_threads() : threads);
 }
 
+// The keys of the dicts below, interned once: decoding and hashing 11 key strings per histogram cost more than
+// binning a small tensor. Never released, on purpose: a static destructor would run after the interpreter.
+struct DictKeys {
+    py::handle count, sum, sumsq, min, max, nan, pos_inf, neg_inf, k, indices, counts;
+};
+
+const DictKeys& dict_keys() {
+    static const DictKeys keys = [] {
+        auto key = [](const char* s) { return py::handle(PyUnicode_InternFromString(s)); };
+        return DictKeys{key("count"), key("sum"),     key("sumsq"),   key("min"), key("max"),    key("nan"),
+                        key("pos_inf"), key("neg_inf"), key("k"), key("indices"), key("counts")};
+    }();
+    return keys;
+}
+
 py::dict stats_dict(const Histogram& h) {
+    const DictKeys& key = dict_keys();
     py::dict stats;
-    stats["count"] = h.count;
-    stats["sum"] = h.sum;
-    stats["sumsq"] = h.sumsq;
-    stats["min"] = h.min;
-    stats["max"] = h.max;
-    stats["nan"] = h.nan;
-    stats["pos_inf"] = h.pos_inf;
-    stats["neg_inf"] = h.neg_inf;
+    stats[key.count] = h.count;
+    stats[key.sum] = h.sum;
+    stats[key.sumsq] = h.sumsq;
+    stats[key.min] = h.min;
+    stats[key.max] = h.max;
+    stats[key.nan] = h.nan;
+    stats[key.pos_inf] = h.pos_inf;
+    stats[key.neg_inf] = h.neg_inf;
     return stats;
 }
 
@@ -102,10 +122,11 @@ Histogram bin_buffer(const py::buffer& values, int k, bool bfloat16) {
 }
 
 py::dict histogram_dict(const Histogram& h) {
+    const DictKeys& key = dict_keys();
     py::dict d = stats_dict(h);
-    d["k"] = h.k;
-    d["indices"] = array(h.indices);
-    d["counts"] = array(h.counts);
+    d[key.k] = h.k;
+    d[key.indices] = array(h.indices);
+    d[key.counts] = array(h.counts);
     return d;
 }
 
