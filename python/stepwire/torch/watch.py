@@ -138,6 +138,8 @@ class _Watcher:
         """The gradients' probe once an optimizer step left them unchanged: the next forward pass shows whether
         ``zero_grad`` replaced them or zeroed them in place."""
         self.zeroed_in_place = True
+        self.series: dict[str, int] = {}
+        """Histogram series ids by name, their scalars defined too."""
 
     def log(self, kind: str) -> None:
         """Log every tensor of ``kind`` at the run's current step."""
@@ -164,10 +166,12 @@ class _Watcher:
         run = self.run
         views = [cpu_view(name, t) for name, t in items]
         names = [name for name, _ in items]
-        series = [run._define(name, _core.KIND_HISTOGRAM) for name in names]
-        for name in names:  # defined here, on the training thread, so the binning thread only logs
-            for scalar in scalars_of(name, _NO_VALUES):
-                run._define(scalar, _core.KIND_SCALAR)
+        for name in names:
+            if name not in self.series:  # defined here, on the training thread, so the binning thread only logs
+                for scalar in scalars_of(name, _NO_VALUES):
+                    run._define(scalar, _core.KIND_SCALAR)
+                self.series[name] = run._define(name, _core.KIND_HISTOGRAM)
+        series = [self.series[name] for name in names]
         job = Job(series, names, run.step, [v for v, _ in views], [b for _, b in views], scalars_of=scalars_of,
                   guards=[(t, t._version) for _, t in items], kind=kind, on_changed=lambda: self._changed(kind))
         return run._background().submit(job)
