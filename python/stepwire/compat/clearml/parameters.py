@@ -1,0 +1,79 @@
+"""Task parameters as ClearML shows them: flat ``{"Section/name": "value as a string"}``."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+DEFAULT_SECTION = "General"
+"""Parameter section of keys given without one, as in ClearML."""
+
+_PARAM_TYPES = (str, int, float, list, tuple, dict, type(None), enum.Enum)
+
+
+def stringify(value: Any) -> str:
+    """A parameter value as ClearML stores it."""
+    if value is None:
+        return ""
+    if isinstance(value, (tuple, list, dict)):
+        try:
+            return json.dumps(value)
+        except TypeError:
+            pass
+    if isinstance(value, enum.Enum):
+        return value.name
+    return str(value)
+
+
+def flatten(data: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings flattened with ``"/"`` (an empty nested mapping stays as a value)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        flat_key = prefix + str(key)
+        nested = flatten(value, flat_key + "/") if isinstance(value, Mapping) else None
+        if nested:
+            out.update(nested)
+        else:
+            out[flat_key] = {} if nested is not None else value
+    return out
+
+
+def sectioned(flat: Mapping[str, Any], section: str | None = None) -> dict[str, str]:
+    """Keys as ``"Section/name"`` (under ``section``, else ``General`` for keys without one), values as strings."""
+    if section is not None:
+        prefix = section.strip("/")
+        return {f"{prefix}/{key}": stringify(value) for key, value in flat.items()}
+    return {(key if "/" in key else f"{DEFAULT_SECTION}/{key}"): stringify(value) for key, value in flat.items()}
+
+
+def object_params(obj: object) -> dict[str, Any]:
+    """Public attributes of a class (with its bases') or of an instance that ClearML would record."""
+    items: dict[str, Any] = {}
+    owners = reversed(obj.__mro__) if isinstance(obj, type) else [obj]  # a subclass overrides its bases
+    for owner in owners:
+        for key, value in getattr(owner, "__dict__", {}).items():
+            if str(key).startswith("_") or not isinstance(value, _PARAM_TYPES):
+                continue
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                continue
+            items[str(key)] = value
+    return items
+
+
+def pairs_from_args(args: Sequence[Mapping[str, Any] | Iterable[tuple[str, Any]]],
+                     kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """ClearML's ``set_parameters`` arguments (dicts or iterables of pairs, then keywords) as one dict."""
+    merged: dict[str, Any] = {}
+    for arg in args:
+        if isinstance(arg, Mapping):
+            merged.update({str(k): v for k, v in arg.items()})
+        elif isinstance(arg, Iterable):
+            merged.update({str(k): v for k, v in arg})
+        else:
+            raise ValueError("only dict or iterable are supported as positional arguments")
+    merged.update(kwargs)
+    return merged
