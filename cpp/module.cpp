@@ -26,6 +26,11 @@ using namespace stepwire;
 
 namespace {
 
+// Histograms binned off the caller's thread and held natively until they may be queued.
+struct BinnedSet {
+    std::vector<Histogram> hists;
+};
+
 template <typename T>
 py::bytes column(const std::vector<T>& v) {
     return py::bytes(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
@@ -185,6 +190,20 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("values"), py::arg("bfloat16"), py::arg("k") = kDefaultMantissaBits, py::arg("threads") = 0,
         "Bins several buffers on several threads (0: one per core), GIL released; a list of bin_values results.");
+    py::class_<BinnedSet>(m, "BinnedSet", "Histograms binned by bin_many_held, waiting to be queued by a Stream.")
+        .def("__len__", [](const BinnedSet& b) { return b.hists.size(); })
+        .def("stats", [](const BinnedSet& b) {
+            py::list out;
+            for (const Histogram& h : b.hists) out.append(stats_dict(h));
+            return out;
+        }, "The statistics of each histogram (the keys of bin_values without k, indices and counts).");
+    m.def(
+        "bin_many_held",
+        [](const py::list& values, const py::list& bfloat16, int k, unsigned threads) {
+            return BinnedSet{bin_buffers(values, bfloat16, k, threads)};
+        },
+        py::arg("values"), py::arg("bfloat16"), py::arg("k") = kDefaultMantissaBits, py::arg("threads") = 0,
+        "bin_many keeping the histograms in native memory for Stream.push_binned_set (no Python objects per bucket).");
     m.def(
         "block_extremes",
         [](const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& steps,
@@ -398,6 +417,23 @@ PYBIND11_MODULE(_core, m) {
             py::arg("series"), py::arg("step"), py::arg("k"), py::arg("indices"), py::arg("counts"), py::arg("count"),
             py::arg("sum"), py::arg("min"), py::arg("max"), py::arg("nan"), py::arg("pos_inf"), py::arg("neg_inf"),
             "Queues a histogram binned elsewhere (e.g. on a GPU) in the same scheme.")
+        .def(
+            "push_binned_set",
+            [](Stream& s, const std::vector<std::uint32_t>& series, std::int64_t step, BinnedSet& binned) {
+                if (series.size() != binned.hists.size()) throw py::value_error("series and histograms differ in length");
+                std::size_t accepted = 0;
+                {
+                    py::gil_scoped_release release;  // once for the whole set
+                    for (std::size_t i = 0; i < series.size(); ++i) {
+                        accepted += s.push_histogram(
+                            HistogramRecord{series[i], step, wall_clock_now(), std::move(binned.hists[i])}) ? 1 : 0;
+                    }
+                }
+                binned.hists.clear();
+                return accepted;
+            },
+            py::arg("series"), py::arg("step"), py::arg("binned"),
+            "Queues a BinnedSet (which it empties) at step; returns how many histograms were accepted.")
         .def("next_batch", &Stream::next_batch, py::arg("timeout"), py::call_guard<py::gil_scoped_release>())
         .def("flush", &Stream::flush, py::arg("timeout") = 1e9, py::call_guard<py::gil_scoped_release>())
         .def("close", &Stream::close, py::call_guard<py::gil_scoped_release>())

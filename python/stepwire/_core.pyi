@@ -22,6 +22,16 @@ def bin_values(values: Any, k: int = ..., bfloat16: bool = ...) -> dict[str, Any
 def bin_many(values: list[Any], bfloat16: list[bool], k: int = ..., threads: int = ...) -> list[dict[str, Any]]:
     """Bins several buffers on several threads (0: one per core), GIL released; a list of bin_values results."""
 
+class BinnedSet:
+    """Histograms binned by bin_many_held, waiting to be queued by a Stream."""
+
+    def __len__(self) -> int: ...
+    def stats(self) -> list[dict[str, Any]]:
+        """The statistics of each histogram (the keys of bin_values without k, indices and counts)."""
+
+def bin_many_held(values: list[Any], bfloat16: list[bool], k: int = ..., threads: int = ...) -> BinnedSet:
+    """bin_many keeping the histograms in native memory for Stream.push_binned_set."""
+
 def block_extremes(steps: npt.ArrayLike, values: npt.ArrayLike, walls: npt.ArrayLike, starts: npt.ArrayLike,
                    ends: npt.ArrayLike, block: int, min_points: int
                    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -77,6 +87,8 @@ class Stream:
                     count: int, sum: float, min: float, max: float, nan: int, pos_inf: int,
                     neg_inf: int) -> bool:
         """Queue a histogram binned elsewhere (e.g. on a GPU) in the same scheme."""
+    def push_binned_set(self, series: list[int], step: int, binned: BinnedSet) -> int:
+        """Queue a BinnedSet (which it empties) at step; returns how many histograms were accepted."""
     def next_batch(self, timeout: float) -> SealedBatch | None: ...
     def flush(self, timeout: float = ...) -> int | None: ...
     def close(self) -> None: ...

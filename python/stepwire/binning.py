@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stepwire import _core
+from stepwire.tensors import cpu_view
 
 if TYPE_CHECKING:
     from stepwire.run import Run
@@ -58,6 +59,8 @@ class Job:
     step: int
     arrays: list[npt.NDArray[Any]]
     bf16: list[bool]
+    tensors: list[Any] | None = None
+    """CPU tensors to bin instead of ``arrays``, viewed as arrays on the binning thread (``cpu_view``)."""
     scalars_of: ScalarsOf | None = None
     """When given, the scalars it returns for each histogram are logged beside it (``watch``)."""
     guards: list[tuple[Any, int]] | None = None
@@ -66,13 +69,14 @@ class Job:
     """What the job holds (``watch`` uses "gradients" and "parameters"), for barriers to choose by."""
     on_changed: Callable[[], None] | None = None
     nbytes: int = 0
-    results: list[dict[str, Any]] | None = None
+    results: _core.BinnedSet | None = None
     approved: bool = False
     dropped: bool = False
     binned_at: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
-        self.nbytes = self.nbytes or sum(a.nbytes for a in self.arrays)
+        self.nbytes = self.nbytes or sum(a.nbytes for a in self.arrays) + sum(
+            t.numel() * t.element_size() for t in self.tensors or ())
 
     def changed(self) -> bool:
         """True if a guarded tensor was modified in place since the job was made."""
@@ -98,6 +102,8 @@ class Binner:
         binning failures (the first message in ``error``); ``waits``/``wait_s``: times and seconds a caller
         waited (for room, or at a barrier)."""
         self.error = ""
+        self.approvable = False
+        """True when a guarded job was binned since the last fence: a cheap check before calling ``fence``."""
         self._thread = threading.Thread(target=self._loop, name="stepwire-binner", daemon=True)
         self._thread.start()
 
@@ -129,9 +135,10 @@ class Binner:
         unchanged, drop changed ones. ``barrier``: first wait until the jobs it returns True for are binned,
         because what follows may change their tensors."""
         with self._cond:
+            self.approvable = False
             for job in list(self._jobs):
                 if job.guards is None or job.approved or job.dropped:
-                    continue
+                    continue  # (the thread drops its references: freeing gradients costs the training thread)
                 if job.changed():
                     self._drop_changed(job)
                     continue
@@ -139,7 +146,6 @@ class Binner:
                     self._wait(lambda j=job: j.results is not None or j.dropped)  # type: ignore[misc]
                 if job.results is not None:
                     job.approved = True
-                    job.guards = None
             self._cond.notify_all()
 
     def join(self) -> None:
@@ -172,7 +178,6 @@ class Binner:
 
     def _drop_changed(self, job: Job) -> None:
         job.dropped = True
-        job.guards = None
         self.counts["changed"] += len(job.series)
         if job.on_changed is not None:
             job.on_changed()
@@ -201,7 +206,7 @@ class Binner:
             if todo is not None:
                 results = self._bin(todo)
                 with self._cond:
-                    todo.arrays = []
+                    self.approvable = self.approvable or todo.guards is not None
                     todo.results = results
                     todo.dropped = todo.dropped or results is None
                     self._cond.notify_all()
@@ -211,15 +216,17 @@ class Binner:
                         self._queue(done, done.results)
                 except Exception as exc:
                     self._failed(done, exc)
+                done.arrays, done.tensors, done.guards = [], None, None  # freed here, not on the training thread
                 with self._cond:
                     self._held -= done.nbytes
                     self._cond.notify_all()
 
-    def _bin(self, job: Job) -> list[dict[str, Any]] | None:
+    def _bin(self, job: Job) -> _core.BinnedSet | None:
         try:
-            out: list[dict[str, Any]] = _core.bin_many(job.arrays, job.bf16, self._run._k,
-                                                       self._threads or spare_cores())
-            return out
+            if job.tensors is not None:
+                views = [cpu_view(name, t) for name, t in zip(job.names, job.tensors, strict=True)]
+                job.arrays, job.bf16 = [v for v, _ in views], [b for _, b in views]
+            return _core.bin_many_held(job.arrays, job.bf16, self._run._k, self._threads or spare_cores())
         except Exception as exc:
             self._failed(job, exc)
             return None
@@ -230,15 +237,15 @@ class Binner:
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("binning histograms %s failed: %s", job.names[:3], self.error)
 
-    def _queue(self, job: Job, results: Sequence[dict[str, Any]]) -> None:
+    def _queue(self, job: Job, results: _core.BinnedSet) -> None:
+        """Queue the histograms (one native call, the GIL released once) and the scalars beside them."""
         run = self._run
-        scalars: dict[str, float] = {}
-        for sid, name, h in zip(job.series, job.names, results, strict=True):
-            run._stream.push_binned(sid, job.step, h["k"], h["indices"], h["counts"], h["count"], h["sum"],
-                                    h["min"], h["max"], h["nan"], h["pos_inf"], h["neg_inf"])
-            if job.scalars_of is not None:
+        stats = results.stats() if job.scalars_of is not None else []
+        run._stream.push_binned_set(job.series, job.step, results)
+        if job.scalars_of is not None:
+            scalars: dict[str, float] = {}
+            for name, h in zip(job.names, stats, strict=True):
                 scalars.update(job.scalars_of(name, h))
-        if scalars:
             run._log_stats(scalars, job.step)
         self.counts["background"] += len(job.series)
 

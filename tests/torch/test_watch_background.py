@@ -129,6 +129,25 @@ def test_accumulated_and_zeroed_in_place_gradients(collector: CollectorProcess) 
     assert stats["binning_changed"] == 0 and stats["binning_background"] > 0
 
 
+def test_hooks_of_a_finished_run_log_nothing_and_say_so(collector: CollectorProcess,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with stepwire.init(address=collector.address, quiet=True) as run:
+        run.watch(model, log="all")
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.randn(8, 32)).sum().backward()
+            opt.step()
+            run.log({"x": 1.0})
+    for _ in range(2):  # training goes on after finish(): no error inside backward or forward
+        opt.zero_grad()
+        model(torch.randn(8, 32)).sum().backward()
+        opt.step()
+    assert "is finished; its hooks log nothing" in caplog.text
+    assert len(stepwire.Api(address=collector.address).run(run.id).histograms("gradients/0.weight")) == 3
+
+
 def test_background_false_keeps_binning_on_the_training_thread(collector: CollectorProcess) -> None:
     with stepwire.init(address=collector.address, quiet=True) as run:
         model = make_model()

@@ -138,18 +138,27 @@ class _Watcher:
         """The gradients' probe once an optimizer step left them unchanged: the next forward pass shows whether
         ``zero_grad`` replaced them or zeroed them in place."""
         self.zeroed_in_place = True
+        self.params = {kind: [(f"{kind}/{name}", p) for name, p in model.named_parameters()] for kind in KINDS["all"]}
+        """``named_tensors``'s names and parameters, listed once (a hook runs every step)."""
+        self.warned_finished = False
         self.series: dict[str, int] = {}
         """Histogram series ids by name, their scalars defined too."""
 
     def log(self, kind: str) -> None:
-        """Log every tensor of ``kind`` at the run's current step."""
+        """Log every tensor of ``kind`` at the run's current step (nothing once the run is finished)."""
         run = self.run
-        named = named_tensors(self.model, kind)
-        cpu = [(n, t) for n, t in named if t.device.type == "cpu"]
+        if run._finished:
+            if not self.warned_finished:
+                self.warned_finished = True
+                log.warning("stepwire watch: run %s is finished; its hooks log nothing (call .remove() on the "
+                            "handle watch returned)", run.id)
+            return
         run._busy_begin()  # hooks run on the training thread: their time counts as logging time
         try:
+            named = self._named(kind)
+            cpu = [(n, t) for n, t in named if t.is_cpu]
             if len(cpu) < len(named):
-                self.stats._log([(n, t) for n, t in named if t.device.type != "cpu"], run.step, True)
+                self.stats._log([(n, t) for n, t in named if not t.is_cpu], run.step, True)
             if not cpu:
                 return
             if self.background[kind]:
@@ -162,18 +171,24 @@ class _Watcher:
         finally:
             run._busy_end()
 
+    def _named(self, kind: str) -> list[tuple[str, torch.Tensor]]:
+        """What ``named_tensors(model, kind)`` returns, from the parameters listed at ``watch``."""
+        if kind == "gradients":
+            return [(name, p.grad) for name, p in self.params[kind] if p.grad is not None]
+        return [(name, p.detach()) for name, p in self.params[kind]]
+
     def _submit(self, kind: str, items: list[tuple[str, torch.Tensor]]) -> bool:
         run = self.run
-        views = [cpu_view(name, t) for name, t in items]
         names = [name for name, _ in items]
         for name in names:
             if name not in self.series:  # defined here, on the training thread, so the binning thread only logs
                 for scalar in scalars_of(name, _NO_VALUES):
                     run._define(scalar, _core.KIND_SCALAR)
                 self.series[name] = run._define(name, _core.KIND_HISTOGRAM)
-        series = [self.series[name] for name in names]
-        job = Job(series, names, run.step, [v for v, _ in views], [b for _, b in views], scalars_of=scalars_of,
-                  guards=[(t, t._version) for _, t in items], kind=kind, on_changed=lambda: self._changed(kind))
+        tensors = [t for _, t in items]
+        job = Job([self.series[name] for name in names], names, run.step, [], [], tensors=tensors,
+                  scalars_of=scalars_of, guards=[(t, t._version) for t in tensors], kind=kind,
+                  on_changed=lambda: self._changed(kind))
         return run._background().submit(job)
 
     def _changed(self, kind: str) -> None:
@@ -193,6 +208,13 @@ class _Watcher:
             fence()
         finally:
             self.run._busy_end()
+
+    def poll(self) -> None:
+        """A cheap fence while backward runs (between two gradients): approve what the thread has binned, so
+        that it queues it now rather than in the hook at the end of backward."""
+        binner = self.run._binner
+        if binner is not None and binner.approvable:
+            self._accounted(lambda: binner.fence(None))
 
     def before_forward(self) -> None:
         """A forward pass begins (its backward may accumulate into gradients logged before)."""
@@ -274,6 +296,7 @@ def watch(run: Run, model: torch.nn.Module, log: str = "gradients", every: int =
         # Post-accumulate hooks see each gradient once it is in .grad; holding no reference to gradients in
         # flight keeps autograd stealing them into .grad instead of copying (a multi-grad hook would hold them).
         def accumulated(p: torch.Tensor) -> None:
+            watcher.poll()
             state["ready"] += 1
             if state["ready"] == len(params):
                 log_gradients()
