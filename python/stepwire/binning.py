@@ -114,7 +114,8 @@ class Binner:
 
     def submit(self, job: Job) -> bool:
         """Hand ``job`` to the thread (or, with no room under ``drop``, count it dropped); False if it is larger
-        than ``max_bytes``: the caller bins it itself."""
+        than ``max_bytes``, or if room depends on a guarded job a fence has yet to approve: the caller bins it
+        itself."""
         if job.nbytes > self._max_bytes:
             return False
         with self._cond:
@@ -124,6 +125,8 @@ class Binner:
                 if self._drop:
                     self.counts["dropped"] += len(job.series)
                     return True
+                if any(j.guards is not None and not (j.approved or j.dropped) for j in self._jobs):
+                    return False  # room would wait for a fence, which only this (training) thread reaches
                 self._wait(lambda: self._held + job.nbytes <= self._max_bytes)
             self._jobs.append(job)
             self._held += job.nbytes

@@ -214,6 +214,12 @@ def test_binner_bounds_bytes_by_policy_and_counts_errors(collector: CollectorPro
             drop.submit(Job([sid], ["h"], step, [np.ones(200_000, np.float32)], [False]))
         assert drop.counts["dropped"] >= 1
         drop.close()
+        block = Binner(run, max_bytes=1 << 20)
+        assert block.submit(Job([sid], ["h"], 50, [np.ones(200_000, np.float32)], [False],
+                                guards=[(torch.ones(1), 0)]))
+        # no room until a fence approves the guarded job: the caller bins this one itself instead of waiting
+        assert not block.submit(Job([sid], ["h"], 51, [np.ones(200_000, np.float32)], [False]))
+        block.close()
     hists = stepwire.Api(address=collector.address).run(run.id).histograms("h")
-    assert {h.step for h in hists} >= set(range(2, 12)) | {30}
+    assert {h.step for h in hists} >= set(range(2, 12)) | {30, 50}
     assert all(h.count == 200_000 for h in hists)
