@@ -53,6 +53,44 @@ How ClearML's model maps onto stepwire's:
   anything else ``str()``). A task keeps a local copy, so ``get_parameters`` is consistent right away. Reading a
   run whose config was logged by plain stepwire flattens nested dicts with ``"/"`` and puts keys without a
   section under ``"General"``.
+- ``connect(dict | object | argparse.Namespace | ArgumentParser, name=None)`` returns the object itself (ClearML
+  returns a proxy); what changes in it later is recorded at every ``task.flush()`` and at ``close`` (only the
+  values that changed since they were last read, so ``set_parameters`` in between is not undone). A namespace
+  goes to section ``Args``; a parser's defaults too, and its ``parse_args`` result is captured.
+- Argparse: ``Task.init`` (unless ``auto_connect_arg_parser=False``; a dict ``{dest: False}`` leaves arguments
+  out) patches ``ArgumentParser.parse_known_args`` (which ``parse_args`` calls) and ``close`` restores it; every
+  parse while the task is open records its arguments as ``Args/<dest>``. ClearML patches at import, so it also
+  sees a ``parse_args`` before ``Task.init``; here such arguments need ``task.connect(args)``.
+- Configuration objects (``connect_configuration(dict | path, name="General")``, ``set_configuration_object``):
+  the run meta ``clearml_configurations`` ``{name: {"type", "text", "description"}}``; a dict is kept as JSON
+  text (ClearML: HOCON, of which JSON is a subset), a file as its text; ``get_configuration_object(name)``
+  returns the text, ``get_configuration_object_as_dict`` parses JSON (or YAML with pyyaml).
+- User properties: the run meta ``clearml_user_properties`` ``{name: {"section": "properties", "name",
+  "value" (a string), "description"}}``.
+- Artifacts (``upload_artifact``, see ``artifacts.py``): each is a stepwire artifact
+  ``"clearml/artifacts/<quoted name>/<file>"`` serialised as ClearML does (file as is, folder or wildcard ->
+  zip, dict -> ``.json`` or ``.yaml``, numpy -> ``.npz``/``.csv.gz``, DataFrame -> ``.csv.gz``/``.parquet``/
+  ``.pickle``, PIL image -> PNG, text -> ``.txt``, a URL -> a link that is never fetched, anything else ->
+  pickle), described in the run meta ``clearml_artifacts`` (type, content type, metadata as strings,
+  preview). ``task.artifacts[name].get()`` decodes, ``.get_local_copy()`` downloads into
+  ``$STEPWIRE_CLEARML_CACHE`` (default ``<tmp>/stepwire-clearml-cache``). ``register_artifact(name, df)`` stores
+  the DataFrame now and again at every ``flush`` and at ``close`` (ClearML syncs it in the background).
+- Models (``OutputModel(...).update_weights(weights_filename=...)``, ``task.update_output_model``): stepwire
+  artifacts ``"clearml/models/<quoted name>/<file>"`` described in the run meta ``clearml_models`` (``kind``
+  ``"model"``, framework, tags, comment, design, labels, iteration, id); an update replaces the weights;
+  ``task.models`` is ``{"input": [], "output": [Model, ...]}`` (``["output"]["name"]`` works too). The url
+  is ``stepwire-artifact://<run id>/<stored name>``. Weights files are never deleted (``auto_delete_file``).
+- Queries: ``get_tasks``/``get_task`` take ClearML's tag operators (``"-tag"``, ``"__$all"``/``"__$and"``,
+  ``"__$any"``/``"__$or"``, ``"__$not"``) and ``task_filter`` keys ``status`` (ClearML names), ``type``,
+  ``tags``, ``id``, ``name``, ``project_name``, ``order_by`` (``created``, ``started``, ``last_update``,
+  ``completed``, ``name``, ``status``, ``id``, ``project``; ``"-"`` for descending; ``last_update`` is when the
+  run finished, else when it started), ``page_size``/``page``.
+- Continuing (``Task.init(continue_last_task=True | task_id | offset)``): the same stepwire run is opened
+  again (``stepwire.init(run_id=...)``: the store joins it, as another rank or a resume would), with its
+  parameters, progress, configuration objects and user properties; every reported iteration is shifted by
+  the offset (default the last reported iteration + 1, ``get_initial_iteration``); texts restart at the run's
+  auto step. ClearML's ``reuse_last_task_id`` overwrites an unused previous task; stepwire never overwrites, so
+  without ``continue_last_task`` every ``init`` makes a new task.
 - Progress is the run meta ``progress`` (an int 0..100); status: ``get_status`` maps stepwire's
   running/finished/failed to ClearML's in_progress/completed/failed.
 - Offline mode (``Task.set_offline(True)`` before ``Task.init``, or ``CLEARML_OFFLINE_MODE=1``): the task logs
@@ -61,23 +99,35 @@ How ClearML's model maps onto stepwire's:
   ``task.get_offline_mode_folder()`` returns it and ``Task.get_task(task_id, dir=folder)`` or
   ``stepwire.Api(dir=folder)`` read it. The folder name is a uuid because the run id exists only once the run does.
 
-Accepted and without effect: ``Task.init``'s ``reuse_last_task_id`` (every ``init`` makes a new task),
-``output_uri``, ``auto_connect_arg_parser``, ``auto_connect_frameworks``, ``auto_resource_monitoring``,
-``auto_connect_streams`` (nothing is captured automatically) and ``deferred_init``; ``allow_archived`` of
+- Importing an offline session (``Task.import_offline_session(folder_or_zip, address=... | dir=...)``): the
+  session's task is logged again into the target store under the same id (or ``previous_task_id``): project,
+  name, tags, parameters, meta, scalars (shifted by ``iteration_offset``), texts and artifacts. Wall times
+  become the import's and every rank's points land on rank 0; stepwire histograms (``Run.log_histogram``) in
+  a session are not imported (warned about and counted).
+
+Accepted and without effect: ``output_uri=True``, ``auto_connect_frameworks``, ``auto_resource_monitoring``,
+``auto_connect_streams`` (nothing else is captured automatically) and ``deferred_init``; ``allow_archived`` of
 ``get_task``/``get_tasks`` (nothing is archived).
 
-Not implemented: ``continue_last_task`` (``ValueError``), ``task_filter`` (``ValueError``), the ``"__$"`` tag
-operators (``ValueError``), reporting into a task opened with ``Task.get_task`` (read-only: ``RuntimeError``),
-uploading offline sessions (``Task.import_offline_session``), ``connect`` of argparse parsers and models
-(``TypeError``; connect ``vars(args)`` instead), tracking a connected dict after ``connect`` (ClearML returns a
-proxy that records later writes; here the dict itself is returned and its later changes need another
-``connect``), ``cast=`` when reading parameters, artifacts, models, debug samples and other plot kinds.
-``mark_completed``/``mark_failed`` end the run but, unlike ClearML, never terminate the process.
+Warned about once per process and counted (``stepwire.compat.clearml.unsupported_counts()``), then ignored:
+``output_uri`` naming other storage, ``reuse_last_task_id=<id>`` without ``continue_last_task``,
+``continue_last_task`` in offline mode, ``task_filter`` keys and ``order_by`` fields not listed above, an
+``extension_name`` ClearML would not take for the object, ``.yaml`` without pyyaml, ``OutputModel``'s
+``base_model_id`` and ``update_weights``'s ``upload_uri``/``register_uri``, stepwire histograms of an imported
+offline session.
+
+Not implemented: reporting into a task opened with ``Task.get_task`` (read-only: ``RuntimeError``), input
+models (``InputModel``; ``task.models["input"]`` is empty), ``cast=`` when reading parameters, debug samples
+and other plot kinds (``Logger``'s media calls come with stepwire's media records).
+``mark_completed``/``mark_failed`` end the run but, unlike ClearML, never terminate the process; an offline
+task's session folder is not zipped at ``close`` (zip it yourself, or import the folder).
 """
 
 
 from stepwire.compat.clearml.logger import Logger
+from stepwire.compat.clearml.model import Model, OutputModel
 from stepwire.compat.clearml.reports import split_name
 from stepwire.compat.clearml.task import Task, TaskTypes
+from stepwire.compat.clearml.unsupported import unsupported_counts
 
-__all__ = ["Logger", "Task", "TaskTypes", "split_name"]
+__all__ = ["Logger", "Model", "OutputModel", "Task", "TaskTypes", "split_name", "unsupported_counts"]

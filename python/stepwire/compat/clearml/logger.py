@@ -36,13 +36,15 @@ class Logger:
         return task.get_logger() if task is not None else None
 
     def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
-        """Log ``value`` as the stepwire scalar ``"title/series"`` at step ``iteration``."""
+        """Log ``value`` as the stepwire scalar ``"title/series"`` at step ``iteration`` (plus the task's initial
+        iteration offset, non-zero when continuing a task)."""
         name = self._task._scalar_name(title, series)
-        self._run.log_scalar(name, value if type(value) is float else float(value), iteration)
+        self._run.log_scalar(name, value if type(value) is float else float(value), iteration + self._task._offset)
 
     def report_single_value(self, name: str, value: float) -> None:
         """Log a single value (e.g. final accuracy): the scalar ``"Summary/<name>"`` at step 0."""
-        self.report_scalar(SUMMARY_TITLE, name, value, 0)
+        stored = self._task._scalar_name(SUMMARY_TITLE, name)
+        self._run.log_scalar(stored, value if type(value) is float else float(value), 0)
 
     def report_histogram(self, title: str, series: str, values: npt.ArrayLike, iteration: int | None = None,
                          labels: Sequence[str] | None = None, xlabels: Sequence[str] | None = None,
@@ -67,7 +69,7 @@ class Logger:
             raise ValueError(f"xlabels has {len(xlabels)} entries for {rows.shape[1]} bars")
         if labels is not None and len(labels) != rows.shape[0] and not (xlabels is not None and len(labels) == 1):
             raise ValueError(f"labels has {len(labels)} entries for {rows.shape[0]} rows of values")
-        step = 0 if iteration is None else iteration
+        step = (0 if iteration is None else iteration) + self._task._offset
         record = {"kind": "histogram", "title": str(title), "series": str(series), "iteration": step,
                   "values": rows.tolist(), "labels": None if labels is None else [str(x) for x in labels],
                   "xlabels": None if xlabels is None else [str(x) for x in xlabels], "xaxis": xaxis,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import enum
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -77,3 +78,38 @@ def pairs_from_args(args: Sequence[Mapping[str, Any] | Iterable[tuple[str, Any]]
             raise ValueError("only dict or iterable are supported as positional arguments")
     merged.update(kwargs)
     return merged
+
+
+def connected_values(obj: Any, section: str) -> dict[str, str]:
+    """The parameters ``connect(obj, name=section)`` records: a mapping's items (nested ones flattened with "/"),
+    a namespace's attributes, or a class's/instance's public attributes."""
+    if isinstance(obj, Mapping):
+        items = flatten(obj)
+    elif isinstance(obj, argparse.Namespace):
+        items = dict(vars(obj))
+    else:
+        items = object_params(obj)
+    return sectioned(items, section)
+
+
+class Connected:
+    """Objects given to ``connect``, read again at every ``changes`` (ClearML records their final values)."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Any, str, dict[str, str]]] = []
+
+    def add(self, obj: Any, section: str) -> dict[str, str]:
+        """Track ``obj`` under ``section``; returns its parameters now."""
+        values = connected_values(obj, section)
+        self._items = [item for item in self._items if item[0] is not obj or item[1] != section]
+        self._items.append((obj, section, values))
+        return values
+
+    def changes(self) -> dict[str, str]:
+        """Parameters whose value changed (or appeared) in a tracked object since it was last read."""
+        changed: dict[str, str] = {}
+        for i, (obj, section, before) in enumerate(self._items):
+            now = connected_values(obj, section)
+            changed.update({k: v for k, v in now.items() if before.get(k) != v})
+            self._items[i] = (obj, section, now)
+        return changed

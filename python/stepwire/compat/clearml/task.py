@@ -4,30 +4,40 @@ from __future__ import annotations
 
 import argparse
 import enum
+import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import stepwire
 from stepwire.api import Api, RunView
-from stepwire.compat.clearml import offline, queries, reports
+from stepwire.compat.clearml import args, offline, queries, reports
+from stepwire.compat.clearml.artifacts import MODELS_META, Artifact, TaskArtifacts, read_artifacts
 from stepwire.compat.clearml.logger import Logger
+from stepwire.compat.clearml.model import Model, ModelList, OutputModel
 from stepwire.compat.clearml.parameters import (
     DEFAULT_SECTION,
+    Connected,
     flatten,
-    object_params,
     pairs_from_args,
     sectioned,
 )
-from stepwire.compat.clearml.reports import NAMES_META, ScalarGraphs, split_name
+from stepwire.compat.clearml.reports import NAMES_META, ScalarGraphs, split_name, title_map
+from stepwire.compat.clearml.unsupported import unsupported
 from stepwire.run import Run
 
 log = logging.getLogger("stepwire.compat.clearml")
 
-_STATUS = {"running": "in_progress", "finished": "completed", "failed": "failed", "crashed": "stopped"}
+_STATUS = queries.STATUS_NAMES
+CONFIGS_META = "clearml_configurations"
+"""Run meta key: ``{name: {"type", "text", "description"}}`` of configuration objects."""
+USER_PROPS_META = "clearml_user_properties"
+"""Run meta key: ``{name: {"section", "name", "value", "description"}}`` of user properties."""
 
 
 class TaskTypes(enum.Enum):
@@ -83,6 +93,12 @@ class Task:
         self._progress: int | None = None
         self._seen: set[str] = set()
         self._names: dict[str, list[str]] = {}
+        self._artifacts = TaskArtifacts(run) if run is not None else None
+        self._connected = Connected()
+        self._configs: dict[str, dict[str, Any]] = {}
+        self._user_props: dict[str, dict[str, Any]] = {}
+        self._offset = 0
+        self._arg_switches: bool | Mapping[str, bool] = False
 
     # -- creating ---------------------------------------------------------------------------------------
     @classmethod
@@ -98,9 +114,17 @@ class Task:
 
         Further keyword arguments (``address=``, ``dir=``, ``policy=``, ...) go to ``stepwire.init``. While a
         task is open, ``init`` returns it (``RuntimeError`` if the project, name or type asked for differ), as
-        ClearML does. ``reuse_last_task_id``, ``output_uri``, the ``auto_*`` switches and ``deferred_init`` have
-        no effect; ``continue_last_task`` is not supported (``ValueError``). In offline mode the run goes to a
-        new session folder (see ``get_offline_mode_folder``).
+        ClearML does. In offline mode the run goes to a new session folder (see ``get_offline_mode_folder``).
+
+        ``continue_last_task``: True continues the newest task of this project and name (or the id given as
+        ``reuse_last_task_id``), a task id string continues that task, an int continues it with that iteration
+        offset; continuing appends to the same stepwire run (``stepwire.init(run_id=...)``), every reported
+        iteration shifted by the offset (default: the last reported iteration + 1). Without it every ``init``
+        makes a new task: stepwire never overwrites one, so ``reuse_last_task_id`` only names the task to
+        continue. ``auto_connect_arg_parser`` (default True) captures ``ArgumentParser.parse_args`` into the
+        ``Args`` section while the task is open (a dict ``{dest: False}`` leaves arguments out).
+        ``output_uri``, ``auto_connect_frameworks``, ``auto_resource_monitoring``, ``auto_connect_streams`` and
+        ``deferred_init`` have no effect (an ``output_uri`` storage warns once).
         """
         type_name = TaskTypes(str(task_type) if task_type is not None else "training").value
         current = cls._current
@@ -114,20 +138,37 @@ class Task:
                                        f"current {what} {have!r}; close the current task with task.close() before "
                                        "calling Task.init(...)")
             return current
-        if continue_last_task:
-            raise ValueError("continue_last_task is not supported by stepwire.compat.clearml: every Task.init starts "
-                             "a new task")
         if "config" in stepwire_kwargs:
             raise TypeError("Task.init takes no config=; record parameters with task.connect(...)")
+        continuing = continue_last_task is True or isinstance(continue_last_task, str) or (
+            isinstance(continue_last_task, int) and not isinstance(continue_last_task, bool))
+        if isinstance(reuse_last_task_id, str) and not continuing:
+            unsupported("Task.init(reuse_last_task_id=<task id>) without continue_last_task",
+                        "stepwire never overwrites a task: a new one is created")
+        if isinstance(output_uri, str):
+            unsupported("Task.init(output_uri=<storage>)", "artifacts and models go to the stepwire store")
         folder: Path | None = None
         if cls.is_offline():
             if "address" in stepwire_kwargs or "dir" in stepwire_kwargs:
                 raise ValueError("in offline mode a task logs to its own session folder: pass no address= or dir=")
+            if continuing:
+                unsupported("Task.init(continue_last_task=...) in offline mode", "a new offline task is created")
+                continuing = False
             folder = offline.new_session_folder()
             stepwire_kwargs["dir"] = folder
         tag_list = [tags] if isinstance(tags, str) else list(tags or [])
-        run = stepwire.init(project=project_name or "default", name=task_name, tags=tag_list or None,
-                            **stepwire_kwargs)
+        previous: RunView | None = None
+        if continuing:
+            where = Api(dir=stepwire_kwargs.get("dir"), address=stepwire_kwargs.get("address"))
+            previous = queries.run_to_continue(where, project_name or "default", task_name, reuse_last_task_id,
+                                               continue_last_task)
+        if previous is not None:
+            run = stepwire.init(project=previous.project, name=previous.name, tags=tag_list or previous.tags or None,
+                                run_id=previous.id, **stepwire_kwargs)
+            tag_list = tag_list or list(previous.tags)
+        else:
+            run = stepwire.init(project=project_name or "default", name=task_name, tags=tag_list or None,
+                                **stepwire_kwargs)
         run.update_meta({"task_type": type_name})
 
         def open_api() -> Api:
@@ -135,8 +176,28 @@ class Task:
 
         task = cls(task_id=run.id, name=run.name, project=run.project, tags=tag_list, task_type=type_name,
                    open_api=open_api, run=run, offline_folder=folder)
+        if previous is not None:
+            task._resume(previous, continue_last_task)
+        if auto_connect_arg_parser:
+            task._arg_switches = auto_connect_arg_parser
+            args.install(task._record_args)
         cls._current = task
         return task
+
+    def _resume(self, previous: RunView, continue_last_task: bool | str | int) -> None:
+        """Take over what ``previous`` (the run being continued) recorded; set the iteration offset."""
+        self._params = sectioned(flatten(previous.config))
+        meta = previous.meta
+        self._progress = meta.get("progress") if isinstance(meta.get("progress"), int) else None
+        self._names = {name: list(pair) for name, pair in title_map(meta).items()}
+        self._seen = set(self._names)
+        self._configs = dict(meta.get(CONFIGS_META) or {})
+        self._user_props = dict(meta.get(USER_PROPS_META) or {})
+        if isinstance(continue_last_task, int) and not isinstance(continue_last_task, bool):
+            self._offset = continue_last_task
+        else:
+            last = queries.last_iteration(previous)
+            self._offset = 0 if last is None else last + 1
 
     @classmethod
     def current_task(cls) -> Task | None:
@@ -166,6 +227,17 @@ class Task:
         if cls._offline is not None:
             return cls._offline
         return offline.offline_from_env()
+
+    @classmethod
+    def import_offline_session(cls, session_folder_zip: str | os.PathLike[str], previous_task_id: str | None = None,
+                               iteration_offset: int | None = 0, *, address: str | None = None,
+                               dir: str | os.PathLike[str] | None = None) -> str:
+        """Copy an offline session (``get_offline_mode_folder()``, or a zip of it) into the store at ``address``
+        or ``dir`` (as for ``stepwire.init``; default the embedded one); returns the task id (the offline task's,
+        or ``previous_task_id`` to append to that task). Wall times become the import's; see the module
+        docstring."""
+        target: dict[str, Any] = {"address": address} if address is not None else {"dir": dir}
+        return offline.import_session(session_folder_zip, previous_task_id, iteration_offset or 0, **target)
 
     def get_offline_mode_folder(self) -> Path | None:
         """The session folder of an offline task (a stepwire data directory), else None."""
@@ -308,19 +380,244 @@ class Task:
             self._params.update(params)
         run.log_params(params, replace=replace)
 
+    @property
+    def logger(self) -> Logger:
+        """The task's ``Logger`` (as ``get_logger()``)."""
+        return self.get_logger()
+
+    def _record_args(self, values: dict[str, Any]) -> None:
+        """Record parsed argparse arguments into ``Args`` (the capture ``Task.init`` installs)."""
+        if self._closed or self._run is None:
+            return
+        chosen = args.selected(values, self._arg_switches)
+        if chosen:
+            self._update_params(sectioned(chosen, args.ARGS_SECTION))
+
     def connect(self, mutable: Any, name: str | None = None, ignore_remote_overrides: bool = False) -> Any:
-        """Record a dict's items (nested dicts flattened with "/"), or a class's/instance's public attributes.
+        """Record a dict's items (nested dicts flattened with "/"), an ``argparse.Namespace``'s or
+        ``ArgumentParser``'s arguments (section ``Args``), or a class's/instance's public attributes.
 
         They become parameters ``"<name or General>/<key>"`` with string values; returns ``mutable`` itself.
-        Later changes to it are not recorded (connect again). Argparse parsers are not supported
-        (connect ``vars(args)``).
+        Changes made to it later are recorded at every ``flush`` and at ``close`` (ClearML records the final
+        values); a parser's defaults are recorded and its ``parse_args`` result is captured. An
+        ``OutputModel`` is already the task's: returned as it is.
         """
         self._writable()
+        if isinstance(mutable, OutputModel):
+            return mutable
         if isinstance(mutable, argparse.ArgumentParser):
-            raise TypeError("connect() of an ArgumentParser is not supported; connect vars(parser.parse_args())")
-        items = flatten(mutable) if isinstance(mutable, Mapping) else object_params(mutable)
-        self._update_params(sectioned(items, name or DEFAULT_SECTION))
+            self._update_params(sectioned(args.parser_defaults(mutable), name or args.ARGS_SECTION))
+            if not self._arg_switches:
+                self._arg_switches = True
+                args.install(self._record_args)
+            return mutable
+        section = name or (args.ARGS_SECTION if isinstance(mutable, argparse.Namespace) else DEFAULT_SECTION)
+        self._update_params(self._connected.add(mutable, section))
         return mutable
+
+    def _sync_connected(self) -> None:
+        """Record what changed in connected objects and the registered DataFrames' current state."""
+        if self._run is None or self._closed:
+            return
+        changed = self._connected.changes()
+        if changed:
+            self._update_params(changed)
+        if self._artifacts is not None:
+            self._artifacts.sync()
+
+    # -- configuration objects and user properties -------------------------------------------------------
+    def connect_configuration(self, configuration: Mapping[str, Any] | str | os.PathLike[str],
+                              name: str | None = None, description: str | None = None,
+                              ignore_remote_overrides: bool = False) -> Any:
+        """Record a configuration dict (as JSON text) or file (its text) as configuration object ``name``
+        (default ``"General"``); returns the dict, or the file's path, as ClearML does when run locally."""
+        run = self._writable()
+        key = name or DEFAULT_SECTION
+        if isinstance(configuration, Mapping):
+            record = {"type": "dictionary", "text": json.dumps(dict(configuration), indent=2, default=str),
+                      "description": description}
+        else:
+            path = Path(configuration)
+            if not path.is_file():
+                raise ValueError(f"connect_configuration: no file at {str(path)!r}")
+            record = {"type": path.suffix.lstrip(".") or "text", "text": path.read_text(encoding="utf-8"),
+                      "description": description}
+        self._configs[key] = record
+        run.update_meta({CONFIGS_META: {key: record}})
+        return configuration
+
+    def set_configuration_object(self, name: str, config_text: str | None = None, description: str | None = None,
+                                 config_type: str | None = None, config_dict: Mapping[str, Any] | None = None) -> None:
+        """Record configuration object ``name`` from text, or from a dict (as JSON text)."""
+        run = self._writable()
+        text = config_text if config_dict is None else json.dumps(dict(config_dict), indent=2, default=str)
+        record = {"type": config_type or ("dictionary" if config_dict is not None else "text"), "text": text or "",
+                  "description": description}
+        self._configs[name] = record
+        run.update_meta({CONFIGS_META: {name: record}})
+
+    def _configurations(self) -> dict[str, dict[str, Any]]:
+        if self._run is not None:
+            return self._configs
+        found = self._view().meta.get(CONFIGS_META)
+        return dict(found) if isinstance(found, Mapping) else {}
+
+    def get_configuration_object(self, name: str) -> str | None:
+        """The text of configuration object ``name`` (a dict's as JSON), or None."""
+        record = self._configurations().get(name)
+        return None if record is None else str(record.get("text", ""))
+
+    def get_configuration_object_as_dict(self, name: str) -> dict[str, Any] | None:
+        """Configuration object ``name`` read as a dict (JSON or YAML text), or None."""
+        text = self.get_configuration_object(name)
+        if text is None:
+            return None
+        try:
+            loaded = json.loads(text)
+        except ValueError:
+            try:
+                import yaml
+            except ImportError:
+                return None
+            loaded = yaml.safe_load(text)
+        return loaded if isinstance(loaded, dict) else None
+
+    def get_configuration_objects(self) -> dict[str, str]:
+        """``{name: text}`` of every configuration object."""
+        return {k: str(v.get("text", "")) for k, v in self._configurations().items()}
+
+    def set_user_properties(self, *iterables: Mapping[str, Any] | Iterable[Any], **properties: Any) -> bool:
+        """Add or update user properties: dicts ``{"name", "value", "description"?}`` (or a ``{name: value}``
+        dict), ``(name, value[, description])`` tuples, or keywords ``name=value``; values become strings."""
+        run = self._writable()
+        added: dict[str, dict[str, Any]] = {}
+
+        def put(key: Any, value: Any, description: Any = None) -> None:
+            added[str(key)] = {"section": "properties", "name": str(key), "value": str(value),
+                               "description": None if description is None else str(description)}
+
+        for arg in iterables:
+            if isinstance(arg, Mapping):
+                if "name" in arg and "value" in arg:
+                    put(arg["name"], arg["value"], arg.get("description"))
+                else:
+                    for key, value in arg.items():
+                        put(key, value)
+                continue
+            for item in arg:
+                if isinstance(item, Mapping):
+                    put(item["name"], item["value"], item.get("description"))
+                else:
+                    put(*item)
+        for key, value in properties.items():
+            put(key, value)
+        self._user_props.update(added)
+        run.update_meta({USER_PROPS_META: added})
+        return True
+
+    def get_user_properties(self, value_only: bool = False) -> dict[str, Any]:
+        """``{name: {"section", "name", "value", "description"}}``, or ``{name: value}`` with ``value_only``."""
+        if self._run is not None:
+            props = self._user_props
+        else:
+            found = self._view().meta.get(USER_PROPS_META)
+            props = {k: v for k, v in found.items() if v is not None} if isinstance(found, Mapping) else {}
+        if value_only:
+            return {k: v["value"] for k, v in props.items()}
+        return {k: dict(v) for k, v in props.items()}
+
+    def delete_user_properties(self, *iterables: Iterable[Any] | str) -> bool:
+        """Remove user properties by name."""
+        run = self._writable()
+        names = [str(i) for it in iterables for i in ([it] if isinstance(it, str) else it)]
+        for key in names:
+            self._user_props.pop(key, None)
+        run.update_meta({USER_PROPS_META: dict.fromkeys(names)})
+        return True
+
+    # -- artifacts and models ----------------------------------------------------------------------------
+    def upload_artifact(self, name: str, artifact_object: Any, metadata: Mapping[str, Any] | None = None,
+                        delete_after_upload: bool = False, auto_pickle: bool | None = None, preview: Any = None,
+                        wait_on_upload: bool = False, extension_name: str | None = None,
+                        serialization_function: Callable[[Any], bytes] | None = None, retries: int = 0,
+                        sort_keys: bool = True) -> bool:
+        """Store ``artifact_object`` as artifact ``name``, serialised as ClearML does: a file path as it is, a
+        folder zipped, a dict as JSON (YAML with ``extension_name=".yaml"``), a numpy array as ``.npz``, a
+        DataFrame as ``.csv.gz``, a PIL image as PNG, a text as ``.txt``, a URL as a link (never fetched),
+        anything else pickled. The object is captured now (the upload happens in the background); returns True.
+        """
+        assert self._artifacts is not None and self._writable()
+        if name in self._artifacts.registered:
+            raise ValueError(f"Artifact by the name of {name} is already registered, use register_artifact")
+        if serialization_function is not None:
+            with tempfile.TemporaryDirectory(prefix="stepwire-clearml-") as tmp:
+                file = Path(tmp) / f"{quote(name, safe='')}{extension_name or '.bin'}"
+                file.write_bytes(serialization_function(artifact_object))
+                self._artifacts.upload(name, file, metadata, preview)
+            return True
+        self._artifacts.upload(name, artifact_object, metadata, preview, delete_after_upload,
+                               auto_pickle is not False, extension_name)
+        return True
+
+    def register_artifact(self, name: str, artifact: Any, metadata: Mapping[str, Any] | None = None,
+                          uniqueness_columns: bool | Sequence[str] = True) -> None:
+        """Watch a DataFrame as artifact ``name``: stored now, and its state then at every ``flush`` and at
+        ``close`` (ClearML syncs it in the background)."""
+        assert self._artifacts is not None and self._writable()
+        self._artifacts.register(name, artifact, metadata)
+
+    def unregister_artifact(self, name: str) -> None:
+        """Stop watching a registered DataFrame (what was stored stays)."""
+        if self._artifacts is not None:
+            self._artifacts.registered.pop(name, None)
+
+    def get_registered_artifacts(self) -> dict[str, Any]:
+        """``{name: DataFrame}`` of the registered artifacts."""
+        if self._artifacts is None:
+            return {}
+        return {name: frame for name, (frame, _) in self._artifacts.registered.items()}
+
+    @property
+    def artifacts(self) -> dict[str, Artifact]:
+        """``{name: Artifact}`` of the stored artifacts (registered ones included); ``.get()`` decodes one,
+        ``.get_local_copy()`` gives a path."""
+        return read_artifacts(self._view(), self._view)
+
+    def _store_model(self, name: str, path: Path, record: dict[str, Any]) -> str:
+        """Store weights ``path`` as output model ``name`` described by ``record``; returns the model's url."""
+        assert self._artifacts is not None and self._writable()
+        stored = self._artifacts.upload(name, path, kind="model", extra=record)
+        return f"stepwire-artifact://{self.id}/{stored}"
+
+    def update_output_model(self, model_path: str, name: str | None = None, comment: str | None = None,
+                            tags: Sequence[str] | None = None, model_name: str | None = None,
+                            iteration: int | None = None, auto_delete_file: bool = True) -> str:
+        """Store the weights file ``model_path`` as output model ``model_name or name`` (default: the task
+        name); returns its url."""
+        model = OutputModel(task=self, name=model_name or name, tags=tags, comment=comment)
+        return model.update_weights(weights_filename=model_path, iteration=iteration)
+
+    @property
+    def models(self) -> dict[str, ModelList]:
+        """``{"input": [], "output": [Model, ...]}``; ``["output"]`` also takes a model name as index."""
+        view = self._view()
+        found = read_artifacts(view, self._view, kind="model")
+        records = view.meta.get(MODELS_META) or {}
+        return {"input": ModelList(), "output": ModelList(Model(a, records.get(n, {})) for n, a in found.items())}
+
+    # -- iterations ---------------------------------------------------------------------------------------
+    def set_initial_iteration(self, offset: int = 0) -> int:
+        """Shift every iteration reported from now on by ``offset``; returns it."""
+        self._offset = int(offset)
+        return self._offset
+
+    def get_initial_iteration(self) -> int:
+        """The offset added to reported iterations (non-zero when continuing a task)."""
+        return self._offset
+
+    def get_last_iteration(self) -> int:
+        """The highest iteration reported (stored) so far, 0 if none."""
+        return queries.last_iteration(self._view()) or 0
 
     def set_parameters(self, *args: Mapping[str, Any] | Iterable[tuple[str, Any]], **kwargs: Any) -> None:
         """Replace all parameters with ``{"Section/name": value}`` (keys without a section go under General)."""
@@ -364,13 +661,21 @@ class Task:
         return int(progress) if isinstance(progress, str) and progress.isdigit() else None
 
     def flush(self, wait_for_uploads: bool = False) -> bool:
-        """Wait until everything reported so far is stored; False on timeout."""
-        return self._writable().flush()
+        """Record changes to connected dicts and registered DataFrames, then wait until everything reported so
+        far is stored; False on timeout."""
+        run = self._writable()
+        self._sync_connected()
+        return run.flush()
 
     def _end(self, status: str) -> None:
         if self._run is None or self._closed:
             return
-        self._closed = True
+        try:
+            self._sync_connected()
+        finally:
+            if self._arg_switches:
+                args.uninstall()
+            self._closed = True
         self._status = _STATUS[status]
         self._run.finish(status)
         if Task._current is self:
