@@ -159,6 +159,7 @@ def test_connect_tracks_changes_args_configuration_and_user_properties(collector
     assert task.flush()                  # flush records the changes
     assert Task.get_task(task_id=task.id, address=address).get_parameter("General/batch_size") == "64"
     params["dropout"] = 0.3              # recorded at close
+    params["new_param"] = "this is new"  # a key added after connect is recorded too
 
     config = task.connect_configuration({"model": {"layers": 3, "act": "relu"}}, name="model config")
     assert config == {"model": {"layers": 3, "act": "relu"}}
@@ -175,7 +176,8 @@ def test_connect_tracks_changes_args_configuration_and_user_properties(collector
 
     ro = Task.get_task(project_name="params", task_name="capture", address=address)
     assert ro.get_parameters() == {"Args/lr": "0.5", "Args/epochs": "3", "General/batch_size": "64",
-                                   "General/dropout": "0.3", "General/optimizer/name": "adam"}
+                                   "General/dropout": "0.3", "General/optimizer/name": "adam",
+                                   "General/new_param": "this is new"}
     assert ro.get_configuration_object_as_dict("model config") == {"model": {"layers": 3, "act": "relu"}}
     assert json.loads(ro.get_configuration_object("model config") or "") == {"model": {"layers": 3, "act": "relu"}}
     assert ro.get_configuration_object("file config") == "epochs: 5\naugment: [flip, crop]\n"
@@ -211,6 +213,10 @@ def test_output_models(collector: CollectorProcess, tmp_path: Path) -> None:
     assert url.startswith("stepwire-artifact://" + task.id)
     weights.write_bytes(b"epoch-10")     # a later checkpoint replaces the model's weights
     output_model.update_weights(weights_filename=str(weights), iteration=10)
+    task.connect_label_enumeration({"plane": 1, "car": 2})
+    design = OutputModel(task=task, framework="pytorch")   # model_config.py's way: the design, then the weights
+    design.update_design(config_dict={"list_of_ints": [1, 2, 3, 4], "value": 13.37})
+    design.update_weights(weights_filename=str(weights))
     final = tmp_path / "final.pt"
     final.write_bytes(b"final")
     task.update_output_model(model_path=str(final), name="final", comment="last epoch")
@@ -220,7 +226,10 @@ def test_output_models(collector: CollectorProcess, tmp_path: Path) -> None:
 
     ro = Task.get_task(task_id=task.id, address=address)
     models = ro.models
-    assert models["input"] == [] and [m.name for m in models["output"]] == ["resnet", "final"]
+    assert models["input"] == [] and [m.name for m in models["output"]] == ["resnet", "train", "final"]
+    assert models["output"]["train"].labels == {"plane": 1, "car": 2} and ro.get_labels_enumeration() == {
+        "plane": 1, "car": 2}
+    assert models["output"]["train"].config_dict == {"list_of_ints": [1, 2, 3, 4], "value": 13.37}
     resnet = models["output"]["resnet"]
     assert resnet.framework == "PyTorch" and resnet.tags == ["best"] and resnet.iteration == 10
     assert resnet.config_dict == {"layers": 18} and resnet.labels == {"cat": 0, "dog": 1}
@@ -231,7 +240,8 @@ def test_output_models(collector: CollectorProcess, tmp_path: Path) -> None:
     assert ro.artifacts == {}            # models are not artifacts
     view = stepwire.Api(address=address).run(task.id)
     assert sorted(a.name for a in view.artifacts()) == ["clearml/models/final/final.pt",
-                                                        "clearml/models/resnet/model.pt"]
+                                                        "clearml/models/resnet/model.pt",
+                                                        "clearml/models/train/model.pt"]
     assert view.meta["clearml_models"]["resnet"]["kind"] == "model"
 
 
@@ -361,3 +371,28 @@ def test_import_offline_session(collector: CollectorProcess, tmp_path: Path, mon
         stop_embedded(tmp_path / "second")
     with pytest.raises(ValueError, match="no offline session"):
         Task.import_offline_session(tmp_path / "missing.zip", address=collector.address)
+
+
+def test_task_parameters(collector: CollectorProcess) -> None:
+    from stepwire.compat.clearml.task_parameters import TaskParameters, param, percent_param, range_validator
+
+    class MyParams(TaskParameters):
+        iterations = param(type=int, desc="Number of iterations to run", range=(0, 100000), default=10)
+        target_accuracy = percent_param(desc="The target accuracy of the model", default=0.9)
+        name = param(type=str, default="run", validator=[range_validator(None, "zzz")])
+
+    params = MyParams(iterations=500)
+    assert params.to_dict() == {"iterations": 500, "target_accuracy": 0.9, "name": "run"}
+    with pytest.raises(ValueError, match=r"target_accuracy must be in range \[0, 1\]"):
+        MyParams(target_accuracy=1.5)
+    with pytest.raises(TypeError, match="iterations must be int"):
+        MyParams(iterations="many")
+    with pytest.raises(ValueError, match="Unknown key"):
+        params.update_from_dict({"nope": 1})
+    params.update_from_dict({"target_accuracy": 0.95})
+    task = Task.init("tp", "params", address=collector.address)
+    assert params.connect(task) is params
+    params.iterations = 700
+    task.close()
+    assert Task.get_task(task_id=task.id, address=collector.address).get_parameters() == {
+        "General/iterations": "700", "General/target_accuracy": "0.95", "General/name": "run"}

@@ -80,6 +80,10 @@ How ClearML's model maps onto stepwire's:
   ``"model"``, framework, tags, comment, design, labels, iteration, id); an update replaces the weights;
   ``task.models`` is ``{"input": [], "output": [Model, ...]}`` (``["output"]["name"]`` works too). The url
   is ``stepwire-artifact://<run id>/<stored name>``. Weights files are never deleted (``auto_delete_file``).
+  ``connect_label_enumeration({label: index})`` is the run meta ``clearml_labels`` and the default labels of
+  models created after it.
+- ``stepwire.compat.clearml.task_parameters``: ``TaskParameters``, ``param``, ``percent_param`` and
+  ``range_validator`` as in ClearML, on dataclasses instead of ``attrs`` (checked when an instance is made).
 - Queries: ``get_tasks``/``get_task`` take ClearML's tag operators (``"-tag"``, ``"__$all"``/``"__$and"``,
   ``"__$any"``/``"__$or"``, ``"__$not"``) and ``task_filter`` keys ``status`` (ClearML names), ``type``,
   ``tags``, ``id``, ``name``, ``project_name``, ``order_by`` (``created``, ``started``, ``last_update``,

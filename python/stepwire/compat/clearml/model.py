@@ -157,8 +157,9 @@ class OutputModel:
         self.config_text: str | None = config_text if config_text is not None else (
             None if config_dict is None else json.dumps(dict(config_dict), indent=2, default=str))
         """The design as text."""
-        self.labels: dict[str, int] = dict(label_enumeration or {})
-        """The label enumeration."""
+        self.labels: dict[str, int] = dict(label_enumeration if label_enumeration is not None
+                                           else owner.get_labels_enumeration())
+        """The label enumeration (default: the task's, ``connect_label_enumeration``)."""
         self.url: str | None = None
         """Where the weights went (after ``update_weights``)."""
         self._iteration: int | None = None

@@ -36,6 +36,8 @@ log = logging.getLogger("stepwire.compat.clearml")
 _STATUS = queries.STATUS_NAMES
 CONFIGS_META = "clearml_configurations"
 """Run meta key: ``{name: {"type", "text", "description"}}`` of configuration objects."""
+LABELS_META = "clearml_labels"
+"""Run meta key: the label enumeration ``{label: index}``."""
 USER_PROPS_META = "clearml_user_properties"
 """Run meta key: ``{name: {"section", "name", "value", "description"}}`` of user properties."""
 
@@ -99,6 +101,7 @@ class Task:
         self._user_props: dict[str, dict[str, Any]] = {}
         self._offset = 0
         self._arg_switches: bool | Mapping[str, bool] = False
+        self._labels: dict[str, int] = {}
 
     # -- creating ---------------------------------------------------------------------------------------
     @classmethod
@@ -192,7 +195,8 @@ class Task:
         self._names = {name: list(pair) for name, pair in title_map(meta).items()}
         self._seen = set(self._names)
         self._configs = dict(meta.get(CONFIGS_META) or {})
-        self._user_props = dict(meta.get(USER_PROPS_META) or {})
+        self._user_props = {k: v for k, v in (meta.get(USER_PROPS_META) or {}).items() if v is not None}
+        self._labels = {str(k): int(v) for k, v in (meta.get(LABELS_META) or {}).items()}
         if isinstance(continue_last_task, int) and not isinstance(continue_last_task, bool):
             self._offset = continue_last_task
         else:
@@ -536,6 +540,21 @@ class Task:
         return True
 
     # -- artifacts and models ----------------------------------------------------------------------------
+    def connect_label_enumeration(self, enumeration: Mapping[str, int]) -> Mapping[str, int]:
+        """Record the label enumeration ``{label: index}`` (run meta ``clearml_labels``); output models created
+        afterwards without ``label_enumeration`` take it. Returns ``enumeration``."""
+        run = self._writable()
+        self._labels = {str(k): int(v) for k, v in enumeration.items()}
+        run.update_meta({LABELS_META: self._labels})
+        return enumeration
+
+    def get_labels_enumeration(self) -> dict[str, int]:
+        """The label enumeration (``{}`` if none was connected)."""
+        if self._run is not None:
+            return dict(self._labels)
+        found = self._view().meta.get(LABELS_META)
+        return {str(k): int(v) for k, v in found.items()} if isinstance(found, Mapping) else {}
+
     def upload_artifact(self, name: str, artifact_object: Any, metadata: Mapping[str, Any] | None = None,
                         delete_after_upload: bool = False, auto_pickle: bool | None = None, preview: Any = None,
                         wait_on_upload: bool = False, extension_name: str | None = None,
