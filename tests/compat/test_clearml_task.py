@@ -87,9 +87,23 @@ def test_artifacts(collector: CollectorProcess, tmp_path: Path) -> None:
     assert not eye_copy.exists()
     live = task.artifacts  # a live task reads what it stored so far
     assert live["Numpy Eye"].metadata == {"shape": "10x10"}
+    def train_entry() -> tuple[str, float]:
+        entries = {a.name: a for a in stepwire.Api(address=address).run(task.id).artifacts()}
+        entry = entries["clearml/artifacts/train/train.csv.gz"]
+        return entry.sha256, entry.wall_time
+
+    before = train_entry()
+    assert task.flush()                  # the registered frame changed: stored again
+    changed = train_entry()
+    assert task.flush()                  # unchanged: not stored again
+    assert changed[0] != before[0] and train_entry() == changed
     task.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        task.upload_artifact("late", {"a": 1})
 
     ro = Task.get_task(project_name="examples", task_name="artifacts example", address=address)
+    with pytest.raises(RuntimeError, match="read-only"):
+        ro.upload_artifact("late", {"a": 1})
     arts = ro.artifacts
     assert sorted(arts) == sorted(["train", "Pandas", "local file", "local folder", "wildcard jpegs", "dictionary",
                                    "Numpy Eye", "pillow_image", "config yaml", "notes", "remote", "object",

@@ -8,6 +8,7 @@ description (type, content type, metadata, preview, link) is the entry ``name`` 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import mimetypes
 import os
@@ -133,7 +134,7 @@ def prepare(name: str, obj: Any, tmp: Path, preview: Any = None, auto_pickle: bo
         ext = _extension(extension_name, (".csv.gz", ".parquet", ".pickle"), ".csv.gz", "DataFrame")
         file = tmp / f"{stem}{ext}"
         if ext == ".csv.gz":
-            obj.to_csv(file, compression="gzip")
+            obj.to_csv(file, compression={"method": "gzip", "mtime": 0})  # the same frame, the same bytes
             content = "text/csv"
         elif ext == ".parquet":
             obj.to_parquet(file)
@@ -367,17 +368,26 @@ class TaskArtifacts:
         self._files: dict[tuple[str, str], str] = {}  # (kind, ClearML name) -> stored stepwire name, for replacing
         self.registered: dict[str, tuple[Any, dict[str, str]]] = {}
         """``{name: (DataFrame, metadata)}`` of ``register_artifact``."""
+        self._digests: dict[str, str] = {}  # registered name -> sha256 of the file last stored
 
     def upload(self, name: str, obj: Any, metadata: Mapping[str, Any] | None = None, preview: Any = None,
                delete_after_upload: bool = False, auto_pickle: bool = True, extension_name: str | None = None,
                kind: str = "artifact", registered: bool = False, extra: Mapping[str, Any] | None = None) -> str:
-        """Serialise and store ``obj`` as artifact ``name`` (see ``prepare``); returns the stored name or URL."""
+        """Serialise and store ``obj`` as artifact ``name`` (see ``prepare``); returns the stored name or URL.
+
+        A registered DataFrame whose file is what was stored last time is not stored again.
+        """
         if not isinstance(name, str) or not name:
             raise ValueError(f"artifact name must be a non-empty str, got {name!r}")
         with tempfile.TemporaryDirectory(prefix="stepwire-clearml-") as tmp:
             prepared = prepare(name, obj, Path(tmp), preview, auto_pickle, extension_name)
             if registered:
                 prepared.type = PANDAS_REGISTERED
+                assert prepared.file is not None
+                digest = hashlib.sha256(prepared.file.read_bytes()).hexdigest()
+                if self._digests.get(name) == digest and (kind, name) in self._files:
+                    return self._files[kind, name]
+                self._digests[name] = digest
             record: dict[str, Any] = {"kind": kind, "type": prepared.type, "content_type": prepared.content_type,
                                       "preview": prepared.preview, "timestamp": time.time(),
                                       "metadata": {str(k): str(v) for k, v in (metadata or {}).items()},

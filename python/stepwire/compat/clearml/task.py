@@ -555,6 +555,12 @@ class Task:
         found = self._view().meta.get(LABELS_META)
         return {str(k): int(v) for k, v in found.items()} if isinstance(found, Mapping) else {}
 
+    def _task_artifacts(self) -> TaskArtifacts:
+        """The artifacts of a writable task (``RuntimeError`` for read-only or closed tasks)."""
+        self._writable()
+        assert self._artifacts is not None  # every writable task has them
+        return self._artifacts
+
     def upload_artifact(self, name: str, artifact_object: Any, metadata: Mapping[str, Any] | None = None,
                         delete_after_upload: bool = False, auto_pickle: bool | None = None, preview: Any = None,
                         wait_on_upload: bool = False, extension_name: str | None = None,
@@ -565,25 +571,25 @@ class Task:
         DataFrame as ``.csv.gz``, a PIL image as PNG, a text as ``.txt``, a URL as a link (never fetched),
         anything else pickled. The object is captured now (the upload happens in the background); returns True.
         """
-        assert self._artifacts is not None and self._writable()
-        if name in self._artifacts.registered:
+        artifacts = self._task_artifacts()
+        if name in artifacts.registered:
             raise ValueError(f"Artifact by the name of {name} is already registered, use register_artifact")
         if serialization_function is not None:
             with tempfile.TemporaryDirectory(prefix="stepwire-clearml-") as tmp:
                 file = Path(tmp) / f"{quote(name, safe='')}{extension_name or '.bin'}"
                 file.write_bytes(serialization_function(artifact_object))
-                self._artifacts.upload(name, file, metadata, preview)
+                artifacts.upload(name, file, metadata, preview)
             return True
-        self._artifacts.upload(name, artifact_object, metadata, preview, delete_after_upload,
-                               auto_pickle is not False, extension_name)
+        artifacts.upload(name, artifact_object, metadata, preview, delete_after_upload, auto_pickle is not False,
+                         extension_name)
         return True
 
     def register_artifact(self, name: str, artifact: Any, metadata: Mapping[str, Any] | None = None,
                           uniqueness_columns: bool | Sequence[str] = True) -> None:
         """Watch a DataFrame as artifact ``name``: stored now, and its state then at every ``flush`` and at
         ``close`` (ClearML syncs it in the background)."""
-        assert self._artifacts is not None and self._writable()
-        self._artifacts.register(name, artifact, metadata)
+        artifacts = self._task_artifacts()
+        artifacts.register(name, artifact, metadata)
 
     def unregister_artifact(self, name: str) -> None:
         """Stop watching a registered DataFrame (what was stored stays)."""
@@ -604,8 +610,8 @@ class Task:
 
     def _store_model(self, name: str, path: Path, record: dict[str, Any]) -> str:
         """Store weights ``path`` as output model ``name`` described by ``record``; returns the model's url."""
-        assert self._artifacts is not None and self._writable()
-        stored = self._artifacts.upload(name, path, kind="model", extra=record)
+        artifacts = self._task_artifacts()
+        stored = artifacts.upload(name, path, kind="model", extra=record)
         return f"stepwire-artifact://{self.id}/{stored}"
 
     def update_output_model(self, model_path: str, name: str | None = None, comment: str | None = None,
