@@ -410,3 +410,22 @@ def test_task_parameters(collector: CollectorProcess) -> None:
     task.close()
     assert Task.get_task(task_id=task.id, address=collector.address).get_parameters() == {
         "General/iterations": "700", "General/target_accuracy": "0.95", "General/name": "run"}
+
+
+def test_what_stepwire_cannot_honour_is_counted(collector: CollectorProcess, tmp_path: Path) -> None:
+    before = unsupported_counts()
+    task = Task.init("w", "storage", output_uri="s3://bucket/models", reuse_last_task_id="abc",
+                     address=collector.address)
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"w")
+    OutputModel(task=task, name="m").update_weights(weights_filename=str(weights), upload_uri="s3://bucket/other")
+    task.upload_artifact("arr", np.zeros(3), extension_name=".feather")
+    task.close()
+    after = unsupported_counts()
+    for what in ("Task.init(output_uri=<storage>)", "Task.init(reuse_last_task_id=<task id>) without "
+                 "continue_last_task", "OutputModel.update_weights(upload_uri=...)",
+                 "upload_artifact(extension_name='.feather') for a numpy array"):
+        assert after[what] == before.get(what, 0) + 1, what
+    ro = Task.get_task(task_id=task.id, address=collector.address)
+    np.testing.assert_array_equal(ro.artifacts["arr"].get(), np.zeros(3))   # stored with the default extension
+    assert Path(ro.models["output"]["m"].get_weights()).read_bytes() == b"w"  # type: ignore[arg-type]
