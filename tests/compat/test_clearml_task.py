@@ -192,6 +192,9 @@ def test_connect_tracks_changes_args_configuration_and_user_properties(collector
     assert ro.get_parameters() == {"Args/lr": "0.5", "Args/epochs": "3", "General/batch_size": "64",
                                    "General/dropout": "0.3", "General/optimizer/name": "adam",
                                    "General/new_param": "this is new"}
+    assert ro.get_parameters_as_dict() == {"Args": {"lr": "0.5", "epochs": "3"}, "General": {
+        "batch_size": "64", "dropout": "0.3", "optimizer": {"name": "adam"}, "new_param": "this is new"}}
+    assert ro.get_parameters_as_dict(cast=True)["Args"] == {"lr": 0.5, "epochs": 3}
     assert ro.get_configuration_object_as_dict("model config") == {"model": {"layers": 3, "act": "relu"}}
     assert json.loads(ro.get_configuration_object("model config") or "") == {"model": {"layers": 3, "act": "relu"}}
     assert ro.get_configuration_object("file config") == "epochs: 5\naugment: [flip, crop]\n"

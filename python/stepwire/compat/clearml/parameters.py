@@ -113,3 +113,14 @@ class Connected:
             changed.update({k: v for k, v in now.items() if before.get(k) != v})
             self._items[i] = (obj, section, now)
         return changed
+
+
+def cast_value(text: str) -> Any:
+    """A parameter string as the value it reads as (JSON, or ``True``/``False``/``None``), else the string."""
+    special = {"True": True, "False": False, "None": None}
+    if text in special:
+        return special[text]
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -23,6 +23,7 @@ from stepwire.compat.clearml.model import Model, ModelList, OutputModel
 from stepwire.compat.clearml.parameters import (
     DEFAULT_SECTION,
     Connected,
+    cast_value,
     flatten,
     pairs_from_args,
     sectioned,
@@ -662,6 +663,21 @@ class Task:
         if self._run is not None:
             return dict(self._params)
         return sectioned(flatten(self._view().config))
+
+    def get_parameters_as_dict(self, cast: bool = False) -> dict[str, Any]:
+        """The parameters nested at every ``"/"``: ``{"General": {"lr": "0.1"}, "Args": {...}}``; ``cast``
+        turns values that read as JSON (numbers, booleans as ``true``/``True``, lists, dicts) into them."""
+        out: dict[str, Any] = {}
+        for key, value in self.get_parameters().items():
+            *parents, leaf = key.split("/")
+            node = out
+            for part in parents:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    child = node[part] = {"": child}
+                node = child
+            node[leaf] = cast_value(value) if cast else value
+        return out
 
     def get_parameter(self, name: str, default: Any = None) -> Any:
         """The parameter ``"Section/name"`` as a string, or ``default``."""
