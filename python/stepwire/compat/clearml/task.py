@@ -713,6 +713,9 @@ class Task:
             return
         try:
             self._sync_connected()
+        except Exception:  # the run still ends; what could not be recorded is reported, not lost silently
+            log.exception("task %s: recording the final values of connected objects and registered artifacts "
+                          "failed", self.id)
         finally:
             if self._arg_switches:
                 args.uninstall()
