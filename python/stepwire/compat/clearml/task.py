@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import argparse
 import enum
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 import stepwire
 from stepwire.api import Api, RunView
 from stepwire.compat.clearml import args, offline, queries, reports
-from stepwire.compat.clearml.artifacts import MODELS_META, Artifact, TaskArtifacts, read_artifacts
+from stepwire.compat.clearml.artifacts import TaskArtifacts
+from stepwire.compat.clearml.configuration import TaskConfiguration
 from stepwire.compat.clearml.logger import Logger
-from stepwire.compat.clearml.model import Model, ModelList, OutputModel
+from stepwire.compat.clearml.model import OutputModel
+from stepwire.compat.clearml.outputs import TaskOutputs
 from stepwire.compat.clearml.parameters import (
     DEFAULT_SECTION,
     Connected,
@@ -35,12 +34,7 @@ from stepwire.run import Run
 log = logging.getLogger("stepwire.compat.clearml")
 
 _STATUS = queries.STATUS_NAMES
-CONFIGS_META = "clearml_configurations"
-"""Run meta key: ``{name: {"type", "text", "description"}}`` of configuration objects."""
-LABELS_META = "clearml_labels"
-"""Run meta key: the label enumeration ``{label: index}``."""
-USER_PROPS_META = "clearml_user_properties"
-"""Run meta key: ``{name: {"section", "name", "value", "description"}}`` of user properties."""
+
 
 
 class TaskTypes(enum.Enum):
@@ -65,7 +59,7 @@ class TaskTypes(enum.Enum):
 _TaskType = TaskTypes  # for annotations inside Task, where TaskTypes names the class attribute
 
 
-class Task:
+class Task(TaskConfiguration, TaskOutputs):
     """A ClearML-style task on a stepwire run: ``Task.init`` starts one, ``Task.get_task`` reads one back.
 
     Not meant to be constructed directly. Tasks from ``get_task``/``get_tasks`` are read-only.
@@ -195,9 +189,7 @@ class Task:
         self._progress = meta.get("progress") if isinstance(meta.get("progress"), int) else None
         self._names = {name: list(pair) for name, pair in title_map(meta).items()}
         self._seen = set(self._names)
-        self._configs = dict(meta.get(CONFIGS_META) or {})
-        self._user_props = {k: v for k, v in (meta.get(USER_PROPS_META) or {}).items() if v is not None}
-        self._labels = {str(k): int(v) for k, v in (meta.get(LABELS_META) or {}).items()}
+        self._resume_configuration(meta)
         if isinstance(continue_last_task, int) and not isinstance(continue_last_task, bool):
             self._offset = continue_last_task
         else:
@@ -429,207 +421,6 @@ class Task:
             self._update_params(changed)
         if self._artifacts is not None:
             self._artifacts.sync()
-
-    # -- configuration objects and user properties -------------------------------------------------------
-    def connect_configuration(self, configuration: Mapping[str, Any] | str | os.PathLike[str],
-                              name: str | None = None, description: str | None = None,
-                              ignore_remote_overrides: bool = False) -> Any:
-        """Record a configuration dict (as JSON text) or file (its text) as configuration object ``name``
-        (default ``"General"``); returns the dict, or the file's path, as ClearML does when run locally."""
-        run = self._writable()
-        key = name or DEFAULT_SECTION
-        if isinstance(configuration, Mapping):
-            record = {"type": "dictionary", "text": json.dumps(dict(configuration), indent=2, default=str),
-                      "description": description}
-        else:
-            path = Path(configuration)
-            if not path.is_file():
-                raise ValueError(f"connect_configuration: no file at {str(path)!r}")
-            record = {"type": path.suffix.lstrip(".") or "text", "text": path.read_text(encoding="utf-8"),
-                      "description": description}
-        self._configs[key] = record
-        run.update_meta({CONFIGS_META: {key: record}})
-        return configuration
-
-    def set_configuration_object(self, name: str, config_text: str | None = None, description: str | None = None,
-                                 config_type: str | None = None, config_dict: Mapping[str, Any] | None = None) -> None:
-        """Record configuration object ``name`` from text, or from a dict (as JSON text)."""
-        run = self._writable()
-        text = config_text if config_dict is None else json.dumps(dict(config_dict), indent=2, default=str)
-        record = {"type": config_type or ("dictionary" if config_dict is not None else "text"), "text": text or "",
-                  "description": description}
-        self._configs[name] = record
-        run.update_meta({CONFIGS_META: {name: record}})
-
-    def _configurations(self) -> dict[str, dict[str, Any]]:
-        if self._run is not None:
-            return self._configs
-        found = self._view().meta.get(CONFIGS_META)
-        return dict(found) if isinstance(found, Mapping) else {}
-
-    def get_configuration_object(self, name: str) -> str | None:
-        """The text of configuration object ``name`` (a dict's as JSON), or None."""
-        record = self._configurations().get(name)
-        return None if record is None else str(record.get("text", ""))
-
-    def get_configuration_object_as_dict(self, name: str) -> dict[str, Any] | None:
-        """Configuration object ``name`` read as a dict (JSON or YAML text), or None."""
-        text = self.get_configuration_object(name)
-        if text is None:
-            return None
-        try:
-            loaded = json.loads(text)
-        except ValueError:
-            try:
-                import yaml
-            except ImportError:
-                return None
-            loaded = yaml.safe_load(text)
-        return loaded if isinstance(loaded, dict) else None
-
-    def get_configuration_objects(self) -> dict[str, str]:
-        """``{name: text}`` of every configuration object."""
-        return {k: str(v.get("text", "")) for k, v in self._configurations().items()}
-
-    def set_user_properties(self, *iterables: Mapping[str, Any] | Iterable[Any], **properties: Any) -> bool:
-        """Add or update user properties: dicts ``{"name", "value", "description"?}`` (or a ``{name: value}``
-        dict), ``(name, value[, description])`` tuples, or keywords ``name=value``; values become strings."""
-        run = self._writable()
-        added: dict[str, dict[str, Any]] = {}
-
-        def put(key: Any, value: Any, description: Any = None) -> None:
-            added[str(key)] = {"section": "properties", "name": str(key), "value": str(value),
-                               "description": None if description is None else str(description)}
-
-        for arg in iterables:
-            if isinstance(arg, Mapping):
-                if "name" in arg and "value" in arg:
-                    put(arg["name"], arg["value"], arg.get("description"))
-                else:
-                    for key, value in arg.items():
-                        put(key, value)
-                continue
-            for item in arg:
-                if isinstance(item, Mapping):
-                    put(item["name"], item["value"], item.get("description"))
-                else:
-                    put(*item)
-        for key, value in properties.items():
-            put(key, value)
-        self._user_props.update(added)
-        run.update_meta({USER_PROPS_META: added})
-        return True
-
-    def get_user_properties(self, value_only: bool = False) -> dict[str, Any]:
-        """``{name: {"section", "name", "value", "description"}}``, or ``{name: value}`` with ``value_only``."""
-        if self._run is not None:
-            props = self._user_props
-        else:
-            found = self._view().meta.get(USER_PROPS_META)
-            props = {k: v for k, v in found.items() if v is not None} if isinstance(found, Mapping) else {}
-        if value_only:
-            return {k: v["value"] for k, v in props.items()}
-        return {k: dict(v) for k, v in props.items()}
-
-    def delete_user_properties(self, *iterables: Iterable[Any] | str) -> bool:
-        """Remove user properties by name."""
-        run = self._writable()
-        names = [str(i) for it in iterables for i in ([it] if isinstance(it, str) else it)]
-        for key in names:
-            self._user_props.pop(key, None)
-        run.update_meta({USER_PROPS_META: dict.fromkeys(names)})
-        return True
-
-    # -- artifacts and models ----------------------------------------------------------------------------
-    def connect_label_enumeration(self, enumeration: Mapping[str, int]) -> Mapping[str, int]:
-        """Record the label enumeration ``{label: index}`` (run meta ``clearml_labels``); output models created
-        afterwards without ``label_enumeration`` take it. Returns ``enumeration``."""
-        run = self._writable()
-        self._labels = {str(k): int(v) for k, v in enumeration.items()}
-        run.update_meta({LABELS_META: self._labels})
-        return enumeration
-
-    def get_labels_enumeration(self) -> dict[str, int]:
-        """The label enumeration (``{}`` if none was connected)."""
-        if self._run is not None:
-            return dict(self._labels)
-        found = self._view().meta.get(LABELS_META)
-        return {str(k): int(v) for k, v in found.items()} if isinstance(found, Mapping) else {}
-
-    def _task_artifacts(self) -> TaskArtifacts:
-        """The artifacts of a writable task (``RuntimeError`` for read-only or closed tasks)."""
-        self._writable()
-        assert self._artifacts is not None  # every writable task has them
-        return self._artifacts
-
-    def upload_artifact(self, name: str, artifact_object: Any, metadata: Mapping[str, Any] | None = None,
-                        delete_after_upload: bool = False, auto_pickle: bool | None = None, preview: Any = None,
-                        wait_on_upload: bool = False, extension_name: str | None = None,
-                        serialization_function: Callable[[Any], bytes] | None = None, retries: int = 0,
-                        sort_keys: bool = True) -> bool:
-        """Store ``artifact_object`` as artifact ``name``, serialised as ClearML does: a file path as it is, a
-        folder zipped, a dict as JSON (YAML with ``extension_name=".yaml"``), a numpy array as ``.npz``, a
-        DataFrame as ``.csv.gz``, a PIL image as PNG, a text as ``.txt``, a URL as a link (never fetched),
-        anything else pickled. The object is captured now (the upload happens in the background); returns True.
-        """
-        artifacts = self._task_artifacts()
-        if name in artifacts.registered:
-            raise ValueError(f"Artifact by the name of {name} is already registered, use register_artifact")
-        if serialization_function is not None:
-            with tempfile.TemporaryDirectory(prefix="stepwire-clearml-") as tmp:
-                file = Path(tmp) / f"{quote(name, safe='')}{extension_name or '.bin'}"
-                file.write_bytes(serialization_function(artifact_object))
-                artifacts.upload(name, file, metadata, preview)
-            return True
-        artifacts.upload(name, artifact_object, metadata, preview, delete_after_upload, auto_pickle is not False,
-                         extension_name)
-        return True
-
-    def register_artifact(self, name: str, artifact: Any, metadata: Mapping[str, Any] | None = None,
-                          uniqueness_columns: bool | Sequence[str] = True) -> None:
-        """Watch a DataFrame as artifact ``name``: stored now, and its state then at every ``flush`` and at
-        ``close`` (ClearML syncs it in the background)."""
-        artifacts = self._task_artifacts()
-        artifacts.register(name, artifact, metadata)
-
-    def unregister_artifact(self, name: str) -> None:
-        """Stop watching a registered DataFrame (what was stored stays)."""
-        if self._artifacts is not None:
-            self._artifacts.registered.pop(name, None)
-
-    def get_registered_artifacts(self) -> dict[str, Any]:
-        """``{name: DataFrame}`` of the registered artifacts."""
-        if self._artifacts is None:
-            return {}
-        return {name: frame for name, (frame, _) in self._artifacts.registered.items()}
-
-    @property
-    def artifacts(self) -> dict[str, Artifact]:
-        """``{name: Artifact}`` of the stored artifacts (registered ones included); ``.get()`` decodes one,
-        ``.get_local_copy()`` gives a path."""
-        return read_artifacts(self._view(), self._view)
-
-    def _store_model(self, name: str, path: Path, record: dict[str, Any]) -> str:
-        """Store weights ``path`` as output model ``name`` described by ``record``; returns the model's url."""
-        artifacts = self._task_artifacts()
-        stored = artifacts.upload(name, path, kind="model", extra=record)
-        return f"stepwire-artifact://{self.id}/{stored}"
-
-    def update_output_model(self, model_path: str, name: str | None = None, comment: str | None = None,
-                            tags: Sequence[str] | None = None, model_name: str | None = None,
-                            iteration: int | None = None, auto_delete_file: bool = True) -> str:
-        """Store the weights file ``model_path`` as output model ``model_name or name`` (default: the task
-        name); returns its url."""
-        model = OutputModel(task=self, name=model_name or name, tags=tags, comment=comment)
-        return model.update_weights(weights_filename=model_path, iteration=iteration)
-
-    @property
-    def models(self) -> dict[str, ModelList]:
-        """``{"input": [], "output": [Model, ...]}``; ``["output"]`` also takes a model name as index."""
-        view = self._view()
-        found = read_artifacts(view, self._view, kind="model")
-        records = view.meta.get(MODELS_META) or {}
-        return {"input": ModelList(), "output": ModelList(Model(a, records.get(n, {})) for n, a in found.items())}
 
     # -- iterations ---------------------------------------------------------------------------------------
     def set_initial_iteration(self, offset: int = 0) -> int:
