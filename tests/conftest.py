@@ -138,3 +138,12 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("STEPWIRE_DIR", str(d))
     yield d
     stop_embedded(d)
+
+
+@pytest.fixture(autouse=True)
+def _no_system_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs in tests sample no system metrics and capture no console unless they ask (``system_metrics=True``,
+    ``console=True``, or the variables set again in a child's environment): most tests count exactly what they
+    logged. tests/test_system.py and tests/test_console.py test both with their defaults on."""
+    monkeypatch.setenv("STEPWIRE_SYSTEM_METRICS", "0")
+    monkeypatch.setenv("STEPWIRE_CONSOLE", "0")

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stepwire.collector.embedded import data_dir, running_collector
+from stepwire.console import ConsoleLine
 from stepwire.histogram import Histogram, merge_by_step
 from stepwire.query_client import LocalReader, RemoteReader
 from stepwire.store.base import ArtifactEntry, Reader, RunRecord, ScalarPoints, SeriesRecord, TextEntry
@@ -181,8 +182,20 @@ class RunView:
         return merge_by_step(hists) if merge_ranks else hists
 
     def texts(self, name: str | None = None) -> list[TextEntry]:
-        """Texts logged with ``Run.log_text`` (of ``name`` only, if given), by step."""
-        return self._reader.texts(self.id, name)
+        """Texts logged with ``Run.log_text`` (of ``name`` only, if given), by step; the records that hold console
+        lines (``stepwire/console``) only when asked for by name (read them with ``console``)."""
+        from stepwire.console import CONSOLE_NAME
+
+        texts = self._reader.texts(self.id, name)
+        return texts if name else [t for t in texts if t.name != CONSOLE_NAME]
+
+    def console(self, rank: int | None = None) -> list[ConsoleLine]:
+        """What the run's processes printed to stdout and stderr (of ``rank`` only, if given), as lines
+        (``rank``, ``stream``, ``step``, ``wall_time``, ``text``): each rank's in the order printed, the ranks merged
+        by wall time (``stepwire.console`` says what is captured and its limits)."""
+        from stepwire.console import CONSOLE_NAME, parse
+
+        return parse(self._reader.texts(self.id, CONSOLE_NAME), rank)
 
     def artifacts(self) -> list[ArtifactEntry]:
         """Files stored with the run (``name``, ``size`` in bytes, ``step``, ``sha256``, ...), by name."""

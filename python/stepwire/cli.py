@@ -1,4 +1,4 @@
-"""The ``stepwire`` command: collector, ui, runs, show, export, sync, bench, demo."""
+"""The ``stepwire`` command: collector, ui, runs, show, logs, export, sync, bench, demo."""
 
 from __future__ import annotations
 
@@ -206,6 +206,40 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _console_line(line: object, ranks: bool) -> str:
+    from stepwire.console import ConsoleLine
+
+    assert isinstance(line, ConsoleLine)
+    stamp = time.strftime("%H:%M:%S", time.localtime(line.wall_time))
+    err = " err" if line.stream == "stderr" else ""
+    return f"{f'[{line.rank}] ' if ranks else ''}{stamp} {line.step:>6}{err} | {line.text}"
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print what a run's ranks printed (``--follow``: then poll for more every second until Ctrl-C)."""
+    from stepwire.console import CONSOLE_NAME, parse
+
+    run = _api(args).run(args.run)
+    reader = run._reader
+    seen: set[tuple[int, float, int]] = set()  # console records printed already: (rank, wall time, size)
+    ranks = args.rank is None
+    try:
+        while True:
+            fresh = [t for t in reader.texts(run.id, CONSOLE_NAME) if (t.rank, t.wall_time, len(t.text)) not in seen
+                     and (args.rank is None or t.rank == args.rank)]
+            seen.update((t.rank, t.wall_time, len(t.text)) for t in fresh)
+            for line in parse(fresh, args.rank):
+                print(_console_line(line, ranks))
+            sys.stdout.flush()
+            if not args.follow:
+                return 0
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # stepwire logs RUN | head
+        return 0
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     from stepwire.sync import sync
 
@@ -286,6 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("run", help="run id")
     _reader_args(p)
     p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("logs", help="what a run printed (stdout and stderr of every rank)")
+    p.add_argument("run", help="run id")
+    _reader_args(p)
+    p.add_argument("--rank", type=int, help="only this rank's lines (default: every rank's, merged by time)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep polling for new lines (Ctrl-C stops)")
+    p.set_defaults(fn=cmd_logs)
 
     p = sub.add_parser("sync", help="deliver what runs left in a data directory's spool (offline runs too)")
     p.add_argument("dir", nargs="?", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")

@@ -22,6 +22,10 @@ Kinds (``StepwireLogger.supported_kinds``):
 - ``dict``: a dict of numbers, stored as one scalar per key named ``identifier/key`` at one step; nested dicts
   give ``identifier/outer/inner`` and array values become histograms (``Run.log``).
 - ``text``: a ``str`` (``Run.log_text``).
+- ``system``: a number describing the machine (itwinai's GPU and energy monitors log these), stored as a scalar
+  under ``system/`` (``system/identifier``, unless ``identifier`` starts with ``system/`` already) beside the
+  series the run's own sampler logs (``stepwire.system``), at ``step`` or else the run's current step, without
+  moving the step counter.
 - ``artifact``: the path of a file, stored with the run (``Run.log_artifact``) under the name ``identifier`` when
   that is a valid artifact name (letters, digits and ``._-/``), else under the file's name.
 
@@ -42,7 +46,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypeVar
 
 from stepwire.names import check_artifact_name
-from stepwire.run import Run, init
+from stepwire.run import Run, _to_float, init
 
 log = logging.getLogger("stepwire")
 
@@ -204,7 +208,7 @@ class StepwireLogger(BaseLogger):
     One run is created per ``create_logger_context`` on a logging rank, and finished by ``destroy_logger_context``.
     """
 
-    supported_kinds: tuple[str, ...] = ("metric", "torch", "param", "dict", "text", "artifact")
+    supported_kinds: tuple[str, ...] = ("metric", "torch", "param", "dict", "text", "artifact", "system")
 
     def __init__(self, savedir: str | os.PathLike[str] = "mllogs", log_freq: LogFreq = "epoch",
                  log_on_workers: int | Sequence[int] = 0, experiment_id: str | None = None,
@@ -305,6 +309,9 @@ class StepwireLogger(BaseLogger):
             run.log({identifier: item}, step)
         elif kind == "text":
             run.log_text(identifier, item, step)
+        elif kind == "system":
+            name = identifier if identifier.startswith("system/") else f"system/{identifier}"
+            run._log_stats({name: _to_float(name, item)}, run.step if step is None else step)
         else:  # artifact
             if not isinstance(item, (str, os.PathLike)):
                 raise TypeError(f"kind 'artifact' needs a file path for {identifier!r}, got {type(item).__name__}")

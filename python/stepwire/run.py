@@ -28,12 +28,17 @@ from google.protobuf.message import Message
 from stepwire import _core, spool
 from stepwire.binning import BACKGROUND_MIN_VALUES, Binner, Job, idle_stats, private_copy
 from stepwire.collector.embedded import data_dir, local_collector, reachable
+from stepwire.console import IDLE_STATS as CONSOLE_IDLE_STATS
+from stepwire.console import ConsoleCapture
+from stepwire.console import enabled as console_enabled
 from stepwire.histogram import DEFAULT_K
 from stepwire.names import MAX_NAME_BYTES, check_artifact_name, check_label, check_name
 from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
 from stepwire.retry import Backoff
 from stepwire.sender import Sender
 from stepwire.spool import Spool
+from stepwire.system import MIN_INTERVAL, SystemSampler
+from stepwire.system import enabled as system_enabled
 from stepwire.tensors import check_tensor, cpu_view, is_tensor
 from stepwire.transport import TOKEN_ENV, check_token, open_channel
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
@@ -134,7 +139,8 @@ class Run(_core.Producer):
                  token: str | None, tls_ca: str | os.PathLike[str] | None, quiet: bool, policy: str,
                  batch_bytes: int,
                  flush_interval: float, ring_capacity: int, k: int, finish_timeout: float,
-                 connect_timeout: float, block_timeout: float = 60.0) -> None:
+                 connect_timeout: float, block_timeout: float = 60.0, system_metrics: bool = False,
+                 system_interval: float = 2.0, console: bool = False) -> None:
         if policy not in ("block", "drop"):
             raise ValueError(f"policy must be 'block' or 'drop', got {policy!r}")
         if not 0 <= k <= _core.MAX_K:
@@ -164,6 +170,8 @@ class Run(_core.Producer):
         self._finished = False
         self._stream_id = uuid.uuid4().hex
         self._t0 = time.time()
+        self._system: SystemSampler | None = None
+        self._console: ConsoleCapture | None = None
 
         self._stream = _core.Stream(ring_capacity=ring_capacity, drop_when_full=policy == "drop",
                                     batch_bytes=batch_bytes, flush_interval=flush_interval, discard=not active,
@@ -200,6 +208,10 @@ class Run(_core.Producer):
         if not self._opened:
             self._sender.submit(spool.OPEN_RUN, info)  # the collector learns of the run when the spool reaches it
         _live_runs.add(self)
+        if console:
+            self._console = ConsoleCapture(self)
+        if system_metrics:
+            self._system = SystemSampler(self, system_interval)
 
     _opened = False
 
@@ -480,6 +492,10 @@ class Run(_core.Producer):
         if not self.active:
             self._stream.close()
             return
+        if self._system is not None:
+            self._system.close()
+        if self._console is not None:
+            self._console.close()  # its last lines go out before the final status
         if self._binner is not None:
             self._binner.close()
         if self._waiter is not None:
@@ -549,7 +565,8 @@ class Run(_core.Producer):
         log at once)."""
         core = self._stream.stats()
         busy = self._busy_ns / 1e9
-        cost = {"logging_s": busy, "logging_fraction": busy / max(time.time() - self._t0, 1e-9)}
+        cost = {"logging_s": busy, "logging_fraction": busy / max(time.time() - self._t0, 1e-9),
+                **self._capture_stats()}
         if not self.active:
             return {"logged": 0, "dropped": 0, "timed_out": 0, "blocked": 0, "sent": 0, "acknowledged": 0,
                     "rejected": 0, "spooled": 0, "spooled_total": 0, "lost": 0, "lost_reason": "", "side_failed": 0,
@@ -563,6 +580,14 @@ class Run(_core.Producer):
             **self._device_stats(),
             **(self._binner.stats() if self._binner is not None else idle_stats()),
         }
+
+    def _capture_stats(self) -> dict[str, Any]:
+        """``console_*`` (``stepwire.console``: ``console_lines`` shipped, ``console_bytes`` of their text,
+        ``console_dropped`` lines beyond the limits, ``console_truncated`` lines cut at 16 KiB) and
+        ``system_samples`` (``stepwire.system``: samples logged)."""
+        out: dict[str, Any] = dict(self._console.stats() if self._console is not None else CONSOLE_IDLE_STATS)
+        out["system_samples"] = self._system.samples if self._system is not None else 0
+        return out
 
     def __enter__(self) -> Run:
         return self
@@ -582,7 +607,8 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
          token: str | None = None, tls_ca: str | os.PathLike[str] | None = None, quiet: bool = False,
          policy: str = "block",
          batch_bytes: int = 1 << 20, flush_interval: float = 0.1, ring_capacity: int = 1 << 16, k: int = DEFAULT_K,
-         finish_timeout: float = 60.0, connect_timeout: float = 10.0, block_timeout: float = 60.0) -> Run:
+         finish_timeout: float = 60.0, connect_timeout: float = 10.0, block_timeout: float = 60.0,
+         system_metrics: bool | None = None, system_interval: float = 2.0, console: bool | None = None) -> Run:
     """Start a run and return it.
 
     With no ``address`` the run goes to the local collector of the data directory (``dir``, else
@@ -607,6 +633,12 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
     ``torch.distributed``, or the launcher (torchrun, Open MPI, MPICH, SLURM); every rank joins one run whose id
     comes from ``run_id=``, ``$STEPWIRE_RUN_ID``, rank 0 through ``torch.distributed``, or the launcher's job id.
     Ranks not in ``log_on_ranks`` (default: all) get a run whose logging calls are accepted and discarded.
+
+    System metrics and console: unless ``system_metrics=False`` (default: ``$STEPWIRE_SYSTEM_METRICS``, on unless
+    ``0``), a daemon thread logs process, host (on local rank 0) and GPU figures every ``system_interval`` seconds
+    as series under ``system/`` (``stepwire.system``); unless ``console=False`` (default: ``$STEPWIRE_CONSOLE``,
+    on unless ``0``), what the process prints to ``sys.stdout``/``sys.stderr`` is kept with the run, still printed
+    as before (``stepwire.console``; read with ``RunView.console``).
     """
     mode = os.environ.get("STEPWIRE_MODE", mode)
     if mode not in ("online", "offline"):
@@ -615,6 +647,8 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
         check_token(token or os.environ[TOKEN_ENV])
     if on_unreachable not in ("spool", "raise"):
         raise ValueError(f"on_unreachable must be 'spool' or 'raise', got {on_unreachable!r}")
+    if not system_interval >= MIN_INTERVAL:
+        raise ValueError(f"system_interval must be at least {MIN_INTERVAL} s, got {system_interval!r}")
     ranks = detect_ranks(rank, world_size)
     agreed = agree_run_id(ranks, run_id)
     logging_ranks = set(range(ranks.world_size)) if log_on_ranks is None else set(log_on_ranks)
@@ -628,7 +662,8 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
                token=token, tls_ca=tls_ca, quiet=quiet,
                policy=policy, batch_bytes=batch_bytes, flush_interval=flush_interval,
                ring_capacity=ring_capacity, k=k, finish_timeout=finish_timeout, connect_timeout=connect_timeout,
-               block_timeout=block_timeout)
+               block_timeout=block_timeout, system_metrics=system_enabled(system_metrics),
+               system_interval=system_interval, console=console_enabled(console))
 
 
 _signals_installed = False
@@ -656,6 +691,9 @@ def _install_signal_handlers() -> None:
     hook = sys.excepthook
 
     def on_uncaught(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        for run in list(_live_runs):  # the hook prints the traceback only after the runs finished
+            if run._console is not None:
+                run._console.add_exception(tp, value, tb)
         _finish_live_runs("failed")
         hook(tp, value, tb)
 
