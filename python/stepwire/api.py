@@ -15,7 +15,15 @@ from stepwire.collector.embedded import data_dir, running_collector
 from stepwire.console import ConsoleLine
 from stepwire.histogram import Histogram, merge_by_step
 from stepwire.query_client import LocalReader, RemoteReader
-from stepwire.store.base import ArtifactEntry, Reader, RunRecord, ScalarPoints, SeriesRecord, TextEntry
+from stepwire.store.base import (
+    ArtifactEntry,
+    MediaEntry,
+    Reader,
+    RunRecord,
+    ScalarPoints,
+    SeriesRecord,
+    TextEntry,
+)
 
 SKEW_SAMPLES = 1 << 22
 """Values ``step_skew`` keeps for its medians, over all ranks: exact up to that many steps, evenly thinned beyond."""
@@ -75,6 +83,56 @@ def aggregate(pts: ScalarPoints, agg: str) -> dict[str, npt.NDArray[Any]]:
         value, rank = pts.value[first], pts.rank[first].astype(np.int64)
     return {"step": pts.step[starts], "value": value, "wall_time": np.maximum.reduceat(pts.wall_time, starts),
             "rank": rank, "count": count}
+
+
+class MediaItem:
+    """A stored media record: ``name``, ``step``, ``rank``, ``wall_time``, ``kind`` (image, audio, video, html,
+    plotly, table), ``mime``, ``caption``, ``width``/``height`` (images), ``size`` in bytes, ``sha256``; its
+    content through ``bytes()``, or decoded with ``image()``, ``figure()``, ``table()``."""
+
+    def __init__(self, reader: Reader, run_id: str, entry: MediaEntry) -> None:
+        self._reader = reader
+        self.run_id = run_id
+        self.entry = entry
+        self.name, self.step, self.rank, self.wall_time = entry.name, entry.step, entry.rank, entry.wall_time
+        self.kind, self.mime, self.caption = entry.kind, entry.mime, entry.caption
+        self.width, self.height, self.size, self.sha256 = entry.width, entry.height, entry.size, entry.sha256
+
+    def bytes(self) -> bytes:
+        """The content as stored (PNG, WAV, MP4, HTML, Plotly JSON, Parquet, ...)."""
+        return b"".join(self._reader.read_media(self.run_id, self.sha256))
+
+    def image(self) -> Any:
+        """The image as a PIL image (decoded in full; for GIFs the first frame)."""
+        if self.kind != "image" and not self.mime.startswith("image/"):
+            raise TypeError(f"{self.name!r} at step {self.step} is a {self.kind}, not an image")
+        import io
+
+        from PIL import Image
+
+        im = Image.open(io.BytesIO(self.bytes()))
+        im.load()
+        return im
+
+    def figure(self) -> dict[str, Any]:
+        """A Plotly figure as its dict (``plotly.graph_objects.Figure(item.figure())`` makes it a figure)."""
+        if self.kind != "plotly":
+            raise TypeError(f"{self.name!r} at step {self.step} is a {self.kind}, not a Plotly figure")
+        import json
+
+        figure: dict[str, Any] = json.loads(self.bytes())
+        return figure
+
+    def table(self) -> Any:
+        """A table as a pandas DataFrame when pandas is installed, else a dict of numpy columns."""
+        if self.kind != "table":
+            raise TypeError(f"{self.name!r} at step {self.step} is a {self.kind}, not a table")
+        from stepwire.mediatypes import decode_parquet
+
+        return decode_parquet(self.bytes())
+
+    def __repr__(self) -> str:
+        return f"<stepwire.MediaItem {self.kind} {self.name!r} step={self.step} rank={self.rank} {self.mime}>"
 
 
 class RunView:
@@ -215,6 +273,29 @@ class RunView:
                 f.write(chunk)
         shutil.move(tmp, target)
         return target
+
+    def media(self, name: str | None = None, step: int | None = None, kind: str | None = None) -> list[MediaItem]:
+        """Media records (``Run.log_image``/``log_media``/``log_plot``/``log_table``) of ``name``, at ``step``, of
+        ``kind`` (each if given), by (name, step, rank); each reads its content on demand."""
+        return [MediaItem(self._reader, self.id, e) for e in self._reader.media(self.id, name, step, kind)]
+
+    def plots(self, name: str | None = None, step: int | None = None) -> list[MediaItem]:
+        """The Plotly figures (``item.figure()``), as ``media(kind="plotly")``."""
+        return self.media(name, step, "plotly")
+
+    def tables(self, name: str | None = None, step: int | None = None) -> list[MediaItem]:
+        """The tables (``item.table()``: a DataFrame, or a dict of numpy columns without pandas), as
+        ``media(kind="table")``."""
+        return self.media(name, step, "table")
+
+    def table(self, name: str, step: int | None = None) -> Any:
+        """Table ``name`` at ``step`` (default: its last step; rank 0's, else the lowest rank's), decoded as
+        ``MediaItem.table`` does (``KeyError`` if there is none)."""
+        items = self.tables(name, step)
+        if not items:
+            raise KeyError(f"run {self.id} has no table {name!r}" + ("" if step is None else f" at step {step}"))
+        last = max(i.step for i in items)
+        return min((i for i in items if i.step == last), key=lambda i: i.rank).table()
 
     def __repr__(self) -> str:
         return f"<stepwire.RunView {self.id} project={self.project!r} name={self.name!r} status={self.status}>"

@@ -15,6 +15,7 @@ from stepwire.artifacts import read_file_chunks
 from stepwire.histogram import Histogram
 from stepwire.store.base import (
     ArtifactEntry,
+    MediaEntry,
     RunRecord,
     ScalarPoints,
     SeriesRecord,
@@ -97,6 +98,24 @@ class RemoteReader:
                 raise KeyError(exc.details()) from None
             raise
 
+    def media(self, run_id: str, name: str | None = None, step: int | None = None,
+              kind: str | None = None) -> list[MediaEntry]:
+        req = query_pb2.MediaRequest(run_id=run_id, name=name or "", has_step=step is not None, step=step or 0,
+                                     kind=kind or "")
+        reply = self._stub.ListMedia(req, timeout=self._timeout)
+        return [MediaEntry(m.name, m.step, m.rank, m.wall_time, m.info.kind, m.info.mime, m.info.caption,
+                           m.info.width, m.info.height, m.size, m.sha256) for m in reply.media]
+
+    def read_media(self, run_id: str, sha256: str) -> Iterator[bytes]:
+        stream = self._stub.GetMedia(query_pb2.MediaRef(run_id=run_id, sha256=sha256), timeout=self._timeout)
+        try:
+            for chunk in stream:
+                yield chunk.data
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise KeyError(exc.details()) from None
+            raise
+
 
 SCALARS_TIMEOUT_S = 3600.0
 """Deadline of one streamed scalar read (the collector answers slice by slice, however long the series)."""
@@ -171,3 +190,10 @@ class LocalReader:
 
     def read_artifact(self, run_id: str, name: str) -> Iterator[bytes]:
         return read_file_chunks(self._with(lambda s: s.artifact_path(run_id, name)))
+
+    def media(self, run_id: str, name: str | None = None, step: int | None = None,
+              kind: str | None = None) -> list[MediaEntry]:
+        return self._with(lambda s: s.media(run_id, name, step, kind))
+
+    def read_media(self, run_id: str, sha256: str) -> Iterator[bytes]:
+        return read_file_chunks(self._with(lambda s: s.media_path(run_id, sha256)))

@@ -17,11 +17,12 @@ import duckdb
 import grpc
 import numpy as np
 
+from stepwire import mediatypes
 from stepwire.collector.decode import BatchError, decode_batch
 from stepwire.collector.leases import Activity, mark_crashed
 from stepwire.dashboard.server import Dashboard
 from stepwire.names import check_artifact_name, check_id, check_label, check_name
-from stepwire.store.base import ArtifactEntry, RunRecord, Store, StoreUnavailable, TextEntry
+from stepwire.store.base import ArtifactEntry, MediaEntry, RunRecord, Store, StoreUnavailable, TextEntry
 from stepwire.store.duckdb_store import DuckDBStore
 from stepwire.transport import ADDRESS_FILE, GRPC_OPTIONS, TokenCheck, is_loopback
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
@@ -44,6 +45,13 @@ def _run_info(r: RunRecord) -> ingest_pb2.RunInfo:
 def _artifact_info(a: ArtifactEntry) -> ingest_pb2.ArtifactInfo:
     return ingest_pb2.ArtifactInfo(name=a.name, size=a.size, step=a.step, wall_time=a.wall_time, sha256=a.sha256,
                                    rank=a.rank)
+
+
+def _media_entry(m: MediaEntry) -> query_pb2.MediaEntry:
+    return query_pb2.MediaEntry(name=m.name, rank=m.rank, step=m.step, wall_time=m.wall_time, size=m.size,
+                                sha256=m.sha256, info=ingest_pb2.MediaInfo(kind=m.kind, mime=m.mime,
+                                                                           caption=m.caption, width=m.width,
+                                                                           height=m.height))
 
 
 def _json_object(raw: str, context: grpc.ServicerContext, what: str = "config_json") -> dict[str, Any]:
@@ -202,7 +210,13 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
                 if first is None:
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an artifact upload needs at least one chunk")
                 _checked(context, check_id, "run id", first.run_id)
-                _checked(context, check_artifact_name, first.name)
+                media = first.HasField("media")
+                _checked(context, check_name if media else check_artifact_name, first.name)
+                if media:
+                    if first.step < 0:
+                        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"step must be >= 0, got {first.step}")
+                    _checked(context, mediatypes.check_info, first.media.kind, first.media.mime,
+                             first.media.caption)
 
                 def pieces() -> Iterator[bytes]:
                     chunk: ingest_pb2.ArtifactChunk | None = first
@@ -216,8 +230,14 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
                     raise ValueError(f"the upload of {first.name!r} ended before its last chunk")
 
                 try:
-                    e = self.store.put_artifact(first.run_id, first.name, first.step, first.rank, first.wall_time,
-                                                pieces())
+                    if media:
+                        m = self.store.put_media(first.run_id, MediaEntry(
+                            first.name, first.step, first.rank, first.wall_time, first.media.kind, first.media.mime,
+                            first.media.caption, 0, 0, 0, ""), pieces())
+                        e = ArtifactEntry(m.name, m.size, m.step, m.rank, m.wall_time, m.sha256)
+                    else:
+                        e = self.store.put_artifact(first.run_id, first.name, first.step, first.rank,
+                                                    first.wall_time, pieces())
                 except KeyError as exc:
                     context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
                 except ValueError as exc:
@@ -315,6 +335,22 @@ class QueryService(query_pb2_grpc.QueryServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         for data in pieces:
             yield ingest_pb2.ArtifactChunk(run_id=request.run_id, name=request.name, data=data)
+
+    def ListMedia(self, request: query_pb2.MediaRequest, context: grpc.ServicerContext) -> query_pb2.MediaList:
+        self.activity.touch()
+        entries = self.store.media(request.run_id, request.name or None,
+                                   request.step if request.has_step else None, request.kind or None)
+        return query_pb2.MediaList(media=[_media_entry(m) for m in entries])
+
+    def GetMedia(self, request: query_pb2.MediaRef, context: grpc.ServicerContext
+                 ) -> Iterator[ingest_pb2.ArtifactChunk]:
+        self.activity.touch()
+        try:
+            pieces = self.store.read_media(request.run_id, request.sha256)
+        except KeyError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        for data in pieces:
+            yield ingest_pb2.ArtifactChunk(run_id=request.run_id, data=data)
 
 
 def _ranks(request: query_pb2.SeriesRequest, context: grpc.ServicerContext) -> list[int] | None:

@@ -2,6 +2,7 @@
 
 from stepwire.store.base import (
     ArtifactEntry,
+    MediaEntry,
     Reader,
     RunRecord,
     ScalarPoints,
@@ -11,5 +12,5 @@ from stepwire.store.base import (
     TextEntry,
 )
 
-__all__ = ["ArtifactEntry", "Reader", "RunRecord", "ScalarPoints", "SeriesRecord", "Store", "SummaryEntry",
-           "TextEntry"]
+__all__ = ["ArtifactEntry", "MediaEntry", "Reader", "RunRecord", "ScalarPoints", "SeriesRecord", "Store",
+           "SummaryEntry", "TextEntry"]

@@ -147,6 +147,24 @@ class ArtifactEntry:
     sha256: str
 
 
+@dataclass
+class MediaEntry:
+    """A media record (image, audio, video, HTML, Plotly figure, table) logged under ``name`` at ``step`` by
+    ``rank``: its content is the blob ``sha256`` of ``size`` bytes, of type ``mime``."""
+
+    name: str
+    step: int
+    rank: int
+    wall_time: float
+    kind: str
+    mime: str
+    caption: str
+    width: int
+    height: int
+    size: int
+    sha256: str
+
+
 class Reader(Protocol):
     """Read side of a store: local (DuckDB file) or remote (Query service)."""
 
@@ -188,6 +206,15 @@ class Reader(Protocol):
 
     def read_artifact(self, run_id: str, name: str) -> Iterator[bytes]:
         """The content of one artifact, in pieces (``KeyError`` if there is none)."""
+        ...
+
+    def media(self, run_id: str, name: str | None = None, step: int | None = None,
+              kind: str | None = None) -> list[MediaEntry]:
+        """Media records of a run (of ``name``, at ``step``, of ``kind``, if given), by (name, step, rank)."""
+        ...
+
+    def read_media(self, run_id: str, sha256: str) -> Iterator[bytes]:
+        """The content of a media record of the run, in pieces (``KeyError`` if the run has none with it)."""
         ...
 
 
@@ -266,6 +293,20 @@ class Store(ABC):
     @abstractmethod
     def read_artifact(self, run_id: str, name: str) -> Iterator[bytes]:
         """The content of one artifact, in pieces (``KeyError`` if there is none)."""
+
+    @abstractmethod
+    def put_media(self, run_id: str, entry: MediaEntry, chunks: Iterable[bytes]) -> MediaEntry:
+        """Store a media record from its pieces (checked by ``stepwire.mediatypes.check_content``; its size,
+        sha256, width and height are taken from the content), replacing one at the same (rank, name, step)."""
+
+    @abstractmethod
+    def media(self, run_id: str, name: str | None = None, step: int | None = None,
+              kind: str | None = None) -> list[MediaEntry]:
+        """Media records of a run (of ``name``, at ``step``, of ``kind``, if given), by (name, step, rank)."""
+
+    @abstractmethod
+    def read_media(self, run_id: str, sha256: str) -> Iterator[bytes]:
+        """The content of a media record of the run, in pieces (``KeyError`` if the run has none with it)."""
 
     @abstractmethod
     def close(self) -> None:

@@ -6,6 +6,7 @@ and min/max/last, which inserts several times faster than one row per point and 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -13,23 +14,24 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from stepwire import _core
+from stepwire import _core, mediatypes
 from stepwire.artifacts import read_file_chunks
 from stepwire.collector.decode import BatchError, DecodedBatch
 from stepwire.histogram import Histogram
-from stepwire.names import check_artifact_name, check_id
+from stepwire.names import check_artifact_name, check_id, check_name
 from stepwire.store import overview
 from stepwire.store.base import (
     ArtifactEntry,
+    MediaEntry,
     RunRecord,
     ScalarPoints,
     SeriesRecord,
@@ -41,6 +43,7 @@ from stepwire.store.base import (
 )
 
 log = logging.getLogger("stepwire.store")
+T = TypeVar("T")
 
 STORE_FILE = "stepwire.duckdb"  # also named in query_client, which must not import duckdb
 MAX_SERIES_PER_STREAM = 1_000_000
@@ -115,6 +118,10 @@ CREATE TABLE IF NOT EXISTS texts (
 CREATE TABLE IF NOT EXISTS artifacts (
     run_id VARCHAR, name VARCHAR, rank INTEGER, step BIGINT, wall_time DOUBLE, size UBIGINT, sha256 VARCHAR,
     PRIMARY KEY (run_id, name));
+CREATE TABLE IF NOT EXISTS media (
+    run_id VARCHAR, rank INTEGER, name VARCHAR, step BIGINT, wall_time DOUBLE, kind VARCHAR, mime VARCHAR,
+    caption VARCHAR, width INTEGER, height INTEGER, size UBIGINT, sha256 VARCHAR,
+    PRIMARY KEY (run_id, rank, name, step));  -- content in blobs/, shared with artifacts of the same bytes
 CREATE TABLE IF NOT EXISTS streams (stream_id VARCHAR PRIMARY KEY, run_id VARCHAR, rank INTEGER);
 CREATE TABLE IF NOT EXISTS series (
     stream_id VARCHAR, series_id UINTEGER, name VARCHAR, kind TINYINT, PRIMARY KEY (stream_id, series_id));
@@ -884,14 +891,18 @@ class DuckDBStore(Store):
         return str(rows[0][0])
 
     def _release_blob(self, sha256: str) -> None:
-        """Remove a blob that no artifact refers to any more (call with the lock held)."""
+        """Remove a blob that no artifact or media record refers to any more (call with the lock held)."""
+        if self._has_media_table(self._con) and self._con.execute(
+                "SELECT 1 FROM media WHERE sha256 = ?", [sha256]).fetchone():
+            return
         if not self._con.execute("SELECT 1 FROM artifacts WHERE sha256 = ?", [sha256]).fetchone():
             self._blob(sha256).unlink(missing_ok=True)
 
-    def put_artifact(self, run_id: str, name: str, step: int, rank: int, wall_time: float,
-                     chunks: Iterable[bytes]) -> ArtifactEntry:
-        check_artifact_name(name)
-        self._run(run_id)
+    def _write_blob(self, chunks: Iterable[bytes], limit: int | None = None,
+                    check: Callable[[Path], T] | None = None) -> tuple[str, int, T | None]:
+        """Store content once by its sha256 (the same bytes again replace a blob with identical bytes); returns
+        (sha256, size, what ``check`` said of the complete file before it was put in place). More than ``limit``
+        bytes, or a ``check`` that raises, store nothing (``ValueError``)."""
         tmp = self.path.parent / "blobs" / f".{uuid.uuid4().hex}.part"
         tmp.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
@@ -899,17 +910,28 @@ class DuckDBStore(Store):
         try:
             with open(tmp, "wb") as f:
                 for chunk in chunks:
+                    size += len(chunk)
+                    if limit is not None and size > limit:
+                        raise ValueError(f"the content is larger than {limit} bytes")
                     f.write(chunk)
                     digest.update(chunk)
-                    size += len(chunk)
                 f.flush()
                 os.fsync(f.fileno())
-            entry = ArtifactEntry(name, size, step, rank, wall_time, digest.hexdigest())
-            blob = self._blob(entry.sha256)
+            checked = check(tmp) if check is not None else None
+            sha256 = digest.hexdigest()
+            blob = self._blob(sha256)
             blob.parent.mkdir(exist_ok=True)
-            os.replace(tmp, blob)  # the same content again replaces a blob with identical bytes
+            os.replace(tmp, blob)
         finally:
             tmp.unlink(missing_ok=True)
+        return sha256, size, checked
+
+    def put_artifact(self, run_id: str, name: str, step: int, rank: int, wall_time: float,
+                     chunks: Iterable[bytes]) -> ArtifactEntry:
+        check_artifact_name(name)
+        self._run(run_id)
+        sha256, size, _ = self._write_blob(chunks)
+        entry = ArtifactEntry(name, size, step, rank, wall_time, sha256)
         with self._lock:
             previous = self._query("SELECT sha256 FROM artifacts WHERE run_id = ? AND name = ?", [run_id, name])
             self._con.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -940,6 +962,66 @@ class DuckDBStore(Store):
 
     def read_artifact(self, run_id: str, name: str) -> Iterator[bytes]:
         return read_file_chunks(self.artifact_path(run_id, name))
+
+    # -- media ----------------------------------------------------------------------------------------------
+    _media_table = False
+
+    def _has_media_table(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """A store written before media records has no media table (read-only readers do not create it)."""
+        if not self._media_table:  # once there, it stays
+            self._media_table = bool(con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'media'").fetchone()[0])
+        return self._media_table
+
+    def put_media(self, run_id: str, entry: MediaEntry, chunks: Iterable[bytes]) -> MediaEntry:
+        check_name(entry.name)
+        mediatypes.check_info(entry.kind, entry.mime, entry.caption)
+        if entry.step < 0:
+            raise ValueError(f"step must be >= 0, got {entry.step}")
+        self._run(run_id)
+        sha256, size, dims = self._write_blob(chunks, mediatypes.MAX_MEDIA_BYTES,
+                                              lambda p: mediatypes.check_content(entry.kind, entry.mime, p))
+        assert dims is not None
+        stored = dataclasses.replace(entry, size=size, sha256=sha256, width=dims[0], height=dims[1])
+        with self._lock:
+            con = self._live()
+            try:
+                previous = con.execute("SELECT sha256 FROM media WHERE run_id = ? AND rank = ? AND name = ? "
+                                       "AND step = ?", [run_id, entry.rank, entry.name, entry.step]).fetchone()
+                con.execute("INSERT OR REPLACE INTO media VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [run_id, stored.rank, stored.name, stored.step, stored.wall_time, stored.kind,
+                             stored.mime, stored.caption, stored.width, stored.height, stored.size, stored.sha256])
+                if previous and previous[0] != sha256:
+                    self._release_blob(str(previous[0]))
+            except duckdb.Error as exc:
+                self._fail(exc)
+        return stored
+
+    def media(self, run_id: str, name: str | None = None, step: int | None = None,
+              kind: str | None = None) -> list[MediaEntry]:
+        with self._lock:
+            if not self._has_media_table(self._live()):
+                return []
+        where, params = "", []
+        for column, value in (("name", name), ("step", step), ("kind", kind)):
+            if value is not None:
+                where += f" AND {column} = ?"
+                params.append(value)
+        rows = self._query("SELECT name, step, rank, wall_time, kind, mime, caption, width, height, size, sha256 "
+                           f"FROM media WHERE run_id = ?{where} ORDER BY name, step, rank", [run_id, *params])
+        return [MediaEntry(*r) for r in rows]
+
+    def media_path(self, run_id: str, sha256: str) -> Path:
+        """The file holding a media record's content (``KeyError`` unless the run has one with ``sha256``)."""
+        with self._lock:
+            known = self._has_media_table(self._live())
+        if not known or not self._query("SELECT 1 FROM media WHERE run_id = ? AND sha256 = ? LIMIT 1",
+                                        [run_id, sha256]):
+            raise KeyError(f"run {run_id} has no media record with content {sha256:.80}")
+        return self._blob(sha256)
+
+    def read_media(self, run_id: str, sha256: str) -> Iterator[bytes]:
+        return read_file_chunks(self.media_path(run_id, sha256))
 
     def close(self) -> None:
         with self._lock:
