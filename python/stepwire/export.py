@@ -47,7 +47,8 @@ def tensorboard_histogram(h: Histogram) -> Any:
 
 def to_tensorboard(run: RunView, logdir: str | os.PathLike[str], per_rank: bool = False) -> Path:
     """Write ``run`` under ``logdir/<run name>-<run id>``: scalars (the mean across ranks, or one directory per
-    rank with ``per_rank``) and histograms (merged exactly across ranks, or per rank). Returns that directory."""
+    rank with ``per_rank``), histograms (merged exactly across ranks, or per rank) and images (the lowest rank's,
+    or per rank). Returns that directory."""
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -73,8 +74,32 @@ def to_tensorboard(run: RunView, logdir: str | os.PathLike[str], per_rank: bool 
                         continue
                     summary = Summary(value=[Summary.Value(tag=s.name, histo=tensorboard_histogram(h))])
                     writer.add_event(Event(wall_time=h.wall_time, step=h.step, summary=summary))
+        _tensorboard_images(run, writer, rank)
         writer.close()
     return root
+
+
+def _tensorboard_images(run: RunView, writer: Any, rank: int | None) -> None:
+    """The run's images (``Run.log_image``) as TensorBoard image summaries, as stored (PNG, JPEG, GIF, WebP): one
+    rank's (``rank``), or without it the lowest rank's image of each (name, step). One image in memory at a time."""
+    import io
+
+    from PIL import Image
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    chosen: dict[tuple[str, int], Any] = {}
+    for item in run.media(kind="image"):
+        if (rank is None or item.rank == rank) and (item.name, item.step) not in chosen:
+            chosen[(item.name, item.step)] = item  # by (name, step, rank): the lowest rank comes first
+    for item in chosen.values():
+        content = item.bytes()
+        with Image.open(io.BytesIO(content)) as im:  # the header only: the pixels stay encoded
+            colorspace = len(im.getbands())
+        image = Summary.Image(height=item.height, width=item.width, colorspace=colorspace,
+                              encoded_image_string=content)
+        writer.add_event(Event(wall_time=item.wall_time, step=item.step,
+                               summary=Summary(value=[Summary.Value(tag=item.name, image=image)])))
 
 
 COLUMNS = {"scalars": ("name", "step", "rank", "value", "wall_time"),

@@ -32,6 +32,7 @@ from stepwire.console import IDLE_STATS as CONSOLE_IDLE_STATS
 from stepwire.console import ConsoleCapture
 from stepwire.console import enabled as console_enabled
 from stepwire.histogram import DEFAULT_K
+from stepwire.media import Image
 from stepwire.names import MAX_NAME_BYTES, check_artifact_name, check_label, check_name
 from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
 from stepwire.retry import Backoff
@@ -45,6 +46,7 @@ from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 if TYPE_CHECKING:
     import torch
+    from stepwire.media import MediaEncoder
     from stepwire.torch.device import DeviceWaiter
     from stepwire.torch.watch import WatchHandle
 
@@ -166,6 +168,8 @@ class Run(_core.Producer):
         self._hist_ids: dict[str, int] = {}
         self._waiter: DeviceWaiter | None = None
         self._binner: Binner | None = None
+        self._media: MediaEncoder | None = None
+        self._block_timeout = block_timeout
         self._drop = policy == "drop"
         self._finished = False
         self._stream_id = uuid.uuid4().hex
@@ -294,8 +298,12 @@ class Run(_core.Producer):
         hist_sources: list[tuple[str, object]] = []
         device_scalars: dict[str, torch.Tensor] = {}
         device_hists: dict[str, torch.Tensor] = {}
+        images: dict[str, Any] = {}
         for key, value in _flatten(data).items():
             name = check_name(key)
+            if isinstance(value, Image):
+                images[name] = value
+                continue
             if is_tensor(value):
                 check_tensor(name, value)
             if is_tensor(value) and value.device.type != "cpu":
@@ -321,6 +329,10 @@ class Run(_core.Producer):
             from stepwire.torch.device import log_device_values
 
             log_device_values(self, device_scalars, device_hists, resolved)
+        if images and self.active:
+            from stepwire.media import log_images
+
+            log_images(self, images, resolved)
 
     # -- public API ---------------------------------------------------------------------------------------
     @_accounted
@@ -423,6 +435,57 @@ class Run(_core.Producer):
         """Remove artifact ``name`` from the run (sent by the sender thread)."""
         self._submit(spool.DELETE_ARTIFACT, ingest_pb2.ArtifactRef(run_id=self.id, name=check_artifact_name(name)))
 
+    # -- media (stepwire/media.py): converted and encoded on the run's media thread -----------------------------
+    @_accounted
+    def log_image(self, name: str, image: Any, step: int | None = None, caption: str | None = None,
+                  grid: bool = True) -> None:
+        """Log an image: a path or bytes (PNG/JPEG/GIF/WebP, stored as given), a PIL image, or an array (numpy,
+        torch) HW, HWC or CHW, uint8 or float in [0, 1]; a batch NHWC/NCHW as one grid image, or with
+        ``grid=False`` as ``name/0``, ``name/1``, ... The values are copied at the call; PNG encoding runs on the
+        run's media thread (conversion rules: ``stepwire.media``)."""
+        self._check_open()
+        from stepwire import media
+
+        media.log_image(self, name, image, step, caption, grid)
+
+    @_accounted
+    def log_media(self, name: str, data: Any, step: int | None = None, kind: str | None = None,
+                  caption: str | None = None) -> None:
+        """Log encoded media as given: a path or bytes of audio (WAV, MP3, Ogg, FLAC), video (MP4, WebM, GIF with
+        ``kind="video"``), an image, or HTML (``kind="html"``, a ``.html`` file, or text starting with "<").
+        The type is read from the content's first bytes; a file is captured at the call."""
+        self._check_open()
+        from stepwire import media
+
+        media.log_media(self, name, data, step, kind, caption)
+
+    @_accounted
+    def log_plot(self, name: str, figure: Any, step: int | None = None, caption: str | None = None) -> None:
+        """Log a figure: a Plotly figure, its dict or its JSON (stored as Plotly JSON), or a matplotlib figure
+        (rendered to PNG at the call, stored as an image)."""
+        self._check_open()
+        from stepwire import media
+
+        media.log_plot(self, name, figure, step, caption)
+
+    @_accounted
+    def log_table(self, name: str, data: Any, step: int | None = None, columns: list[str] | None = None,
+                  caption: str | None = None) -> None:
+        """Log a table: a pandas DataFrame, a dict of columns, a list of rows (with ``columns``) or of dicts, or
+        a CSV path; stored as Parquet (encoded on the run's media thread), read back with ``RunView.tables``."""
+        self._check_open()
+        from stepwire import media
+
+        media.log_table(self, name, data, step, columns, caption)
+
+    def _media_encoder(self) -> MediaEncoder:
+        """The run's media thread, started on first use."""
+        if self._media is None:
+            from stepwire.media import MediaEncoder
+
+            self._media = MediaEncoder(self, drop=self._drop, block_timeout=self._block_timeout)
+        return self._media
+
     def watch(self, model: torch.nn.Module, log: str = "gradients", every: int = 1,
               background: bool = True) -> WatchHandle:
         """Log every parameter's histogram and norm/min/max/mean/non-finite count every ``every`` iterations
@@ -474,6 +537,8 @@ class Run(_core.Producer):
             self._binner.join()  # histograms still being binned are part of "logged so far"
         if self._waiter is not None:
             self._waiter.join()  # device results still on their way are part of "logged so far"
+        if self._media is not None:
+            self._media.join()  # media records still being encoded too
         deadline = time.monotonic() + (self._finish_timeout if timeout is None else timeout)
         seq = self._stream.flush(max(0.0, deadline - time.monotonic()))
         return seq is not None and self._sender.wait(seq, max(0.0, deadline - time.monotonic()),
@@ -500,6 +565,8 @@ class Run(_core.Producer):
             self._binner.close()
         if self._waiter is not None:
             self._waiter.close()
+        if self._media is not None:
+            self._media.close()
         deadline = time.monotonic() + self._finish_timeout
         seq = self._stream.flush(self._finish_timeout) or 0
         cost = self.stats()  # stored with the run, per rank: the dashboard shows it
@@ -559,7 +626,11 @@ class Run(_core.Producer):
         ``binning_*``: histograms binned in the background (``stepwire.binning``: ``binning_background`` binned
         there, ``binning_changed`` dropped because their tensor changed before it was binned, ``binning_dropped``
         refused under ``policy="drop"``, ``binning_errors`` failed, ``binning_waits``/``binning_wait_s`` times
-        and seconds a caller waited for it, ``binning_held_bytes`` waiting now). And the cost of logging:
+        and seconds a caller waited for it, ``binning_held_bytes`` waiting now); ``media_*``: images and other media
+        records (``stepwire.media``: ``media_logged`` accepted, ``media_sent`` encoded and handed to the sender,
+        ``media_dropped`` dropped because more than 256 MiB waited for the media thread, ``media_errors`` that
+        failed to encode or were not what they claimed, ``media_error`` the first such error,
+        ``media_held_bytes`` waiting now). And the cost of logging:
         ``logging_s``, the seconds calling threads spent inside stepwire's logging calls, and
         ``logging_fraction``, that time over the wall time since ``init`` (approximate while several threads
         log at once)."""
@@ -570,7 +641,8 @@ class Run(_core.Producer):
         if not self.active:
             return {"logged": 0, "dropped": 0, "timed_out": 0, "blocked": 0, "sent": 0, "acknowledged": 0,
                     "rejected": 0, "spooled": 0, "spooled_total": 0, "lost": 0, "lost_reason": "", "side_failed": 0,
-                    "side_lost": 0, "sender_errors": 0, **self._device_stats(), **idle_stats(), **cost}
+                    "side_lost": 0, "sender_errors": 0, **self._device_stats(), **idle_stats(), **self._media_stats(),
+                    **cost}
         return {**cost,
             "logged": core["logged"],
             "dropped": core["dropped"],
@@ -579,7 +651,13 @@ class Run(_core.Producer):
             **self._sender.counts(),
             **self._device_stats(),
             **(self._binner.stats() if self._binner is not None else idle_stats()),
+            **self._media_stats(),
         }
+
+    def _media_stats(self) -> dict[str, Any]:
+        from stepwire.media import IDLE_STATS
+
+        return self._media.stats() if self._media is not None else dict(IDLE_STATS)
 
     def _capture_stats(self) -> dict[str, Any]:
         """``console_*`` (``stepwire.console``: ``console_lines`` shipped, ``console_bytes`` of their text,
