@@ -354,3 +354,27 @@ def test_a_full_media_queue_drops_and_counts(policy: str, collector: CollectorPr
     assert stats["media_dropped"] == 1 and stats["media_held_bytes"] == 64
     assert (after["media_logged"], after["media_sent"], after["media_dropped"]) == (1, 1, 1)
     assert [m.name for m in stepwire.Api(address=collector.address).run(run_id).media()] == ["a"]
+
+
+def test_a_blob_shared_by_an_artifact_and_a_media_record_outlives_either(tmp_path: Path) -> None:
+    from stepwire.store.base import MediaEntry, RunRecord
+    from stepwire.store.duckdb_store import DuckDBStore
+
+    content = io.BytesIO()
+    PIL.new("RGB", (2, 2), (1, 2, 3)).save(content, format="PNG")
+    png = content.getvalue()
+    store = DuckDBStore(tmp_path)
+    store.open_run(RunRecord(id="r", project="p", name="n", tags=[], config={}, created=1.0, status="running",
+                             finished=0.0, meta={}))
+    art = store.put_artifact("r", "sample.png", 0, 0, 1.0, [png])
+    media_entry = store.put_media("r", MediaEntry("img", 0, 0, 1.0, "image", "image/png", "", 0, 0, 0, ""), [png])
+    assert art.sha256 == media_entry.sha256
+    blob = tmp_path / "blobs" / art.sha256[:2] / art.sha256
+    store.delete_artifact("r", "sample.png")
+    assert blob.read_bytes() == png and b"".join(store.read_media("r", art.sha256)) == png
+    other = io.BytesIO()
+    PIL.new("RGB", (2, 2), (9, 9, 9)).save(other, format="PNG")
+    store.put_media("r", MediaEntry("img", 0, 0, 2.0, "image", "image/png", "", 0, 0, 0, ""), [other.getvalue()])
+    assert not blob.exists()  # replaced at the same (rank, name, step): the old content is referenced no more
+    assert [m.sha256 for m in store.media("r")] != [art.sha256]
+    store.close()
