@@ -108,3 +108,23 @@ def test_shapes_outside_the_rules_are_refused(shape: list[int]) -> None:
     else:
         with pytest.raises(ValueError, match="HW, HWC or CHW"):
             image_layout(shape)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "uint8", "bool"])
+def test_torch_tensors_convert_like_numpy_arrays(dtype: str) -> None:
+    torch = pytest.importorskip("torch")
+    from stepwire.media import _prepare_image
+
+    gen = torch.Generator().manual_seed(0)
+    t = torch.rand((3, 6, 5), generator=gen) * 1.4 - 0.2  # CHW, partly out of [0, 1]
+    if dtype == "uint8":
+        t = (t.clamp(0, 1) * 255).to(torch.uint8)
+    elif dtype == "bool":
+        t = t > 0.5
+    else:
+        t = t.to(getattr(torch, dtype))
+    expected = reference_image(t.float().numpy() if dtype in ("bfloat16", "float16") else t.numpy())
+    make, _ = _prepare_image("t", t, grid=True, staging=None)
+    t.zero_()  # copied at the call
+    (item,) = make("t")
+    assert isinstance(item.payload, bytes) and np.array_equal(decode(item.payload), expected)
