@@ -378,3 +378,16 @@ def test_a_blob_shared_by_an_artifact_and_a_media_record_outlives_either(tmp_pat
     assert not blob.exists()  # replaced at the same (rank, name, step): the old content is referenced no more
     assert [m.sha256 for m in store.media("r")] != [art.sha256]
     store.close()
+
+
+def test_media_calls_on_a_rank_that_does_not_log_are_cheap_no_ops(tmp_path: Path) -> None:
+    run = stepwire.init(project="media", dir=tmp_path, rank=1, world_size=2, log_on_ranks=[0], run_id="ranks-run",
+                        quiet=True)
+    assert not run.active
+    run.log_image("img", np.zeros((4, 4)), step=0)
+    run.log_media("audio", wav_bytes(), step=0)
+    run.log_plot("fig", {"data": []}, step=0)
+    run.log_table("t", {"a": [1]}, step=0)
+    run.log({"x": 1.0, "img2": stepwire.Image(np.zeros((2, 2)))})
+    assert run.stats()["media_logged"] == 0 and not (tmp_path / "spool").exists()
+    run.finish()

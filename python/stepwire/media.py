@@ -588,21 +588,17 @@ def _submit(run: Run, step: int | None, caption: str | None, nbytes: int,
     run._media_encoder().submit(Job(resolved, time.time(), caption, nbytes, make))
 
 
-def _staging(run: Run) -> Path | None:
-    """Where a logging call captures files: the run's staging directory (None on a rank that does not log)."""
-    return run._staging if run.active else None
-
-
 def log_image(run: Run, name: str, image: Any, step: int | None = None, caption: str | None = None,
               grid: bool = True) -> None:
     """``Run.log_image``."""
     check_name(name)
+    if not run.active:
+        return  # a rank that does not log: a cheap no-op
     if isinstance(image, Image):
         make, nbytes, caption = image._make, image._nbytes, caption or image.caption
     else:
-        make, nbytes = _prepare_image(name, image, grid, _staging(run))
-    if run.active:
-        _submit(run, step, caption, nbytes, lambda: make(name))
+        make, nbytes = _prepare_image(name, image, grid, run._staging)
+    _submit(run, step, caption, nbytes, lambda: make(name))
 
 
 def log_images(run: Run, images: Mapping[str, Image], step: int) -> None:
@@ -617,41 +613,43 @@ def log_media(run: Run, name: str, data: Any, step: int | None = None, kind: str
               caption: str | None = None) -> None:
     """``Run.log_media``."""
     check_name(name)
+    if not run.active:
+        return
     if kind is not None and kind not in ("image", "audio", "video", "html"):
         raise ValueError(f"log_media kind must be image, audio, video or html (None: from the content), got "
                          f"{kind!r:.80}")
-    make, nbytes = _prepare_encoded(name, data, kind, _staging(run))
-    if run.active:
-        _submit(run, step, caption, nbytes, lambda: make(name))
+    make, nbytes = _prepare_encoded(name, data, kind, run._staging)
+    _submit(run, step, caption, nbytes, lambda: make(name))
 
 
 def log_plot(run: Run, name: str, figure: Any, step: int | None = None, caption: str | None = None) -> None:
     """``Run.log_plot``."""
     check_name(name)
+    if not run.active:
+        return
     kind, content = plot_json(name, figure)
     if len(content) > MAX_MEDIA_BYTES:
         raise ValueError(f"figure {name!r} has {len(content)} bytes, more than {MAX_MEDIA_BYTES >> 20} MiB")
     mime = PLOTLY_MIME if kind == "plotly" else "image/png"
-    if run.active:
-        _submit(run, step, caption, len(content), lambda: [Encoded(name, kind, mime, content, True)])
+    _submit(run, step, caption, len(content), lambda: [Encoded(name, kind, mime, content, True)])
 
 
 def log_table(run: Run, name: str, data: Any, step: int | None = None, columns: Sequence[str] | None = None,
               caption: str | None = None) -> None:
     """``Run.log_table``."""
     check_name(name)
+    if not run.active:
+        return
     source: Mapping[str, npt.NDArray[Any]] | Path
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if not path.is_file():
             raise FileNotFoundError(f"no CSV file at {path} (for table {name!r})")
-        source = _capture(path, run._staging) if run.active else path
+        source = _capture(path, run._staging)
         nbytes = 0
     else:
         source = table_columns(name, data, columns)
         nbytes = sum(v.nbytes for v in source.values())
-    if not run.active:
-        return
 
     def make() -> list[Encoded]:
         try:
