@@ -22,6 +22,9 @@ from stepwire.store.base import Reader, RunRecord, ScalarPoints
 X_AXES = ("step", "wall_time")
 MAX_POINTS = 20_000
 """The most points a chart may ask for per curve."""
+CONSOLE_LINES = 1_000
+MAX_CONSOLE_LINES = 20_000
+"""The most console lines the console panel may ask for at once (the last ones; 1,000 by default)."""
 
 
 class PanelError(ValueError):
@@ -327,6 +330,22 @@ class Panels:
                 "lower": _floats(lower), "upper": _floats(upper), "counts": h.counts.tolist(), "count": h.count,
                 "sum": h.sum, "min": _floats(np.array([h.min]))[0], "max": _floats(np.array([h.max]))[0],
                 "nan": h.nan, "pos_inf": h.pos_inf, "neg_inf": h.neg_inf}
+
+    def console(self, run_id: str, rank: int | None = None, search: str = "", limit: int = CONSOLE_LINES
+                ) -> dict[str, Any]:
+        """What the run's ranks printed (``RunView.console``): the last ``limit`` lines of ``rank`` (every rank's if
+        None) that contain ``search`` (case-insensitive), in order; ``ranks`` that printed anything, ``matched``
+        lines before the limit, ``total`` lines of the run."""
+        if not 1 <= limit <= MAX_CONSOLE_LINES:
+            raise PanelError(f"lines must be between 1 and {MAX_CONSOLE_LINES}, got {limit}")
+        lines = RunView(self.reader, self._record(run_id)).console()
+        ranks = sorted({line.rank for line in lines})
+        needle = search.lower()
+        chosen = [line for line in lines
+                  if (rank is None or line.rank == rank) and (not needle or needle in line.text.lower())]
+        return {"run": run_id, "ranks": ranks, "total": len(lines), "matched": len(chosen),
+                "lines": [{"rank": line.rank, "stream": line.stream, "step": line.step, "wall_time": line.wall_time,
+                           "text": line.text} for line in chosen[-limit:]]}
 
     def skew(self, run_id: str) -> dict[str, Any]:
         """Per-rank step timing (straggler view), as ``RunView.step_skew``; NaN becomes null."""

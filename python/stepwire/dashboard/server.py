@@ -10,6 +10,7 @@ store itself, 502 for one of the Query service behind ``stepwire ui``):
   ``/api/heatmap?run=ID&name=N[&steps=200][&rows=120][&rank=R]``
   ``/api/histogram?run=ID&name=N[&step=S][&rank=R][&bins=64]``
   ``/api/skew?run=ID``
+  ``/api/console?run=ID[&rank=R][&q=TEXT][&lines=1000]``  the last lines the ranks printed (containing TEXT)
 Numbers JSON cannot hold are sent as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (chart data arrays
 hold ``null`` there instead, see ``panels``).
 
@@ -49,7 +50,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import grpc
 import numpy as np
 
-from stepwire.dashboard.panels import PanelError, Panels
+from stepwire.dashboard.panels import CONSOLE_LINES, PanelError, Panels
 from stepwire.store.base import Reader, StoreUnavailable
 from stepwire.transport import is_loopback
 
@@ -158,6 +159,9 @@ def _api(panels: Panels, route: str, q: dict[str, list[str]]) -> Any:
                                 _int(q, "bins", 64) or 0)
     if route == "skew":
         return panels.skew(_one(q, "run"))
+    if route == "console":
+        return panels.console(_one(q, "run"), _int(q, "rank", bounds=RANKS), q.get("q", [""])[-1],
+                              _int(q, "lines", CONSOLE_LINES) or 0)
     raise PanelError(f"no API route {route!r}", status=404)
 
 

@@ -1,4 +1,4 @@
-// stepwire dashboard: runs table, scalar charts, histogram heat maps, rank skew; polls the JSON API while live.
+// stepwire dashboard: runs table, scalar charts, histogram heat maps, rank skew, console; polls the JSON API while live.
 /* global Plotly */
 
 const REFRESH_MS = 2000;
@@ -238,6 +238,39 @@ async function drawRanks(runs, series) {
   panel.replaceChildren(...parts);
 }
 
+// -- console ------------------------------------------------------------------------------------------------
+async function drawConsole(runs, force) {
+  const rank = $("#console-rank").value;
+  const search = $("#console-search").value;
+  const answers = [];
+  for (const run of runs) {
+    answers.push([run, await api("console", { run: run.id, rank: rank === "" ? null : rank, q: search || null })]);
+  }
+  const signature = JSON.stringify([rank, search, answers.map(([run, c]) => [run.id, c.total, c.matched])]);
+  if (!force && state.signatures.get("console") === signature) return;
+  state.signatures.set("console", signature);
+  const ranks = [...new Set(answers.flatMap(([, c]) => c.ranks))].sort((a, b) => a - b);
+  const select = $("#console-rank");
+  const shown = [...select.options].slice(1).map((o) => o.value).join(",");
+  if (shown !== ranks.join(",")) {
+    select.replaceChildren(el("option", { value: "" }, "every rank"), ...ranks.map((r) => el("option", { value: r }, `rank ${r}`)));
+    select.value = ranks.map(String).includes(rank) ? rank : "";
+  }
+  const parts = [];
+  for (const [run, c] of answers) {
+    if (!c.total) continue;
+    const count = c.lines.length < c.matched ? `the last ${c.lines.length} of ${c.matched} lines` : `${c.matched} lines`;
+    parts.push(el("h4", {}, `${run.name}: ${count}` + (search ? ` containing "${search}"` : "")));
+    const several = c.ranks.length > 1;
+    const pre = el("pre", { class: "console" }, ...c.lines.map((l) => el("span", { class: l.stream },
+      `${several ? `[${l.rank}] ` : ""}${new Date(l.wall_time * 1000).toLocaleTimeString()} ${l.step} | ${l.text}\n`)));
+    parts.push(pre);
+  }
+  $("#console-panel").hidden = !answers.some(([, c]) => c.total);
+  $("#console-lines").replaceChildren(...parts);
+  for (const pre of document.querySelectorAll("#console-lines pre")) pre.scrollTop = pre.scrollHeight;
+}
+
 // -- refresh loop -------------------------------------------------------------------------------------------
 async function refreshDetails(force = false) {
   const runs = state.runs.filter((r) => state.selected.has(r.id));
@@ -255,6 +288,7 @@ async function refreshDetails(force = false) {
     for (const s of series.get(run.id)) if (s.kind === "histogram") await drawHistogram(run, s.name, s.items, force);
   }
   await drawRanks(runs, series);
+  await drawConsole(runs, force);
 }
 
 async function tick(force = false) {
@@ -275,6 +309,13 @@ async function poll() {
 }
 
 $("#filter").addEventListener("input", renderRuns);
+for (const id of ["#console-rank", "#console-search"]) {
+  $(id).addEventListener("input", () => {
+    drawConsole(state.runs.filter((r) => state.selected.has(r.id)), true).catch((err) => {
+      $("#status").textContent = `error: ${err.message}`;
+    });
+  });
+}
 for (const id of ["#x-axis", "#smoothing", "#show-ranks"]) {
   $(id).addEventListener("input", () => {
     $("#smoothing-value").textContent = $("#smoothing").value;
