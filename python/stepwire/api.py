@@ -180,7 +180,8 @@ class RunView:
 
     def step_skew(self, name: str | None = None) -> dict[str, Any]:
         """Per-rank step timing from the wall times stored with scalar series ``name`` (default: the scalar
-        logged by the most ranks, then with the most points), to spot a straggler.
+        logged by the most ranks, then with the most points, leaving out the ``system/`` series the sampler logs on
+        a clock), to spot a straggler.
 
         For each rank: ``steps``, ``step_time`` (median seconds per step) and ``lag`` (median over the steps
         all ranks logged of how far behind the median rank this rank logged it, in seconds). ``slowest`` is
@@ -190,9 +191,10 @@ class RunView:
         """
         scalars = [s for s in self.series() if s.kind == "scalar"]
         if name is None:
-            if not scalars:
+            timed = [s for s in scalars if not s.name.startswith("system/")]  # sampled on a clock, not per step
+            if not timed:
                 return {"series": None, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0}
-            name = max(scalars, key=lambda s: (len(s.ranks), s.items)).name
+            name = max(timed, key=lambda s: (len(s.ranks), s.items)).name
         ranks = next((s.ranks for s in scalars if s.name == name), [])
         if not ranks:
             return {"series": name, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0}

@@ -212,6 +212,13 @@ async function drawBars(block, run, name, step) {
 }
 
 // -- ranks and overhead -------------------------------------------------------------------------------------
+const SYSTEM_COLUMNS = [  // per-rank medians of the system series (stepwire.system) beside the step timing
+  ["gpu_utilization", "GPU busy", (v) => `${v.toFixed(0)}%`],
+  ["gpu_sm_clock_mhz", "SM clock", (v) => `${v.toFixed(0)} MHz`],
+  ["gpu_throttled", "throttled", (v) => `${(100 * v).toFixed(0)}% of samples`],
+  ["cpu_percent", "process CPU", (v) => `${v.toFixed(0)}%`],
+  ["rss_mib", "RSS", (v) => `${v.toFixed(0)} MiB`],
+];
 async function drawRanks(runs, series) {
   const signature = JSON.stringify(runs.map((r) => [r.id, r.status, series.get(r.id).map((s) => s.items)]));
   if (state.signatures.get("ranks") === signature) return;  // skew reads a whole series: only when it grew
@@ -228,11 +235,17 @@ async function drawRanks(runs, series) {
     }
     if (run.ranks.length > 1) {
       const skew = await api("skew", { run: run.id });
+      const system = skew.system || {};
+      const columns = SYSTEM_COLUMNS.filter(([key]) => Object.values(system).some((v) => key in v));
       parts.push(el("h3", {}, `step timing per rank of ${run.name} (${skew.series}): slowest rank ${skew.slowest}, `
-        + `${fmtSeconds(skew.lag)} behind the median`), el("table", { class: "skew" },
-        el("tr", {}, ...["rank", "steps", "step time", "lag behind the median"].map((h) => el("th", {}, h))),
+        + `${fmtSeconds(skew.lag)} behind the median`));
+      if (skew.cause) parts.push(el("p", { class: "cause" }, `likely cause for rank ${skew.slowest}: ${skew.cause}`));
+      parts.push(el("table", { class: "skew" },
+        el("tr", {}, ...["rank", "steps", "step time", "lag behind the median", ...columns.map(([, h]) => h)]
+          .map((h) => el("th", {}, h))),
         ...skew.ranks.map((r) => el("tr", { class: r.rank === skew.slowest ? "selected" : "" }, el("td", {}, r.rank),
-          el("td", {}, r.steps), el("td", {}, fmtSeconds(r.step_time)), el("td", {}, fmtSeconds(r.lag))))));
+          el("td", {}, r.steps), el("td", {}, fmtSeconds(r.step_time)), el("td", {}, fmtSeconds(r.lag)),
+          ...columns.map(([key, , fmt]) => el("td", {}, key in (system[r.rank] || {}) ? fmt(system[r.rank][key]) : ""))))));
     }
   }
   panel.replaceChildren(...parts);
