@@ -195,6 +195,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         for row in skew["ranks"]:
             st.add_row(str(row["rank"]), str(row["steps"]), f"{row['step_time']:.4f}", f"{row['lag']:.4f}")
         console.print(st)
+        from stepwire.dashboard.panels import likely_cause, system_by_rank
+
+        cause = likely_cause(skew["slowest"], system_by_rank(run)) if skew["slowest"] is not None else ""
+        if cause:
+            console.print(f"likely cause for rank {skew['slowest']}: {cause}", markup=False)
     hists = [s for s in series.values() if s.kind == "histogram"]
     if hists:
         ht = Table(title="histograms")

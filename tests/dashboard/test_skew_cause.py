@@ -3,6 +3,8 @@ the likely cause for the slowest rank, through ``/api/skew`` of a real collector
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 from test_browser import browser_page  # noqa: F401 (the fixture)
@@ -72,3 +74,12 @@ def test_likely_cause_rules() -> None:
         "its process uses the most CPU: 190% against 100%")
     assert likely_cause(1, {0: usual}) == "" and likely_cause(1, {1: usual}) == ""
     assert likely_cause(1, {0: {"rss_mib": 1.0}, 1: {"gpu_utilization": 10.0}}) == "no system metric stands out"
+
+
+def test_stepwire_show_prints_the_cause(dashboard: CollectorProcess) -> None:
+    _idle_gpu_run(dashboard.address)
+    out = subprocess.run([sys.executable, "-m", "stepwire", "show", "cause", "--address", dashboard.address],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # rich wraps long lines
+    assert "likely cause for rank 2: its GPU is the least busy: 40% against 95%" in text
