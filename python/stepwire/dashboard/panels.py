@@ -8,7 +8,11 @@ them as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
 from __future__ import annotations
 
 import math
+import re
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +21,8 @@ import numpy.typing as npt
 from stepwire.api import RunView, aggregate
 from stepwire.dashboard.downsample import from_blocks, min_points_for_blocks
 from stepwire.histogram import Histogram, merge_by_step
-from stepwire.store.base import Reader, RunRecord, ScalarPoints
+from stepwire.mediatypes import KINDS as MEDIA_KINDS
+from stepwire.store.base import MediaEntry, Reader, RunRecord, ScalarPoints
 
 X_AXES = ("step", "wall_time")
 MAX_POINTS = 20_000
@@ -25,6 +30,16 @@ MAX_POINTS = 20_000
 CONSOLE_LINES = 1_000
 MAX_CONSOLE_LINES = 20_000
 """The most console lines the console panel may ask for at once (the last ones; 1,000 by default)."""
+MAX_MEDIA_NAMES = 500
+"""The most media names one ``media`` answer lists (the first in name order; ``names_total`` counts them all)."""
+MAX_MEDIA_STEPS = 1_000
+"""The most steps of one media name a ``media`` answer lists: evenly picked, the first and the last among them."""
+TABLE_ROWS = 1_000
+MAX_TABLE_ROWS = 10_000
+"""The most rows of a table one ``media_table`` answer holds (the first ones; 1,000 by default)."""
+MAX_CELL_CHARS = 1_000
+"""Longer text in a table cell is cut to this many characters (and ends with an ellipsis)."""
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class PanelError(ValueError):
@@ -347,6 +362,75 @@ class Panels:
                 "lines": [{"rank": line.rank, "stream": line.stream, "step": line.step, "wall_time": line.wall_time,
                            "text": line.text} for line in chosen[-limit:]]}
 
+    def media(self, run_id: str, name: str | None = None, kind: str | None = None) -> dict[str, Any]:
+        """The run's media records (of ``name``, of ``kind``, if given) grouped by name, each name with its
+        ``steps`` in order and, per step, its ``items`` (one per rank: ``rank``, ``kind``, ``mime``, ``caption``,
+        ``width``, ``height``, ``size``, ``sha256``, ``wall_time``). At most ``MAX_MEDIA_NAMES`` names and
+        ``MAX_MEDIA_STEPS`` steps per name (evenly picked, the last one kept); ``names_total`` and each name's
+        ``steps_total`` count them all, ``total`` the records."""
+        self._record(run_id)
+        if kind is not None and kind not in MEDIA_KINDS:
+            raise PanelError(f"kind must be one of {MEDIA_KINDS}, got {kind[:40]!r}")
+        entries = self.reader.media(run_id, name or None, None, kind)
+        by_name: dict[str, dict[int, list[MediaEntry]]] = {}
+        for e in entries:
+            by_name.setdefault(e.name, {}).setdefault(e.step, []).append(e)
+        names = []
+        for n in sorted(by_name)[:MAX_MEDIA_NAMES]:
+            steps = sorted(by_name[n])
+            shown = steps
+            if len(steps) > MAX_MEDIA_STEPS:
+                shown = [steps[i] for i in np.unique(np.linspace(0, len(steps) - 1, MAX_MEDIA_STEPS).round()
+                                                     .astype(int))]
+            last = by_name[n][steps[-1]]
+            names.append({"name": n, "kind": last[0].kind, "steps_total": len(steps),
+                          "steps": [{"step": s, "items": [_media_item(e) for e in by_name[n][s]]} for s in shown]})
+        return {"run": run_id, "total": len(entries), "names_total": len(by_name), "names": names}
+
+    def media_entry(self, run_id: str, sha256: str, name: str | None = None) -> MediaEntry:
+        """The run's media record holding content ``sha256`` (of ``name``, if given): 404 when it has none."""
+        if not _SHA256.fullmatch(sha256):
+            raise PanelError("sha must be 64 lower-case hexadecimal digits")
+        self._record(run_id)
+        for e in self.reader.media(run_id, name or None):
+            if e.sha256 == sha256:
+                return e
+        raise PanelError(f"run {run_id!r} has no media record with content {sha256}", status=404)
+
+    def media_blob(self, run_id: str, sha256: str, name: str | None = None) -> tuple[MediaEntry, Iterator[bytes]]:
+        """The stored record with content ``sha256`` (its mime type is what the content is sent as) and the
+        content in pieces; 404 when the run has no record with it."""
+        entry = self.media_entry(run_id, sha256, name)
+        return entry, self.reader.read_media(run_id, sha256)
+
+    def media_table(self, run_id: str, sha256: str, name: str | None = None, rows: int = TABLE_ROWS
+                    ) -> dict[str, Any]:
+        """A stored table as JSON columns: ``columns`` (names), ``types`` (DuckDB's type names), ``data`` (one
+        list per column) of its first ``rows`` rows (at most ``MAX_TABLE_ROWS``), ``rows_total`` and
+        ``truncated``. Text longer than ``MAX_CELL_CHARS`` is cut; values other than numbers, text, booleans and
+        null are sent as text."""
+        if not 1 <= rows <= MAX_TABLE_ROWS:
+            raise PanelError(f"rows must be between 1 and {MAX_TABLE_ROWS}, got {rows}")
+        entry = self.media_entry(run_id, sha256, name)
+        if entry.kind != "table":
+            raise PanelError(f"{entry.name!r} at step {entry.step} is a {entry.kind}, not a table")
+        import duckdb
+
+        with tempfile.TemporaryDirectory(prefix="stepwire-table-") as tmp, duckdb.connect() as con:
+            path = Path(tmp) / "t.parquet"
+            with path.open("wb") as f:
+                for chunk in self.reader.read_media(run_id, sha256):
+                    f.write(chunk)
+            total = con.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()
+            rel = con.execute("SELECT * FROM read_parquet(?) LIMIT ?", [str(path), rows])
+            columns = [d[0] for d in rel.description or []]
+            types = [str(d[1]) for d in rel.description or []]
+            fetched = rel.fetchall()
+        data = [[_cell(row[i]) for row in fetched] for i in range(len(columns))]
+        rows_total = int(total[0]) if total else len(fetched)
+        return {"run": run_id, "name": entry.name, "step": entry.step, "columns": columns, "types": types,
+                "data": data, "rows": len(fetched), "rows_total": rows_total, "truncated": rows_total > len(fetched)}
+
     def skew(self, run_id: str) -> dict[str, Any]:
         """Per-rank step timing (straggler view), as ``RunView.step_skew``; NaN becomes null. With the system
         series of ``stepwire.system``: ``system``, per rank, the medians of GPU utilisation, SM clock, process CPU
@@ -361,6 +445,18 @@ class Panels:
             row["step_time"] = _floats(np.array([row["step_time"]]))[0]
         result["step_time_ratio"] = _floats(np.array([result["step_time_ratio"]]))[0]
         return result
+
+
+def _media_item(e: MediaEntry) -> dict[str, Any]:
+    return {"rank": e.rank, "kind": e.kind, "mime": e.mime, "caption": e.caption, "width": e.width,
+            "height": e.height, "size": e.size, "sha256": e.sha256, "wall_time": e.wall_time}
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= MAX_CELL_CHARS else text[:MAX_CELL_CHARS - 1] + "…"
 
 
 SYSTEM_SIGNS = {"system/gpu/utilization": "gpu_utilization", "system/gpu/sm_clock_mhz": "gpu_sm_clock_mhz",

@@ -11,6 +11,9 @@ store itself, 502 for one of the Query service behind ``stepwire ui``):
   ``/api/histogram?run=ID&name=N[&step=S][&rank=R][&bins=64]``
   ``/api/skew?run=ID``
   ``/api/console?run=ID[&rank=R][&q=TEXT][&lines=1000]``  the last lines the ranks printed (containing TEXT)
+  ``/api/media?run=ID[&name=N][&kind=K]``  media records grouped by name, each name with its steps
+  ``/api/media/blob?run=ID&sha=SHA256[&name=N]``  a record's content, as the type stored with it (not JSON)
+  ``/api/media/table?run=ID&sha=SHA256[&name=N][&rows=1000]``  a stored table's first rows as JSON columns
 Numbers JSON cannot hold are sent as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (chart data arrays
 hold ``null`` there instead, see ``panels``).
 
@@ -24,6 +27,11 @@ page cannot reach a loopback dashboard through DNS rebinding. Every answer carri
 ``Content-Security-Policy``, ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer`` and
 ``Cache-Control: no-store``. Each connection has a socket timeout (``REQUEST_TIMEOUT_S``) and at most
 ``MAX_CONNECTIONS`` are served at once (more are answered 503 and closed).
+
+Media contents (``/api/media/blob``) are served only for a sha256 one of the run's records holds (else 404), with
+that record's stored mime type as ``Content-Type`` (never one taken from the request), ``nosniff``, and
+``BLOB_CSP``: a sandbox without scripts, so logged HTML cannot run script nor reach the dashboard's origin (the page
+shows it in a sandboxed iframe without ``allow-same-origin``; its policy allows frames from itself only).
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import grpc
 import numpy as np
 
-from stepwire.dashboard.panels import CONSOLE_LINES, PanelError, Panels
+from stepwire.dashboard.panels import CONSOLE_LINES, TABLE_ROWS, PanelError, Panels
 from stepwire.store.base import Reader, StoreUnavailable
 from stepwire.transport import is_loopback
 
@@ -62,9 +70,17 @@ REQUEST_TIMEOUT_S = 10.0
 """Socket timeout of every dashboard connection: a client silent this long while sending its request is cut off."""
 MAX_CONNECTIONS = 64
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-       "font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+       "media-src 'self'; frame-src 'self'; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+       "base-uri 'none'; form-action 'none'")
 """Scripts only from the dashboard itself; inline styles because Plotly sets them; images from data URLs (the heat
-map is drawn into one)."""
+map is drawn into one); audio, video and (sandboxed) HTML media from the dashboard's own ``/api/media/blob``."""
+BLOB_CSP = ("sandbox; default-src 'none'; img-src 'self' data:; media-src 'self' data:; style-src 'unsafe-inline'; "
+            "frame-ancestors 'self'")
+"""The policy of every media content answer: a sandbox (an opaque origin, no scripts, no forms, no popups) that
+loads nothing but inline styles and images or media from the dashboard; only the dashboard itself may frame it."""
+BLOB_HEADERS = {"Content-Security-Policy": BLOB_CSP, "X-Frame-Options": "SAMEORIGIN",
+                "Cache-Control": "private, max-age=3600", "Accept-Ranges": "none"}
+
 SECURITY_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                     "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 PAGES = ("/", "/index.html")
@@ -162,6 +178,11 @@ def _api(panels: Panels, route: str, q: dict[str, list[str]]) -> Any:
     if route == "console":
         return panels.console(_one(q, "run"), _int(q, "rank", bounds=RANKS), q.get("q", [""])[-1],
                               _int(q, "lines", CONSOLE_LINES) or 0)
+    if route == "media":
+        return panels.media(_one(q, "run"), q.get("name", [""])[-1] or None, q.get("kind", [""])[-1] or None)
+    if route == "media/table":
+        return panels.media_table(_one(q, "run"), _one(q, "sha"), q.get("name", [""])[-1] or None,
+                                  _int(q, "rows", TABLE_ROWS) or 0)
     raise PanelError(f"no API route {route!r}", status=404)
 
 
@@ -238,6 +259,34 @@ def _handler(panels: Panels, token: str | None, on_request: Callable[[], None], 
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
+
+        def _blob(self, query: dict[str, list[str]]) -> None:
+            """A media record's content, streamed: typed by the stored record, sandboxed, never sniffed."""
+            entry, chunks = panels.media_blob(_one(query, "run"), _one(query, "sha"),
+                                              query.get("name", [""])[-1] or None)
+            self.send_response(200)
+            self.send_header("Content-Type", entry.mime)
+            self.send_header("Content-Length", str(entry.size))
+            for k, v in {**SECURITY_HEADERS, **BLOB_HEADERS}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            sent = 0
+            try:
+                for chunk in chunks:
+                    chunk = chunk[:entry.size - sent]
+                    self.wfile.write(chunk)
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                raise
+            except Exception:  # the headers are sent: all that is left is to cut the answer short
+                log.exception("reading media %s (%s) failed", entry.sha256, entry.name)
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+            if sent != entry.size:  # the client must not take a short answer as whole
+                log.warning("media %s (%s): %d bytes sent of %d", entry.sha256, entry.name, sent, entry.size)
+                self.close_connection = True
 
         def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
             self._send(status, encode_json(obj), "application/json", headers)
@@ -348,6 +397,8 @@ def _handler(panels: Panels, token: str | None, on_request: Callable[[], None], 
                     data = plotly_js().read_bytes() if name == "plotly.min.js" else (STATIC / name).read_bytes()
                     kind = "text/javascript" if name.endswith(".js") else mimetypes.guess_type(name)[0]
                     self._send(200, data, kind or "application/octet-stream")
+                elif path == "/api/media/blob":
+                    self._blob(query)
                 elif path.startswith("/api/"):
                     self._json(200, _api(panels, path[5:], query))
                 else:
