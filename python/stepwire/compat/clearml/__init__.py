@@ -46,6 +46,35 @@ How ClearML's model maps onto stepwire's:
   infinities included). Read them with ``Task.get_reported_histograms()`` (a stepwire addition) or
   ``stepwire.Api().run(id).texts()``. Each call is one request to the collector, not the native fast path:
   fine for per-epoch plots, not for per-step ones.
+- Debug samples, plots and tables (``media_reports.py``) are stepwire media records (``Run.log_image``,
+  ``log_media``, ``log_plot``, ``log_table``; read back with ``stepwire.Api().run(id).media()``, ``.plots()``,
+  ``.tables()``) named as scalars are, ``"title/series"`` (exact pairs kept in ``clearml_names`` likewise), at
+  step = iteration (0 if None) plus the task's offset:
+
+  ============================== ==============================================================================
+  ``report_image``               an image: ``image``/``matrix`` (numpy, PIL; stepwire's conversion rules),
+                                 ``local_path`` (stored as given)
+  ``report_media``               audio, video, image or HTML as given: ``local_path`` or ``stream`` (with
+                                 ``file_extension``; ``html``/``htm`` make it HTML)
+  ``report_plotly``              the figure as Plotly JSON, its layout title set to ``series`` (as ClearML)
+  ``report_matplotlib_figure``   a PNG image (``report_image``/``report_interactive`` alike: no conversion to
+                                 Plotly); ``figure`` may be ``matplotlib.pyplot`` (its current figure)
+  ``report_table``               a table: a DataFrame (a non-default index becomes the first column), rows (the
+                                 first is the header) or a ``csv`` file
+  ``report_confusion_matrix``    Plotly JSON, a ``heatmap`` trace (``report_matrix`` too)
+  ``report_scatter2d``           Plotly JSON, a ``scatter`` trace in ``mode``
+  ``report_scatter3d``           Plotly JSON, a ``scatter3d`` trace (one per array of a list)
+  ``report_surface``             Plotly JSON, a ``surface`` trace
+  ``report_line_plot``           Plotly JSON named ``title`` (ClearML's empty series), a ``scatter`` per line
+  ``report_vector``              as ``report_histogram`` (below)
+  ============================== ==============================================================================
+
+  Plots are laid out as ClearML's reporter does (title with ``comment`` under it, axis titles,
+  ``extra_layout`` merged in) with properties Plotly knows only. A ``url`` (of an image, media or a table) is
+  never fetched: it is the JSON text ``"links/<title>/<series>"`` ``{"kind", "title", "series", "iteration",
+  "url"}``. Exactly one source must be given (else ``ValueError``, ClearML's ``UsageError``).
+  ``delete_after_upload`` deletes the file once the call has captured it. ClearML keeps the last 5 samples of
+  a title/series; stepwire keeps all of them.
 - Text: ``report_text`` is the text ``"console"`` at the run's auto step (printed too unless
   ``print_console=False``; the level is not stored); ``get_reported_console_output`` reads it back.
 - Parameters are the run config, stored flat as ClearML shows them: ``{"Section/name": "value as a string"}``
@@ -118,11 +147,12 @@ Warned about once per process and counted (``stepwire.compat.clearml.unsupported
 ``continue_last_task`` in offline mode, ``task_filter`` keys and ``order_by`` fields not listed above, an
 ``extension_name`` ClearML would not take for the object, ``.yaml`` without pyyaml, ``OutputModel``'s
 ``base_model_id`` and ``update_weights``'s ``upload_uri``/``register_uri``, stepwire histograms of an imported
-offline session.
+offline session; ``max_image_history``/``max_history`` >= 0 (stepwire keeps every sample), ``report_table``'s
+``extra_layout``, ``Logger.set_default_debug_sample_history`` and ``set_default_upload_destination``.
 
 Not implemented: reporting into a task opened with ``Task.get_task`` (read-only: ``RuntimeError``), input
-models (``InputModel``; ``task.models["input"]`` is empty), ``cast=`` when reading parameters, debug samples
-and other plot kinds (``Logger``'s media calls come with stepwire's media records).
+models (``InputModel``; ``task.models["input"]`` is empty), ``cast=`` when reading parameters, reading debug
+samples and plots back through ``Task`` (``get_debug_samples``, ``get_reported_plots``: use ``stepwire.Api``).
 ``mark_completed``/``mark_failed`` end the run but, unlike ClearML, never terminate the process; an offline
 task's session folder is not zipped at ``close`` (zip it yourself, or import the folder).
 """
