@@ -18,6 +18,9 @@ from test_panels_api import error, get
 
 import stepwire
 from conftest import CollectorProcess, start_collector
+from stepwire.dashboard import panels
+from stepwire.dashboard.panels import Panels
+from stepwire.store.base import MediaEntry, RunRecord
 from test_media import wav_bytes
 
 
@@ -157,3 +160,38 @@ def test_media_routes_need_the_token(tmp_path: Path) -> None:
         run.finish()
     finally:
         c.stop()
+
+
+class _ManyMedia:
+    """A reader holding one run with ``names`` image names of ``steps`` steps, ``ranks`` records a step."""
+
+    def __init__(self, names: int, steps: int, ranks: int = 1) -> None:
+        self.entries = [MediaEntry(f"n{n:04d}", s, r, 0.0, "image", "image/png", "", 1, 1, 10, f"{n:032x}{s:032x}")
+                        for n in range(names) for s in range(steps) for r in range(ranks)]
+
+    def runs(self, project: str | None = None) -> list[RunRecord]:
+        return [RunRecord("r", "p", "n")]
+
+    def media(self, run_id: str, name: str | None = None, step: int | None = None,
+              kind: str | None = None) -> list[MediaEntry]:
+        return [e for e in self.entries if name is None or e.name == name]
+
+
+def test_media_listing_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names past ``MAX_MEDIA_NAMES`` are left out, steps past ``MAX_MEDIA_STEPS`` evenly thinned (the last kept),
+    and past ``MAX_MEDIA_ITEMS`` records every name lists fewer steps; the totals say what there is."""
+    monkeypatch.setattr(panels, "MAX_MEDIA_NAMES", 3)
+    monkeypatch.setattr(panels, "MAX_MEDIA_STEPS", 10)
+    monkeypatch.setattr(panels, "MAX_MEDIA_ITEMS", 1000)
+    body = Panels(_ManyMedia(5, 40)).media("r")  # type: ignore[arg-type]
+    assert (body["total"], body["names_total"]) == (200, 5)
+    assert [n["name"] for n in body["names"]] == ["n0000", "n0001", "n0002"]
+    steps = [s["step"] for s in body["names"][0]["steps"]]
+    assert (len(steps), steps[0], steps[-1], body["names"][0]["steps_total"]) == (10, 0, 39, 40)
+    monkeypatch.setattr(panels, "MAX_MEDIA_ITEMS", 24)  # 3 names x 4 ranks: 2 steps each
+    body = Panels(_ManyMedia(5, 40, ranks=4)).media("r")  # type: ignore[arg-type]
+    assert sum(len(s["items"]) for n in body["names"] for s in n["steps"]) <= 24
+    assert all(n["steps"][-1]["step"] == 39 and len(n["steps"][-1]["items"]) == 4 for n in body["names"])
+    monkeypatch.setattr(panels, "MAX_MEDIA_ITEMS", 1)  # never less than each name's last step
+    body = Panels(_ManyMedia(2, 40)).media("r")  # type: ignore[arg-type]
+    assert [[s["step"] for s in n["steps"]] for n in body["names"]] == [[39], [39]]

@@ -33,7 +33,10 @@ MAX_CONSOLE_LINES = 20_000
 MAX_MEDIA_NAMES = 500
 """The most media names one ``media`` answer lists (the first in name order; ``names_total`` counts them all)."""
 MAX_MEDIA_STEPS = 1_000
-"""The most steps of one media name a ``media`` answer lists: evenly picked, the first and the last among them."""
+"""The most steps of one media name a ``media`` answer lists: evenly picked, the last among them."""
+MAX_MEDIA_ITEMS = 20_000
+"""The most records one ``media`` answer lists in all: past that, every name lists fewer steps (halved until they
+fit; at least its last step)."""
 TABLE_ROWS = 1_000
 MAX_TABLE_ROWS = 10_000
 """The most rows of a table one ``media_table`` answer holds (the first ones; 1,000 by default)."""
@@ -365,9 +368,10 @@ class Panels:
     def media(self, run_id: str, name: str | None = None, kind: str | None = None) -> dict[str, Any]:
         """The run's media records (of ``name``, of ``kind``, if given) grouped by name, each name with its
         ``steps`` in order and, per step, its ``items`` (one per rank: ``rank``, ``kind``, ``mime``, ``caption``,
-        ``width``, ``height``, ``size``, ``sha256``, ``wall_time``). At most ``MAX_MEDIA_NAMES`` names and
-        ``MAX_MEDIA_STEPS`` steps per name (evenly picked, the last one kept); ``names_total`` and each name's
-        ``steps_total`` count them all, ``total`` the records."""
+        ``width``, ``height``, ``size``, ``sha256``, ``wall_time``). At most ``MAX_MEDIA_NAMES`` names,
+        ``MAX_MEDIA_STEPS`` steps per name (evenly picked, the last one kept) and ``MAX_MEDIA_ITEMS`` records in
+        all (fewer steps per name past that); ``names_total`` and each name's ``steps_total`` count them all,
+        ``total`` the records."""
         self._record(run_id)
         if kind is not None and kind not in MEDIA_KINDS:
             raise PanelError(f"kind must be one of {MEDIA_KINDS}, got {kind[:40]!r}")
@@ -375,16 +379,19 @@ class Panels:
         by_name: dict[str, dict[int, list[MediaEntry]]] = {}
         for e in entries:
             by_name.setdefault(e.name, {}).setdefault(e.step, []).append(e)
+        listed = sorted(by_name)[:MAX_MEDIA_NAMES]
+        all_steps = {n: sorted(by_name[n]) for n in listed}
+        cap = MAX_MEDIA_STEPS
+        while True:
+            shown = {n: _pick(steps, cap) for n, steps in all_steps.items()}
+            if cap == 1 or sum(len(by_name[n][s]) for n, steps in shown.items() for s in steps) <= MAX_MEDIA_ITEMS:
+                break
+            cap //= 2
         names = []
-        for n in sorted(by_name)[:MAX_MEDIA_NAMES]:
-            steps = sorted(by_name[n])
-            shown = steps
-            if len(steps) > MAX_MEDIA_STEPS:
-                shown = [steps[i] for i in np.unique(np.linspace(0, len(steps) - 1, MAX_MEDIA_STEPS).round()
-                                                     .astype(int))]
-            last = by_name[n][steps[-1]]
-            names.append({"name": n, "kind": last[0].kind, "steps_total": len(steps),
-                          "steps": [{"step": s, "items": [_media_item(e) for e in by_name[n][s]]} for s in shown]})
+        for n in listed:
+            last = by_name[n][all_steps[n][-1]]
+            names.append({"name": n, "kind": last[0].kind, "steps_total": len(all_steps[n]),
+                          "steps": [{"step": s, "items": [_media_item(e) for e in by_name[n][s]]} for s in shown[n]]})
         return {"run": run_id, "total": len(entries), "names_total": len(by_name), "names": names}
 
     def media_entry(self, run_id: str, sha256: str, name: str | None = None) -> MediaEntry:
@@ -445,6 +452,15 @@ class Panels:
             row["step_time"] = _floats(np.array([row["step_time"]]))[0]
         result["step_time_ratio"] = _floats(np.array([result["step_time_ratio"]]))[0]
         return result
+
+
+def _pick(steps: list[int], cap: int) -> list[int]:
+    """At most ``cap`` of ``steps``, evenly picked, the last always among them."""
+    if len(steps) <= cap:
+        return steps
+    if cap == 1:
+        return steps[-1:]
+    return [steps[i] for i in np.unique(np.linspace(0, len(steps) - 1, cap).round().astype(int))]
 
 
 def _media_item(e: MediaEntry) -> dict[str, Any]:
