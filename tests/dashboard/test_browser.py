@@ -1,7 +1,9 @@
 """The dashboard in headless Chromium (Debian's ``chromium``, driven by Playwright): the runs table lists a run
 made by the test, a scalar chart and a histogram heat map render, and a point logged after the page loaded
 appears without a reload. A screenshot goes to ``test-artifacts/dashboard.png``. No test may see a JavaScript error
-or a Content-Security-Policy violation; a token-protected dashboard opens from its ``/?token=`` address.
+or a Content-Security-Policy violation; a token-protected dashboard opens from its ``/?token=`` address. A run's
+media section shows debug samples with a step slider, a Plotly figure, a sortable table, audio and sandboxed HTML
+(screenshot: ``test-artifacts/dashboard-media.png``, the source of ``docs/dashboard-media.png``).
 
 Without Chromium the test is skipped, unless ``STEPWIRE_REQUIRE_BROWSER=1`` (as in ``.ci/run``) makes that a
 failure.
@@ -146,8 +148,115 @@ def test_dashboard_with_a_token_opens_from_its_address(tmp_path: Path, browser_p
             """() => { const d = document.querySelector('.heatmap[data-metric="big"]');
                        return d && d.data && d.querySelector('.main-svg'); }""", timeout=30_000)
         page.locator('.bars[data-metric="big"] .main-svg').first.wait_for(timeout=30_000)
-        assert page.locator("#status").inner_text().startswith("updated")
+        page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('updated')",
+                               timeout=30_000)  # the refresh that drew them has finished (console panel included)
         page.context.clear_cookies()
         assert page.goto(c.http).status == 401  # type: ignore[union-attr]
     finally:
         c.stop()
+
+
+def _sample(step: int, size: int = 64) -> np.ndarray:
+    """A debug sample: a disc whose radius and colour change with the step, over a gradient."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    image = np.stack([xx / size, yy / size, np.full((size, size), 0.3)], axis=-1)
+    disc = (xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size / 8 + step) ** 2
+    image[disc] = [1.0 - step / 20, step / 20, 0.8]
+    return image
+
+
+def test_dashboard_shows_media(dashboard: CollectorProcess, browser_page, pytestconfig, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A run's media section: a debug-sample grid per image name with a step slider (the latest step first, a
+    caption under each, a click opens it full size), a Plotly figure drawn by the page's Plotly.js, a sortable
+    table, audio and sandboxed HTML; a record logged after the page loaded appears without a reload."""
+    from test_media import wav_bytes
+
+    page = browser_page
+    run = stepwire.init(project="browser", name="media-run", address=dashboard.address, quiet=True)
+    for step in (0, 5, 10):
+        run.log({"loss": 1.0 / (step + 1)}, step=step)
+        run.log_image("samples/input", _sample(step), step=step, caption=f"input at step {step}")
+        run.log_image("samples/mask", _sample(step)[..., 0] > 0.5, step=step, caption="mask")
+    run.log_plot("curves/pr", {"data": [{"type": "scatter", "mode": "lines", "x": [0, 0.5, 1], "y": [1, 0.8, 0.3],
+                                         "name": "pr"}], "layout": {"title": {"text": "precision-recall"}}}, step=10)
+    run.log_table("eval/predictions", {"id": [3, 1, 2], "label": ["cat", "dog", "bird"], "score": [0.5, 0.9, 0.1]},
+                  step=10)
+    run.log_media("audio/sine", wav_bytes(), step=10, caption="sine")
+    run.log_media("report", "<h1>report</h1><p>all good</p><script>document.body.append('script ran')</script>",
+                  step=10, kind="html")
+    assert run.flush(30)
+
+    page.goto(dashboard.http + f"#run={run.id}")
+    card = '.media-card[data-media="samples/input"]'
+    page.wait_for_function(
+        f"""() => {{ const c = document.querySelector('{card}'); const img = c && c.querySelector('img');
+                    return img && img.complete && img.naturalWidth > 0 && c.dataset.step === '10'; }}""",
+        timeout=30_000)
+    assert page.evaluate(f"document.querySelector('{card} img').naturalWidth") == 64
+    assert page.locator(f"{card} figcaption").inner_text().startswith("input at step 10")
+    assert page.locator(f"{card} input[type=range]").get_attribute("max") == "2"
+
+    page.locator(f"{card} input[type=range]").fill("0")  # the slider picks step 0
+    page.wait_for_function(
+        f"""() => {{ const c = document.querySelector('{card}'); const img = c.querySelector('img');
+                    return c.dataset.step === '0' && img.complete && img.naturalWidth > 0; }}""", timeout=30_000)
+    assert page.locator(f"{card} figcaption").inner_text().startswith("input at step 0")
+    assert page.locator(f"{card} output").inner_text() == "step 0"
+
+    page.locator(f"{card} img").click()  # full size
+    page.wait_for_function("""() => { const d = document.querySelector('#media-viewer');
+                                      const img = d.querySelector('img');
+                                      return d.open && img.complete && img.naturalWidth === 64; }""", timeout=30_000)
+    assert page.locator("#media-viewer figcaption").inner_text().startswith("input at step 0")
+    page.locator("#media-viewer").click()
+    assert not page.evaluate("document.querySelector('#media-viewer').open")
+
+    plot = '.media-card[data-media="curves/pr"]'
+    page.locator(f"{plot} .plot-container .main-svg").first.wait_for(timeout=30_000)
+    assert page.evaluate(f"document.querySelector('{plot} .media-plot').data[0].y") == [1, 0.8, 0.3]
+
+    table = '.media-card[data-media="eval/predictions"] table.media-table'
+    page.locator(f"{table} tbody tr").first.wait_for(timeout=30_000)
+    cells = lambda: page.evaluate(  # noqa: E731
+        f"[...document.querySelectorAll('{table} tbody tr')].map((tr) => [...tr.cells].map((td) => td.textContent))")
+    assert cells() == [["3", "cat", "0.5"], ["1", "dog", "0.9"], ["2", "bird", "0.1"]]
+    page.locator(f'{table} th[data-column="score"]').click()
+    assert [row[1] for row in cells()] == ["bird", "cat", "dog"]
+    page.locator(f'{table} th[data-column="score"]').click()
+    assert [row[1] for row in cells()] == ["dog", "cat", "bird"]
+    assert page.locator(f'{table} th[data-column="score"]').get_attribute("aria-sort") == "descending"
+
+    page.wait_for_function("""() => { const a = document.querySelector('.media-card[data-media="audio/sine"] audio');
+                                      return a && a.readyState >= 1 && a.duration > 0; }""", timeout=30_000)
+    frame = page.locator('.media-card[data-media="report"] iframe')
+    assert frame.get_attribute("sandbox") == ""
+    inner = page.frame_locator('.media-card[data-media="report"] iframe')
+    inner.locator("h1").wait_for(timeout=30_000)
+    assert "script ran" not in inner.locator("body").inner_text()  # sandboxed: no script runs
+    # no allow-same-origin: the page cannot reach into the frame, nor the frame into the page
+    assert page.evaluate("""() => document.querySelector('.media-card[data-media="report"] iframe')
+                                    .contentDocument""") is None
+
+    page.evaluate("window.__notReloaded = true")
+    run.log_image("samples/input", _sample(15), step=15, caption="input at step 15")
+    run.log_image("samples/later", _sample(2), step=15, caption="logged later")
+    assert run.flush(30)
+    page.wait_for_function(
+        """() => { const c = document.querySelector('.media-card[data-media="samples/later"]');
+                   const img = c && c.querySelector('img'); return img && img.complete && img.naturalWidth > 0; }""",
+        timeout=30_000)
+    # the picked step stays picked while more steps arrive
+    assert page.locator(f"{card} input[type=range]").get_attribute("max") == "3"
+    assert page.evaluate(f"document.querySelector('{card}').dataset.step") == "0"
+    page.locator(f"{card} input[type=range]").fill("3")
+    page.wait_for_function(f"() => document.querySelector('{card}').dataset.step === '15'", timeout=30_000)
+    assert page.evaluate("window.__notReloaded") is True
+
+    # the whole page in the viewport: a full-page capture leaves frames below the viewport blank
+    page.set_viewport_size({"width": 1600, "height": page.evaluate("document.documentElement.scrollHeight")})
+    inner.locator("h1").wait_for(timeout=30_000)
+    page.screenshot(path=str(tmp_path / "dashboard-media.png"), full_page=True)
+    out = Path(pytestconfig.rootpath) / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "dashboard-media.png"), full_page=True)
+    run.finish()

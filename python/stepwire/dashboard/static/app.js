@@ -1,5 +1,6 @@
 // stepwire dashboard: runs table, scalar charts, histogram heat maps, rank skew, console; polls the JSON API while live.
 /* global Plotly */
+import { drawMedia, loadMedia, mediaKeys } from "./media.js";
 
 const REFRESH_MS = 2000;
 const POINTS = 1000;
@@ -294,12 +295,15 @@ async function refreshDetails(force = false) {
   for (const run of runs) {
     for (const s of series.get(run.id)) if (s.kind === "histogram") keep.add(`hist:${run.id}:${s.name}`);
   }
+  const media = await loadMedia(runs);
+  for (const key of mediaKeys(runs, media)) keep.add(key);
   for (const node of document.querySelectorAll("#details [data-key]")) if (!keep.has(node.dataset.key)) node.remove();
   for (const box of document.querySelectorAll("#details details")) if (!box.querySelector("[data-key]")) box.remove();
   for (const name of scalarNames.sort()) await drawScalars(name, runs, series, force);
   for (const run of runs) {
     for (const s of series.get(run.id)) if (s.kind === "histogram") await drawHistogram(run, s.name, s.items, force);
   }
+  await drawMedia(runs, media, force);
   await drawRanks(runs, series);
   await drawConsole(runs, force);
 }
