@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 import stepwire
-from conftest import CollectorProcess
+from conftest import CollectorProcess, stop_embedded
 from stepwire.compat.clearml import Logger, Task, unsupported_counts
 
 ITERATIONS = (0, 1, 2)
@@ -366,3 +366,35 @@ def test_bad_calls_raise_and_what_cannot_be_honoured_is_counted(collector: Colle
     view = view_of(collector, task)
     assert [i.step for i in view.media("t/hist")] == [0, 1]   # stored all the same
     assert _cells(view.table("t/layout")) == {"a": [1]}
+
+
+def test_offline_session_import_carries_media(collector: CollectorProcess, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    monkeypatch.setenv("STEPWIRE_OFFLINE_DIR", str(tmp_path / "offline"))
+    Task.set_offline(offline_mode=True)
+    task = Task.init(project_name="examples", task_name="offline media")
+    folder = task.get_offline_mode_folder()
+    assert folder is not None
+    try:
+        logger = task.get_logger()
+        for iteration in ITERATIONS:
+            logger.report_image("debug", "sample", iteration=iteration, image=image + iteration)
+        logger.report_confusion_matrix("cm", "ignored", [[1, 2], [3, 4]], iteration=1)
+        logger.report_table("t", "rows", iteration=0, table_plot=[["k", "v"], ["a", 1.5], ["b", 2.5]])
+        logger.report_media("html", "page", iteration=0, stream=io.StringIO("<b>offline</b>"), file_extension="html")
+        task.close()
+    finally:
+        stop_embedded(folder)
+    Task.set_offline(False)
+
+    imported = Task.import_offline_session(folder, iteration_offset=10, address=collector.address)
+    view = stepwire.Api(address=collector.address).run(imported)
+    samples = view.media("debug/sample")
+    assert [s.step for s in samples] == [10, 11, 12]
+    for it, item in zip(ITERATIONS, samples, strict=True):
+        np.testing.assert_array_equal(pixels(item), image + it)
+    cm = view.plots("cm/ignored")[0]
+    assert cm.step == 11 and cm.figure()["data"][0]["z"] == [[1, 2], [3, 4]]
+    assert _cells(view.table("t/rows")) == {"k": ["a", "b"], "v": [1.5, 2.5]}
+    assert view.media("html/page")[0].bytes() == b"<b>offline</b>"

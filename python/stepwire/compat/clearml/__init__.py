@@ -134,7 +134,8 @@ How ClearML's model maps onto stepwire's:
 
 - Importing an offline session (``Task.import_offline_session(folder_or_zip, address=... | dir=...)``): the
   session's task is logged again into the target store under the same id (or ``previous_task_id``): project,
-  name, tags, parameters, meta, scalars (shifted by ``iteration_offset``), texts and artifacts. Wall times
+  name, tags, parameters, meta, scalars (shifted by ``iteration_offset``), texts, artifacts and media records
+  (debug samples, plots and tables: the same content, a table decoded and encoded again). Wall times
   become the import's and every rank's points land on rank 0; stepwire histograms (``Run.log_histogram``) in
   a session are not imported (warned about and counted).
 

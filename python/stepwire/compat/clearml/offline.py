@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import stepwire
-from stepwire.api import Api, RunView
+from stepwire.api import Api, MediaItem, RunView
 from stepwire.compat.clearml.unsupported import unsupported
 
 OFFLINE_ENV = "CLEARML_OFFLINE_MODE"
@@ -45,7 +45,8 @@ def import_session(session: str | os.PathLike[str], previous_task_id: str | None
     (``address=``/``dir=``, as for ``stepwire.init``); returns the task id.
 
     The task keeps its id (or joins ``previous_task_id``), project, name, tags, parameters and meta; scalars
-    (steps shifted by ``iteration_offset``), texts and artifacts are logged again, so their wall times are the
+    (steps shifted by ``iteration_offset``), texts, artifacts and media records (debug samples, plots, tables) are
+    logged again, so their wall times are the
     import's and every rank's points land on rank 0. stepwire histograms (``Run.log_histogram``; ClearML's
     ``report_histogram`` records are texts and do come along) are not imported: counted and warned about.
     """
@@ -89,7 +90,20 @@ def _copy_run(view: RunView, run_id: str, offset: int, tmp: Path, target: Mappin
         for artifact in view.artifacts():
             local = view.download_artifact(artifact.name, tmp / uuid.uuid4().hex)
             run.log_artifact(local, name=artifact.name, step=artifact.step + offset)
+        for item in view.media():
+            _copy_media(run, item, item.step + offset)
     except BaseException:
         run.finish("failed")
         raise
     run.finish(view.status if view.status in ("finished", "failed", "crashed") else "finished")
+
+
+def _copy_media(run: stepwire.Run, item: MediaItem, step: int) -> None:
+    """Log a media record of the session again: its content as stored (a table decoded and encoded again)."""
+    caption = item.caption or None
+    if item.kind == "plotly":
+        run.log_plot(item.name, item.bytes(), step=step, caption=caption)
+    elif item.kind == "table":
+        run.log_table(item.name, item.table(), step=step, caption=caption)
+    else:
+        run.log_media(item.name, item.bytes(), step=step, kind=item.kind, caption=caption)
