@@ -398,3 +398,34 @@ def test_offline_session_import_carries_media(collector: CollectorProcess, tmp_p
     assert cm.step == 11 and cm.figure()["data"][0]["z"] == [[1, 2], [3, 4]]
     assert _cells(view.table("t/rows")) == {"k": ["a", "b"], "v": [1.5, 2.5]}
     assert view.media("html/page")[0].bytes() == b"<b>offline</b>"
+
+
+def test_plot_values_are_strict_json_and_a_list_of_arrays_is_one_trace_each(collector: CollectorProcess) -> None:
+    task = Task.init(project_name="examples", task_name="3D plot reporting", address=collector.address)
+    logger = task.get_logger()
+    logger.report_scatter2d("gaps", "y", np.array([[0, 1.0], [1, np.nan], [2, np.inf]]), iteration=0)
+    logger.report_scatter3d("multi", "xyz", [np.zeros((2, 3)), np.ones((3, 3))], iteration=0, labels=["a", "b"],
+                            fill=True)
+    logger.report_surface("ticks", "s", [[1, 2, 3], [4, 5, 6]], xlabels=["x0", "x1", "x2"], ylabels=["y0", "y1"],
+                          comment="note")
+    task.close()
+
+    view = view_of(collector, task)
+
+    def strict(raw: bytes) -> dict[str, Any]:
+        def refuse(constant: str) -> None:
+            raise AssertionError(f"{constant} is not JSON")
+        figure: dict[str, Any] = json.loads(raw, parse_constant=refuse)
+        _valid_plotly(figure)
+        return figure
+
+    gaps = strict(view.plots("gaps/y")[0].bytes())
+    assert gaps["data"][0]["y"] == [1.0, None, None]   # NaN and infinities are Plotly's gaps
+    multi = strict(view.plots("multi/xyz")[0].bytes())
+    assert [(t["type"], t["name"], len(t["x"]), t["surfaceaxis"]) for t in multi["data"]] == [
+        ("scatter3d", "a", 2, 2), ("scatter3d", "b", 3, 2)]
+    ticks = strict(view.plots("ticks/s")[0].bytes())
+    scene = ticks["layout"]["scene"]
+    assert (scene["xaxis"]["ticktext"], scene["xaxis"]["tickvals"]) == (["x0", "x1", "x2"], [0, 1, 2])
+    assert (scene["yaxis"]["ticktext"], scene["yaxis"]["tickvals"]) == (["y0", "y1"], [0, 1])
+    assert ticks["layout"]["title"]["text"] == "ticks<br><sup>note</sup>"
