@@ -50,6 +50,14 @@ def test_the_rank_table_shows_the_cause(dashboard: CollectorProcess, browser_pag
     assert page.locator("#ranks-panel p.cause").inner_text().startswith(
         "likely cause for rank 2: its GPU is the least busy")
     assert "GPU busy" in page.locator("#ranks-panel table.skew").inner_text()
+    # the system section comes after the training's own charts, GPU utilisation first in it
+    page.locator('.chart[data-metric="system/rss_mib"]').wait_for(timeout=30_000)
+    order = page.evaluate("""() => [...document.querySelectorAll('#charts details')].map(
+        (d) => [d.querySelector('summary').textContent,
+                [...d.querySelectorAll('.chart')].map((c) => c.dataset.metric)])""")
+    assert order == [["(no section)", ["loss"]],
+                     ["system", ["system/gpu/utilization", "system/cpu_percent", "system/gpu/sm_clock_mhz",
+                                 "system/rss_mib"]]]
 
 
 def test_skew_without_system_series_has_no_cause(dashboard: CollectorProcess) -> None:

@@ -128,6 +128,15 @@ function sectionBox(parent, section, idPrefix) {
   return box.querySelector(".grid");
 }
 
+// the system section (stepwire.system) after the training's own, GPU utilisation and memory first in it
+const FIRST_SYSTEM = ["system/gpu/utilization", "system/gpu/memory_used_mib"];
+function chartOrder(a, b) {
+  const sa = a.startsWith("system/"), sb = b.startsWith("system/");
+  if (sa !== sb) return sa ? 1 : -1;
+  const rank = (n) => (FIRST_SYSTEM.includes(n) ? FIRST_SYSTEM.indexOf(n) : FIRST_SYSTEM.length);
+  return rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0);
+}
+
 async function drawScalars(name, runs, series, force) {
   const axis = $("#x-axis").value, weight = +$("#smoothing").value, everyRank = $("#show-ranks").checked;
   const items = runs.map((r) => (series.get(r.id).find((s) => s.name === name) || { items: 0 }).items);
@@ -299,7 +308,7 @@ async function refreshDetails(force = false) {
   for (const key of mediaKeys(runs, media)) keep.add(key);
   for (const node of document.querySelectorAll("#details [data-key]")) if (!keep.has(node.dataset.key)) node.remove();
   for (const box of document.querySelectorAll("#details details")) if (!box.querySelector("[data-key]")) box.remove();
-  for (const name of scalarNames.sort()) await drawScalars(name, runs, series, force);
+  for (const name of scalarNames.sort(chartOrder)) await drawScalars(name, runs, series, force);
   for (const run of runs) {
     for (const s of series.get(run.id)) if (s.kind === "histogram") await drawHistogram(run, s.name, s.items, force);
   }
