@@ -195,3 +195,28 @@ def test_media_listing_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(panels, "MAX_MEDIA_ITEMS", 1)  # never less than each name's last step
     body = Panels(_ManyMedia(2, 40)).media("r")  # type: ignore[arg-type]
     assert [[s["step"] for s in n["steps"]] for n in body["names"]] == [[39], [39]]
+
+
+def test_ranks_at_one_step_and_table_cells(dashboard: CollectorProcess) -> None:
+    """Each rank's record at a step is one item of that step; long text in a table cell is cut, a missing
+    value is null."""
+    runs = [stepwire.init(project="dash", name="ranked-media", address=dashboard.address, run_id="ranked-media",
+                          rank=r, world_size=2, quiet=True) for r in range(2)]
+    try:
+        for r, run in enumerate(runs):
+            run.log_image("samples", np.full((4, 6), 100 * r, dtype=np.uint8), step=3, caption=f"rank {r}")
+        runs[0].log_table("t", {"text": ["x" * 5000, "short"], "v": [float("nan"), 1.5]}, step=3)
+        for run in runs:
+            assert run.flush(30)
+        names = {n["name"]: n for n in get(dashboard.http + "api/media?run=ranked-media")["names"]}
+        (at,) = names["samples"]["steps"]
+        assert [(i["rank"], i["caption"]) for i in at["items"]] == [(0, "rank 0"), (1, "rank 1")]
+        assert at["items"][0]["sha256"] != at["items"][1]["sha256"]
+        sha = names["t"]["steps"][0]["items"][0]["sha256"]
+        body = get(dashboard.http + f"api/media/table?run=ranked-media&sha={sha}")
+        (long, short), (missing, v) = body["data"]
+        assert (len(long), long[-1], short) == (panels.MAX_CELL_CHARS, "…", "short")
+        assert (missing, v, body["truncated"]) == (None, 1.5, False)
+    finally:
+        for run in runs:
+            run.finish()
