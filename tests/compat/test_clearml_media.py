@@ -429,3 +429,19 @@ def test_plot_values_are_strict_json_and_a_list_of_arrays_is_one_trace_each(coll
     assert (scene["xaxis"]["ticktext"], scene["xaxis"]["tickvals"]) == (["x0", "x1", "x2"], [0, 1, 2])
     assert (scene["yaxis"]["ticktext"], scene["yaxis"]["tickvals"]) == (["y0", "y1"], [0, 1])
     assert ticks["layout"]["title"]["text"] == "ticks<br><sup>note</sup>"
+
+
+def test_a_continued_task_shifts_media_iterations(collector: CollectorProcess) -> None:
+    first = Task.init("examples", "continued media", address=collector.address)
+    for it in range(4):
+        first.get_logger().report_scalar("loss", "train", 1.0, it)
+    first.get_logger().report_image("debug", "img", iteration=0, image=np.zeros((2, 2), np.uint8))
+    first.close()
+    again = Task.init("examples", "continued media", continue_last_task=True, address=collector.address)
+    assert again.get_initial_iteration() == 4
+    again.logger.report_image("debug", "img", iteration=0, image=np.full((2, 2), 9, np.uint8))
+    again.logger.report_scatter2d("pts", "s", [(0, 1)], iteration=1)
+    again.close()
+    view = view_of(collector, first)
+    assert [(i.step, int(pixels(i)[0, 0])) for i in view.media("debug/img")] == [(0, 0), (4, 9)]
+    assert [p.step for p in view.plots("pts/s")] == [5]
