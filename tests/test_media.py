@@ -391,3 +391,19 @@ def test_media_calls_on_a_rank_that_does_not_log_are_cheap_no_ops(tmp_path: Path
     run.log({"x": 1.0, "img2": stepwire.Image(np.zeros((2, 2)))})
     assert run.stats()["media_logged"] == 0 and not (tmp_path / "spool").exists()
     run.finish()
+
+
+def test_a_matplotlib_figure_is_stored_as_a_png_image(collector: CollectorProcess) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(2, 1), dpi=50)
+    plt.plot([0, 1], [1, 0])
+    with stepwire.init(project="media", address=collector.address, quiet=True) as run:
+        run.log_plot("plots/mpl", fig, step=7)
+    plt.close(fig)
+    item = stepwire.Api(address=collector.address).run(run.id).media("plots/mpl")[0]
+    assert (item.kind, item.mime, item.step, item.width, item.height) == ("image", "image/png", 7, 100, 50)
+    assert item.image().size == (100, 50)
