@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_panels_api import error, get
+from test_ui_command import ui, url_of
 
 import stepwire
 from conftest import CollectorProcess, start_collector
@@ -220,3 +222,30 @@ def test_ranks_at_one_step_and_table_cells(dashboard: CollectorProcess) -> None:
     finally:
         for run in runs:
             run.finish()
+
+
+def test_media_over_the_query_service(tmp_path: Path) -> None:
+    """``stepwire ui`` over the Query service of a collector without a dashboard serves the same media answers."""
+    c = start_collector(tmp_path / "plain")  # no --http
+    proc = None
+    try:
+        with stepwire.init(project="ui", name="remote-media", address=c.address, quiet=True) as run:
+            run.log_image("samples", np.full((5, 7, 3), 9, dtype=np.uint8), step=2, caption="remote")
+            run.log_table("t", {"a": [1, 2, 3]}, step=2)
+        proc = ui(c.dir)
+        assert proc.stdout is not None
+        url = url_of(proc.stdout.readline())
+        names = {n["name"]: n for n in get(url + f"api/media?run={run.id}")["names"]}
+        item = names["samples"]["steps"][0]["items"][0]
+        assert (item["caption"], item["width"], item["height"]) == ("remote", 7, 5)
+        status, headers, body = fetch(url + f"api/media/blob?run={run.id}&sha={item['sha256']}")
+        assert (status, headers["content-type"], headers["x-content-type-options"]) == (200, "image/png", "nosniff")
+        assert np.asarray(Image.open(io.BytesIO(body))).shape == (5, 7, 3)
+        assert fetch(url + f"api/media/blob?run={run.id}&sha={'b' * 64}")[0] == 404
+        table = names["t"]["steps"][0]["items"][0]["sha256"]
+        assert get(url + f"api/media/table?run={run.id}&sha={table}")["data"] == [[1, 2, 3]]
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+        c.stop()
