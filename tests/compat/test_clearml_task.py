@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -432,3 +433,24 @@ def test_what_stepwire_cannot_honour_is_counted(collector: CollectorProcess, tmp
     ro = Task.get_task(task_id=task.id, address=collector.address)
     np.testing.assert_array_equal(ro.artifacts["arr"].get(), np.zeros(3))   # stored with the default extension
     assert Path(ro.models["output"]["m"].get_weights()).read_bytes() == b"w"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("monitor", [True, False])
+def test_resource_monitoring_and_streams_follow_task_init(collector: CollectorProcess, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str], monitor: bool) -> None:
+    """ClearML monitors resources and captures stdout/stderr unless Task.init turns them off: so does the shim."""
+    monkeypatch.setenv("STEPWIRE_SYSTEM_METRICS", "1")
+    monkeypatch.setenv("STEPWIRE_CONSOLE", "1")
+    task = Task.init(project_name="examples", task_name=f"monitor {monitor}", address=collector.address,
+                     auto_resource_monitoring=monitor,
+                     auto_connect_streams=True if monitor else {"stdout": False, "stderr": False, "logging": True},
+                     system_interval=0.1)
+    print("hello from the training script")
+    task.get_logger().report_scalar("loss", "train", 0.5, iteration=0)
+    time.sleep(0.5)  # a few sampling intervals
+    task.close()
+    assert "hello from the training script" in capsys.readouterr().out  # still printed either way
+    view = stepwire.Api(address=collector.address).run(task.id)
+    names = {s.name for s in view.series()}
+    assert ("system/rss_mib" in names) is monitor
+    assert any("hello from the training script" in line.text for line in view.console()) is monitor

@@ -139,9 +139,12 @@ How ClearML's model maps onto stepwire's:
   become the import's and every rank's points land on rank 0; stepwire histograms (``Run.log_histogram``) in
   a session are not imported (warned about and counted).
 
-Accepted and without effect: ``output_uri=True``, ``auto_connect_frameworks``, ``auto_resource_monitoring``,
-``auto_connect_streams`` (nothing else is captured automatically) and ``deferred_init``; ``allow_archived`` of
-``get_task``/``get_tasks`` (nothing is archived).
+Resource monitoring and stdout/stderr are stepwire's own (``system/`` series and the console stream, per rank):
+``Task.init(auto_resource_monitoring=False)`` turns the first off, ``auto_connect_streams=False`` (or stdout and
+stderr both False) the second.
+
+Accepted and without effect: ``output_uri=True``, ``auto_connect_frameworks`` and ``deferred_init``;
+``allow_archived`` of ``get_task``/``get_tasks`` (nothing is archived).
 
 Warned about once per process and counted (``stepwire.compat.clearml.unsupported_counts()``), then ignored:
 ``output_uri`` naming other storage, ``reuse_last_task_id=<id>`` without ``continue_last_task``,

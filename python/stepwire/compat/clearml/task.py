@@ -121,8 +121,11 @@ class Task(TaskConfiguration, TaskOutputs):
         makes a new task: stepwire never overwrites one, so ``reuse_last_task_id`` only names the task to
         continue. ``auto_connect_arg_parser`` (default True) captures ``ArgumentParser.parse_args`` into the
         ``Args`` section while the task is open (a dict ``{dest: False}`` leaves arguments out).
-        ``output_uri``, ``auto_connect_frameworks``, ``auto_resource_monitoring``, ``auto_connect_streams`` and
-        ``deferred_init`` have no effect (an ``output_uri`` storage warns once).
+        ``auto_resource_monitoring=False`` turns stepwire's system metrics off (``system_metrics=False``) and
+        ``auto_connect_streams=False`` (or a dict with stdout and stderr both False) its console capture
+        (``console=False``); otherwise stepwire's defaults and ``STEPWIRE_SYSTEM_METRICS``/``STEPWIRE_CONSOLE``
+        decide. ``output_uri``, ``auto_connect_frameworks`` and ``deferred_init`` have no effect (an
+        ``output_uri`` storage warns once).
         """
         type_name = TaskTypes(str(task_type) if task_type is not None else "training").value
         current = cls._current
@@ -138,6 +141,12 @@ class Task(TaskConfiguration, TaskOutputs):
             return current
         if "config" in stepwire_kwargs:
             raise TypeError("Task.init takes no config=; record parameters with task.connect(...)")
+        if auto_resource_monitoring is False:
+            stepwire_kwargs.setdefault("system_metrics", False)
+        streams = auto_connect_streams
+        if streams is False or (isinstance(streams, Mapping) and not (streams.get("stdout", True)
+                                                                      or streams.get("stderr", True))):
+            stepwire_kwargs.setdefault("console", False)
         continuing = continue_last_task is True or isinstance(continue_last_task, str) or (
             isinstance(continue_last_task, int) and not isinstance(continue_last_task, bool))
         if isinstance(reuse_last_task_id, str) and not continuing:
