@@ -89,14 +89,7 @@ class RemoteReader:
         return [ArtifactEntry(a.name, a.size, a.step, a.rank, a.wall_time, a.sha256) for a in reply.artifacts]
 
     def read_artifact(self, run_id: str, name: str) -> Iterator[bytes]:
-        stream = self._stub.GetArtifact(ingest_pb2.ArtifactRef(run_id=run_id, name=name), timeout=self._timeout)
-        try:
-            for chunk in stream:
-                yield chunk.data
-        except grpc.RpcError as exc:
-            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise KeyError(exc.details()) from None
-            raise
+        return _chunks(self._stub.GetArtifact(ingest_pb2.ArtifactRef(run_id=run_id, name=name), timeout=self._timeout))
 
     def media(self, run_id: str, name: str | None = None, step: int | None = None,
               kind: str | None = None) -> list[MediaEntry]:
@@ -107,14 +100,18 @@ class RemoteReader:
                            m.info.width, m.info.height, m.size, m.sha256) for m in reply.media]
 
     def read_media(self, run_id: str, sha256: str) -> Iterator[bytes]:
-        stream = self._stub.GetMedia(query_pb2.MediaRef(run_id=run_id, sha256=sha256), timeout=self._timeout)
-        try:
-            for chunk in stream:
-                yield chunk.data
-        except grpc.RpcError as exc:
-            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise KeyError(exc.details()) from None
-            raise
+        return _chunks(self._stub.GetMedia(query_pb2.MediaRef(run_id=run_id, sha256=sha256), timeout=self._timeout))
+
+
+def _chunks(stream: Iterator[ingest_pb2.ArtifactChunk]) -> Iterator[bytes]:
+    """The data of a streamed blob; NOT_FOUND as KeyError."""
+    try:
+        for chunk in stream:
+            yield chunk.data
+    except grpc.RpcError as exc:
+        if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise KeyError(exc.details()) from None
+        raise
 
 
 SCALARS_TIMEOUT_S = 3600.0
