@@ -141,6 +141,13 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.fixture(autouse=True)
+def _data_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``$STEPWIRE_DIR`` in the test's temporary directory, so that runs logging to a collector's address spool
+    there and nothing is written into the working directory (the ``data_dir`` fixture sets its own)."""
+    monkeypatch.setenv("STEPWIRE_DIR", str(tmp_path / "stepwire-data"))
+
+
+@pytest.fixture(autouse=True)
 def _no_system_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs in tests sample no system metrics and capture no console unless they ask (``system_metrics=True``,
     ``console=True``, or the variables set again in a child's environment): most tests count exactly what they
