@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypeVar
 
 from stepwire.names import check_artifact_name
-from stepwire.run import Run, _to_float, init
+from stepwire.run import Run, init
+from stepwire.values import to_float
 
 log = logging.getLogger("stepwire")
 
@@ -311,7 +312,7 @@ class StepwireLogger(BaseLogger):
             run.log_text(identifier, item, step)
         elif kind == "system":
             name = identifier if identifier.startswith("system/") else f"system/{identifier}"
-            run._log_stats({name: _to_float(name, item)}, run.step if step is None else step)
+            run._log_stats({name: to_float(name, item)}, run.step if step is None else step)
         else:  # artifact
             if not isinstance(item, (str, os.PathLike)):
                 raise TypeError(f"kind 'artifact' needs a file path for {identifier!r}, got {type(item).__name__}")

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import atexit
 import functools
 import json
 import logging
-import numbers
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -32,8 +27,9 @@ from stepwire.console import IDLE_STATS as CONSOLE_IDLE_STATS
 from stepwire.console import ConsoleCapture
 from stepwire.console import enabled as console_enabled
 from stepwire.histogram import DEFAULT_K
+from stepwire.lifecycle import install_signal_handlers, live_runs
 from stepwire.media import Image
-from stepwire.names import MAX_NAME_BYTES, check_artifact_name, check_label, check_name
+from stepwire.names import check_artifact_name, check_label, check_name
 from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
 from stepwire.retry import Backoff
 from stepwire.sender import Sender
@@ -43,6 +39,7 @@ from stepwire.system import enabled as system_enabled
 from stepwire.tensors import check_tensor, cpu_view, is_tensor
 from stepwire.transport import TOKEN_ENV, check_token, open_channel
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
+from stepwire.values import count_text, flatten, float_array, to_float
 
 if TYPE_CHECKING:
     import torch
@@ -68,65 +65,8 @@ def _accounted(method: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
-_live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
 MAX_SERIES = 1_000_000
 """Series names one process may define in a run (the collector enforces the same bound per stream)."""
-_HIST_DTYPES = (np.float16, np.float32, np.float64)
-
-
-def _count(n: float) -> str:
-    """1234567 -> "1.2 M"."""
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return str(int(n))
-
-
-def _to_float(key: str, value: object) -> float:
-    """A number as float, or TypeError naming ``key`` (describing a tensor, never formatting its values: the repr
-    of a device tensor reads it back, a synchronisation)."""
-    if is_tensor(value):
-        if value.numel() == 1 and value.device.type == "cpu":
-            check_tensor(key, value)
-            return float(value)
-        raise TypeError(f"value for {key!r} must be a real number or a one-element tensor, got a tensor of shape "
-                        f"{tuple(value.shape)} ({value.dtype} on {value.device})")
-    if isinstance(value, (numbers.Real, np.bool_)) or (isinstance(value, np.ndarray) and value.ndim == 0
-                                                        and value.dtype.kind in "biuf"):
-        return float(value)
-    raise TypeError(f"value for {key!r} must be a real number, got {type(value).__name__}: {value!r:.80}")
-
-
-def _float_array(key: str, values: object) -> npt.NDArray[Any]:
-    """A contiguous float16/32/64 array for binning, or TypeError naming ``key``."""
-    try:
-        arr = np.ascontiguousarray(values)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"histogram values for {key!r} are not an array of numbers: {exc}") from None
-    if arr.dtype.kind in "biu":
-        arr = arr.astype(np.float64)
-    elif arr.dtype.type not in _HIST_DTYPES:
-        raise TypeError(f"histogram values for {key!r} must be float16/32/64 or integers, got dtype {arr.dtype}")
-    return arr
-
-
-def _flatten(data: Mapping[Any, Any], prefix: str = "", ancestors: tuple[int, ...] = ()) -> dict[Any, Any]:
-    """``{"a": {"b": x}}`` as ``{"a/b": x}``; a dict inside itself, or nested deeper than a name can be long,
-    raises ``ValueError`` naming the key (never ``RecursionError``)."""
-    out: dict[Any, Any] = {}
-    ancestors = (*ancestors, id(data))
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            name = f"{prefix}{check_name(key)}"
-            if id(value) in ancestors:
-                raise ValueError(f"the dict under {name!r:.80} contains itself")
-            if len(name.encode("utf-8")) >= MAX_NAME_BYTES:
-                raise ValueError(f"names under {name[:60]!r}... would be longer than {MAX_NAME_BYTES} bytes")
-            out.update(_flatten(value, f"{name}/", ancestors))
-        else:
-            out[f"{prefix}{key}" if prefix and isinstance(key, str) else key] = value
-    return out
-
 
 class Run(_core.Producer):
     """A run being logged: call ``log``/``log_scalar``/``log_histogram``, then ``finish`` (or use ``with``).
@@ -211,7 +151,7 @@ class Run(_core.Producer):
                               offline=self._channel is None, answering=self._opened)
         if not self._opened:
             self._sender.submit(spool.OPEN_RUN, info)  # the collector learns of the run when the spool reaches it
-        _live_runs.add(self)
+        live_runs.add(self)
         if console:
             self._console = ConsoleCapture(self)
         if system_metrics:
@@ -287,7 +227,7 @@ class Run(_core.Producer):
             check_tensor(str(name), value)
             log_device_values(self, {str(name): value.reshape(())}, {}, self._take_step(step))  # type: ignore[arg-type]
             return
-        self.log_scalar(name, _to_float(str(name), value), step)  # type: ignore[arg-type]
+        self.log_scalar(name, to_float(str(name), value), step)  # type: ignore[arg-type]
 
     def _log_slow(self, data: object, step: object) -> None:
         self._check_open()
@@ -299,7 +239,7 @@ class Run(_core.Producer):
         device_scalars: dict[str, torch.Tensor] = {}
         device_hists: dict[str, torch.Tensor] = {}
         images: dict[str, Any] = {}
-        for key, value in _flatten(data).items():
+        for key, value in flatten(data).items():
             name = check_name(key)
             if isinstance(value, Image):
                 images[name] = value
@@ -312,10 +252,10 @@ class Run(_core.Producer):
                 hists.append((name, *cpu_view(name, value)))
                 hist_sources.append((name, value))
             elif isinstance(value, np.ndarray) and value.ndim > 0:
-                hists.append((name, _float_array(name, value), False))
+                hists.append((name, float_array(name, value), False))
                 hist_sources.append((name, value))
             else:
-                scalars[name] = _to_float(name, value)
+                scalars[name] = to_float(name, value)
         for name in [*scalars, *device_scalars]:
             self._define(name, _core.KIND_SCALAR)
         hist_ids = [(self._define(name, _core.KIND_HISTOGRAM), arr, bf16) for name, arr, bf16 in hists]
@@ -354,7 +294,7 @@ class Run(_core.Producer):
             log_device_values(self, {}, {name: values}, self._take_step(step))
             return
         sid = self._define(name, _core.KIND_HISTOGRAM)
-        arr, bf16 = cpu_view(name, values) if is_tensor(values) else (_float_array(name, values), False)
+        arr, bf16 = cpu_view(name, values) if is_tensor(values) else (float_array(name, values), False)
         self._push_histogram(sid, name, self._take_step(step), arr, bf16, values)
 
     def _push_histogram(self, sid: int, name: str, step: int, arr: npt.NDArray[Any], bf16: bool,
@@ -553,7 +493,7 @@ class Run(_core.Producer):
         if self._finished:
             return
         self._finished = True
-        _live_runs.discard(self)
+        live_runs.discard(self)
         if not self.active:
             self._stream.close()
             return
@@ -590,9 +530,9 @@ class Run(_core.Producer):
             timed_out = f" ({stats['timed_out']} after waiting block_timeout)" if stats["timed_out"] else ""
             lost = f" ({stats['lost_reason']})" if stats["lost_reason"] else ""
             print(f"stepwire: run {self.id} finished ({status}): logging cost {stats['logging_fraction']:.1%} of "
-                  f"wall time, {_count(stats['logged'])} points, {int(stats['dropped'])} dropped{timed_out}; "
-                  f"{_count(stats['acknowledged'])} stored, {_count(stats['spooled'])} in the spool, "
-                  f"{_count(stats['lost'])} lost{lost}", file=sys.stderr)
+                  f"wall time, {count_text(stats['logged'])} points, {int(stats['dropped'])} dropped{timed_out}; "
+                  f"{count_text(stats['acknowledged'])} stored, {count_text(stats['spooled'])} in the spool, "
+                  f"{count_text(stats['lost'])} lost{lost}", file=sys.stderr)
         if stats["spooled"] or self._sender.backlog:
             log.warning("run %s: %d items (%d records) wait in the spool %s; deliver them with: stepwire sync %s",
                         self.id, stats["spooled"], self._sender.backlog, self.spool_dir, self.spool_dir.parent.parent)
@@ -734,7 +674,7 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
     # the run is finished once every rank that logs has finished
     ranks = RankInfo(ranks.rank, ranks.world_size, ranks.local_rank, ranks.source,
                      len(logging_ranks & set(range(ranks.world_size))))
-    _install_signal_handlers()
+    install_signal_handlers()
     return Run(project=project, name=name, config=config, tags=tags, address=address, dir=dir, ranks=ranks,
                run_id=agreed, active=active, offline=mode == "offline", on_unreachable=on_unreachable,
                token=token, tls_ca=tls_ca, quiet=quiet,
@@ -742,46 +682,3 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
                ring_capacity=ring_capacity, k=k, finish_timeout=finish_timeout, connect_timeout=connect_timeout,
                block_timeout=block_timeout, system_metrics=system_enabled(system_metrics),
                system_interval=system_interval, console=console_enabled(console))
-
-
-_signals_installed = False
-
-
-def _install_signal_handlers() -> None:
-    """On SIGTERM finish every live run, then die of SIGTERM as before; an uncaught exception marks live
-    runs failed (normal exit and SIGINT/KeyboardInterrupt finish them through atexit)."""
-    global _signals_installed
-    if _signals_installed or threading.current_thread() is not threading.main_thread():
-        return
-    _signals_installed = True
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        _finish_live_runs("failed")
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    if previous in (signal.SIG_DFL, None) or callable(previous):
-        signal.signal(signal.SIGTERM, on_sigterm)
-    hook = sys.excepthook
-
-    def on_uncaught(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-        for run in list(_live_runs):  # the hook prints the traceback only after the runs finished
-            if run._console is not None:
-                run._console.add_exception(tp, value, tb)
-        _finish_live_runs("failed")
-        hook(tp, value, tb)
-
-    sys.excepthook = on_uncaught
-
-
-@atexit.register
-def _finish_live_runs(status: str = "finished") -> None:
-    for run in list(_live_runs):
-        try:
-            run.finish(status)
-        except Exception as exc:  # never let one run's failure stop the others from flushing
-            log.error("run %s failed to finish at exit: %s", run.id, exc)

@@ -1,0 +1,71 @@
+"""Values handed to logging calls, checked and converted: numbers to float, arrays to what the core bins,
+nested dicts to flat names."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from stepwire.names import MAX_NAME_BYTES, check_name
+from stepwire.tensors import check_tensor, is_tensor
+
+HIST_DTYPES = (np.float16, np.float32, np.float64)
+"""Float dtypes the core bins as they are (integers are widened to float64)."""
+
+
+def count_text(n: float) -> str:
+    """1234567 -> "1.2 M"."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return str(int(n))
+
+
+def to_float(key: str, value: object) -> float:
+    """A number as float, or TypeError naming ``key`` (describing a tensor, never formatting its values: the repr
+    of a device tensor reads it back, a synchronisation)."""
+    if is_tensor(value):
+        if value.numel() == 1 and value.device.type == "cpu":
+            check_tensor(key, value)
+            return float(value)
+        raise TypeError(f"value for {key!r} must be a real number or a one-element tensor, got a tensor of shape "
+                        f"{tuple(value.shape)} ({value.dtype} on {value.device})")
+    if isinstance(value, (numbers.Real, np.bool_)) or (isinstance(value, np.ndarray) and value.ndim == 0
+                                                        and value.dtype.kind in "biuf"):
+        return float(value)
+    raise TypeError(f"value for {key!r} must be a real number, got {type(value).__name__}: {value!r:.80}")
+
+
+def float_array(key: str, values: object) -> npt.NDArray[Any]:
+    """A contiguous float16/32/64 array for binning, or TypeError naming ``key``."""
+    try:
+        arr = np.ascontiguousarray(values)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"histogram values for {key!r} are not an array of numbers: {exc}") from None
+    if arr.dtype.kind in "biu":
+        arr = arr.astype(np.float64)
+    elif arr.dtype.type not in HIST_DTYPES:
+        raise TypeError(f"histogram values for {key!r} must be float16/32/64 or integers, got dtype {arr.dtype}")
+    return arr
+
+
+def flatten(data: Mapping[Any, Any], prefix: str = "", ancestors: tuple[int, ...] = ()) -> dict[Any, Any]:
+    """``{"a": {"b": x}}`` as ``{"a/b": x}``; a dict inside itself, or nested deeper than a name can be long,
+    raises ``ValueError`` naming the key (never ``RecursionError``)."""
+    out: dict[Any, Any] = {}
+    ancestors = (*ancestors, id(data))
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            name = f"{prefix}{check_name(key)}"
+            if id(value) in ancestors:
+                raise ValueError(f"the dict under {name!r:.80} contains itself")
+            if len(name.encode("utf-8")) >= MAX_NAME_BYTES:
+                raise ValueError(f"names under {name[:60]!r}... would be longer than {MAX_NAME_BYTES} bytes")
+            out.update(flatten(value, f"{name}/", ancestors))
+        else:
+            out[f"{prefix}{key}" if prefix and isinstance(key, str) else key] = value
+    return out
