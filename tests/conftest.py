@@ -154,3 +154,23 @@ def _no_system_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     logged. tests/test_system.py and tests/test_console.py test both with their defaults on."""
     monkeypatch.setenv("STEPWIRE_SYSTEM_METRICS", "0")
     monkeypatch.setenv("STEPWIRE_CONSOLE", "0")
+
+
+@pytest.fixture
+def clearml_task_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """For the ClearML shim's tests: no current task, offline mode unset, an artifact cache of the test's own; the
+    test's open task is closed after it and argparse is as it was."""
+    import argparse
+
+    from stepwire.compat.clearml import Task
+
+    monkeypatch.delenv("CLEARML_OFFLINE_MODE", raising=False)
+    monkeypatch.setenv("STEPWIRE_CLEARML_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(Task, "_offline", None)
+    monkeypatch.setattr(Task, "_current", None)
+    parse_known_args = argparse.ArgumentParser.parse_known_args
+    yield
+    current = Task.current_task()
+    if current is not None:
+        current.close()
+    assert argparse.ArgumentParser.parse_known_args is parse_known_args

@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +16,7 @@ import stepwire
 from conftest import CollectorProcess, stop_embedded
 from stepwire.compat.clearml import Logger, Task, TaskTypes, split_name
 
-
-@pytest.fixture(autouse=True)
-def fresh_task_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No current task, offline mode unset and no CLEARML_OFFLINE_MODE; the test's open task is closed after it."""
-    monkeypatch.delenv("CLEARML_OFFLINE_MODE", raising=False)
-    monkeypatch.setattr(Task, "_offline", None)
-    monkeypatch.setattr(Task, "_current", None)
-    yield
-    current = Task.current_task()
-    if current is not None:
-        current.close()
+pytestmark = pytest.mark.usefixtures("clearml_task_state")
 
 
 def test_split_name() -> None:

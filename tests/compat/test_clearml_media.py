@@ -11,7 +11,6 @@ import io
 import json
 import struct
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,9 @@ import stepwire
 from conftest import CollectorProcess, stop_embedded
 from stepwire.compat.clearml import Logger, Task, unsupported_counts
 
+pytestmark = pytest.mark.usefixtures("clearml_task_state")
+
 ITERATIONS = (0, 1, 2)
-
-
-@pytest.fixture(autouse=True)
-def fresh_task_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No current task and offline mode unset; the test's open task is closed after it."""
-    monkeypatch.delenv("CLEARML_OFFLINE_MODE", raising=False)
-    monkeypatch.setattr(Task, "_offline", None)
-    monkeypatch.setattr(Task, "_current", None)
-    yield
-    current = Task.current_task()
-    if current is not None:
-        current.close()
 
 
 def wav_bytes(n: int = 400, rate: int = 8000) -> bytes:

@@ -11,7 +11,6 @@ import logging
 import shutil
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,8 @@ import stepwire
 from conftest import CollectorProcess, stop_embedded
 from stepwire.compat.clearml import OutputModel, Task, unsupported_counts
 
+pytestmark = pytest.mark.usefixtures("clearml_task_state")
+
 pd = pytest.importorskip("pandas")
 
 
@@ -31,22 +32,6 @@ class Opaque:
 
     name: str
     values: list[int]
-
-
-@pytest.fixture(autouse=True)
-def fresh_task_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No current task, offline mode unset, an artifact cache of the test's own; the test's open task is closed
-    after it and argparse is as it was."""
-    monkeypatch.delenv("CLEARML_OFFLINE_MODE", raising=False)
-    monkeypatch.setenv("STEPWIRE_CLEARML_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(Task, "_offline", None)
-    monkeypatch.setattr(Task, "_current", None)
-    parse_known_args = argparse.ArgumentParser.parse_known_args
-    yield
-    current = Task.current_task()
-    if current is not None:
-        current.close()
-    assert argparse.ArgumentParser.parse_known_args is parse_known_args
 
 
 def test_artifacts(collector: CollectorProcess, tmp_path: Path) -> None:
