@@ -21,7 +21,7 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import stepwire
 import torch
 from stepwire.run import Run
 from stepwire.torch.watch import ModelStats
+from stepwire.values import flatten
 
 __all__ = [
     "GradsHistHandler",
@@ -86,19 +87,12 @@ def _check_logger(handler: object, logger: object) -> StepwireLogger:
 
 
 def _flatten(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """Ignite's flattening (mappings recurse, sequences and 1-d tensors expand by index), keeping 0-d tensors
-    as tensors instead of calling ``.item()`` on them."""
+    """Ignite's flattening (mappings recurse, sequences and 1-d tensors expand by index, by ``values.flatten``),
+    keeping numbers and 0-d tensors (as tensors, never calling ``.item()``) and dropping the rest with Ignite's
+    warning."""
     out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name))
-        elif (isinstance(value, tuple) and hasattr(value, "_fields")) or (
-                isinstance(value, Sequence) and not isinstance(value, str)):
-            out.update(_flatten({str(i): v for i, v in enumerate(value)}, name))
-        elif isinstance(value, torch.Tensor) and value.ndim == 1:
-            out.update({f"{name}/{i}": value[i] for i in range(value.shape[0])})
-        elif isinstance(value, numbers.Number) or (isinstance(value, torch.Tensor) and value.ndim == 0):
+    for name, value in flatten(values, f"{prefix}/" if prefix else "", sequences=True, key_check=None).items():
+        if isinstance(value, numbers.Number) or (isinstance(value, torch.Tensor) and value.ndim == 0):
             out[name] = value
         else:
             warnings.warn(f"Logger output_handler can not log metrics value type {type(value)}", stacklevel=3)

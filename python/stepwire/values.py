@@ -4,7 +4,7 @@ nested dicts to flat names."""
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -53,19 +53,42 @@ def float_array(key: str, values: object) -> npt.NDArray[Any]:
     return arr
 
 
-def flatten(data: Mapping[Any, Any], prefix: str = "", ancestors: tuple[int, ...] = ()) -> dict[Any, Any]:
-    """``{"a": {"b": x}}`` as ``{"a/b": x}``; a dict inside itself, or nested deeper than a name can be long,
-    raises ``ValueError`` naming the key (never ``RecursionError``)."""
+def _is_sequence(value: object) -> bool:
+    """A list, tuple or 1-d array/tensor: what ``flatten(..., sequences=True)`` expands by index."""
+    if isinstance(value, (list, tuple)):
+        return True
+    return (isinstance(value, np.ndarray) or is_tensor(value)) and getattr(value, "ndim", 0) == 1
+
+
+def flatten(data: Mapping[Any, Any], prefix: str = "", *, sep: str = "/", sequences: bool = False,
+            keep_empty: bool = False, key_check: Callable[[object], str] | None = check_name,
+            ancestors: tuple[int, ...] = ()) -> dict[Any, Any]:
+    """Nested mappings as flat names: ``{"a": {"b": x}}`` as ``{"a/b": x}``, the one rule every logging surface
+    uses, with the upstream's differences as parameters.
+
+    ``sep`` joins the levels (W&B uses ``"."``); with ``sequences`` lists, tuples and 1-d arrays or tensors expand
+    by index (``{"a": [x, y]}`` as ``a/0``, ``a/1``, as Ignite's handlers do); with ``keep_empty`` an empty nested
+    mapping stays as a value (ClearML's parameters). ``key_check`` validates the key of every nested level
+    (default: a series name's rule, leaving top-level keys as given for the caller to check; ``None`` accepts any
+    key, as ``str``). A dict inside itself, or one nested deeper than a name can be long, raises ``ValueError``
+    naming the key (never ``RecursionError``).
+    """
     out: dict[Any, Any] = {}
     ancestors = (*ancestors, id(data))
     for key, value in data.items():
+        nested: Mapping[Any, Any] | None = None
         if isinstance(value, Mapping):
-            name = f"{prefix}{check_name(key)}"
-            if id(value) in ancestors:
-                raise ValueError(f"the dict under {name!r:.80} contains itself")
-            if len(name.encode("utf-8")) >= MAX_NAME_BYTES:
-                raise ValueError(f"names under {name[:60]!r}... would be longer than {MAX_NAME_BYTES} bytes")
-            out.update(flatten(value, f"{name}/", ancestors))
-        else:
-            out[f"{prefix}{key}" if prefix and isinstance(key, str) else key] = value
+            nested = value
+        elif sequences and _is_sequence(value):
+            nested = {str(i): value[i] for i in range(len(value))}
+        if nested is None or (keep_empty and not nested):
+            out[f"{prefix}{key}" if prefix or key_check is None else key] = value
+            continue
+        name = f"{prefix}{key_check(key) if key_check is not None else key}"
+        if id(value) in ancestors:
+            raise ValueError(f"the dict under {name!r:.80} contains itself")
+        if len(name.encode("utf-8")) >= MAX_NAME_BYTES:
+            raise ValueError(f"names under {name[:60]!r}... would be longer than {MAX_NAME_BYTES} bytes")
+        out.update(flatten(nested, f"{name}{sep}", sep=sep, sequences=sequences, keep_empty=keep_empty,
+                           key_check=key_check, ancestors=(*ancestors, id(value))))
     return out

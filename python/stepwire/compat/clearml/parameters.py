@@ -8,6 +8,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from stepwire import values
+
 DEFAULT_SECTION = "General"
 """Parameter section of keys given without one, as in ClearML."""
 
@@ -28,17 +30,9 @@ def stringify(value: Any) -> str:
     return str(value)
 
 
-def flatten(data: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings flattened with ``"/"`` (an empty nested mapping stays as a value)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        flat_key = prefix + str(key)
-        nested = flatten(value, flat_key + "/") if isinstance(value, Mapping) else None
-        if nested:
-            out.update(nested)
-        else:
-            out[flat_key] = {} if nested is not None else value
-    return out
+def flatten(data: Mapping[Any, Any]) -> dict[str, Any]:
+    """Nested mappings flattened with ``"/"``, any key as ``str`` (an empty nested mapping stays as a value)."""
+    return values.flatten(data, keep_empty=True, key_check=None)
 
 
 def sectioned(flat: Mapping[str, Any], section: str | None = None) -> dict[str, str]:
