@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,60 @@ def test_show_unknown_run_fails_cleanly(data_dir: Path) -> None:
     with stepwire.init() as run:
         run.log({"a": 1.0})
     out = stepwire_cli("show", "nope", env_dir=data_dir)
-    assert out.returncode == 1 and "no run 'nope'" in out.stderr
+    assert out.returncode == 1 and out.stderr == "stepwire show: no run 'nope'\n"
+
+
+def test_run_ids_by_unique_prefix(data_dir: Path) -> None:
+    for run_id in ("abc123", "abd456"):
+        with stepwire.init(run_id=run_id, quiet=True) as run:
+            run.log({"a": 1.0})
+    show = stepwire_cli("show", "abc", env_dir=data_dir)
+    assert show.returncode == 0 and "(abc123)" in show.stdout
+    both = stepwire_cli("show", "ab", env_dir=data_dir)
+    assert both.returncode == 1
+    assert both.stderr == "stepwire show: run id prefix 'ab' matches 2 runs (abc123, abd456): give more of it\n"
+    assert stepwire.Api(dir=data_dir).run("abd").id == "abd456"
+
+
+def test_runs_table_keeps_ids_whole_at_80_columns(data_dir: Path) -> None:
+    with stepwire.init(project="a-rather-long-project-name", name="and-a-long-run-name-too", tags=["x" * 30]) as run:
+        run.log({"a": 1.0})
+    env = {**os.environ, "STEPWIRE_DIR": str(data_dir), "COLUMNS": "80"}
+    out = subprocess.run([sys.executable, "-m", "stepwire", "runs"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0 and run.id in out.stdout
+
+
+def test_version() -> None:
+    out = subprocess.run([sys.executable, "-m", "stepwire", "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout == f"stepwire {stepwire.__version__}\n"
+
+
+def test_errors_are_one_line_saying_what_to_do(data_dir: Path, tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    unreachable = stepwire_cli("runs", "--address", f"127.0.0.1:{port}", env_dir=data_dir)
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith(f"stepwire runs: 127.0.0.1:{port} does not answer")
+    assert unreachable.stderr.count("\n") == 1 and "stepwire collector" in unreachable.stderr
+
+    with socket.socket() as taken:  # the dashboard's port is in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = stepwire_cli("ui", "--http", f"127.0.0.1:{taken.getsockname()[1]}", env_dir=data_dir)
+    assert busy.returncode == 2 and busy.stderr.count("\n") == 1 and "--http" in busy.stderr
+
+    with stepwire.init(quiet=True) as run:
+        run.log({"a": 1.0})
+    code = ("import sys; sys.modules['tensorboard'] = None; from stepwire.cli import main; "
+            f"sys.exit(main(['export', {run.id!r}, '--tensorboard', {str(tmp_path / 'tb')!r}]))")
+    no_tb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "STEPWIRE_DIR": str(data_dir)})
+    assert no_tb.returncode == 1
+    assert no_tb.stderr == "stepwire export: TensorBoard export needs the tensorboard package: pip install " \
+                           "'stepwire[tensorboard]'\n"
 
 
 def test_collector_command_serves_until_terminated(tmp_path: Path) -> None:

@@ -325,8 +325,15 @@ class Api:
         return [RunView(self._reader, r) for r in self._reader.runs(project)]
 
     def run(self, run_id: str) -> RunView:
-        """The run with id ``run_id`` (``KeyError`` if there is none)."""
-        for r in self._reader.runs():
-            if r.id == run_id:
-                return RunView(self._reader, r)
+        """The run with id ``run_id``, or the one run whose id starts with it (as git takes a commit's prefix);
+        ``KeyError`` if there is none, or if the prefix names several (the message lists them)."""
+        runs = self._reader.runs()
+        found = [r for r in runs if r.id == run_id]
+        if not found and run_id:
+            found = [r for r in runs if r.id.startswith(run_id)]
+        if len(found) == 1:
+            return RunView(self._reader, found[0])
+        if found:
+            shown = ", ".join(r.id for r in found[:5]) + (", ..." if len(found) > 5 else "")
+            raise KeyError(f"run id prefix {run_id!r} matches {len(found)} runs ({shown}): give more of it")
         raise KeyError(f"no run {run_id!r}")

@@ -22,13 +22,41 @@ from stepwire.collector.embedded import data_dir
 def _reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", help="data directory (default: $STEPWIRE_DIR or ./stepwire-data)")
     p.add_argument("--address", help="host:port of a collector to query instead of a directory")
+    p.add_argument("--token", help="the collector's bearer token (default: $STEPWIRE_TOKEN)")
     p.add_argument("--tls-ca", help="PEM file of the CA that signed the collector's certificate (TLS)")
 
 
 def _api(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from stepwire.api import Api
 
-    return Api(dir=args.dir, address=args.address, tls_ca=args.tls_ca)
+    return Api(dir=args.dir, address=args.address, token=args.token, tls_ca=args.tls_ca)
+
+
+def _error_line(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """What to tell the user about an error a command stopped on, in one line saying what to do; ``None`` for an
+    error nobody foresaw (then the traceback is the useful thing)."""
+    import errno
+
+    import grpc
+
+    if isinstance(exc, KeyError):  # str(KeyError) quotes its message again
+        return str(exc.args[0]) if exc.args else "not found"
+    if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
+        where = getattr(args, "address", None) or "the data directory's collector"
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            return f"{where} wants its token: pass --token or set $STEPWIRE_TOKEN"
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return (f"{where} does not answer ({exc.code().name.lower()}): check --address, or start one with "
+                    "`stepwire collector`")
+        return f"{where} refused the request: {exc.details()}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] in ("tensorboard", "tensorflow"):
+        return "TensorBoard export needs the tensorboard package: pip install 'stepwire[tensorboard]'"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (f"{getattr(args, 'http', None) or getattr(args, 'listen', 'the address')} is taken (another "
+                "`stepwire ui` or collector?): pass a free one with --http HOST:PORT (port 0 picks one)")
+    if isinstance(exc, (OSError, ConnectionError)):  # a damaged store file is an OSError too
+        return str(exc)
+    return None
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
@@ -43,7 +71,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
                               token=args.token or os.environ.get("STEPWIRE_TOKEN"), tls_cert=args.tls_cert,
                               tls_key=args.tls_key, insecure=args.insecure, http=args.http)
     except (PermissionError, ValueError, OSError) as exc:
-        print(f"stepwire collector: {exc}", file=sys.stderr)
+        print(f"stepwire collector: {_error_line(exc, args) or exc}", file=sys.stderr)
         return 2
     collector.start()
     _stop_on_signals(collector.stop)
@@ -80,10 +108,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get(TOKEN_ENV) or None
     directory = data_dir(args.dir)
     url = dashboard_url(directory)
-    if url:
-        print(f"stepwire dashboard for {directory}: {url_with_token(url, token)}")
-        return 0
     address = running_collector(directory)
+    if url and address:
+        return _keep_alive(address, token, f"stepwire dashboard for {directory}: {url_with_token(url, token)} "
+                                           f"(collector {address}, kept up until Ctrl-C)")
     try:
         if address:  # a collector without a dashboard: serve one over its Query service, behind the same token
             reader = RemoteReader(address, token=token or "")
@@ -106,7 +134,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
             return 0
         collector = Collector(directory, listen="127.0.0.1:0", http=args.http, token=token)
     except (PermissionError, OSError) as exc:
-        print(f"stepwire ui: {exc}", file=sys.stderr)
+        print(f"stepwire ui: {_error_line(exc, args)}", file=sys.stderr)
         return 2
     collector.start()
     _stop_on_signals(collector.stop)
@@ -114,6 +142,43 @@ def cmd_ui(args: argparse.Namespace) -> int:
           f"(collector {collector.address}; Ctrl-C stops it)", flush=True)
     collector.serve()
     return 0
+
+
+def _keep_alive(address: str, token: str | None, announce: str) -> int:
+    """Print ``announce`` (the dashboard's URL) and hold a lease on the collector at ``address`` until Ctrl-C or
+    SIGTERM, so that one started by a run (which exits once idle) keeps serving that URL; 1 if the collector stops
+    answering."""
+    import secrets
+
+    import grpc
+
+    from stepwire.collector.leases import LEASE_TTL_S
+    from stepwire.transport import open_channel
+    from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
+
+    lease = ingest_pb2.Lease(client_id=f"ui-{os.getpid()}-{secrets.token_hex(4)}")
+    stopped = threading.Event()
+    _stop_on_signals(stopped.set)
+    channel = open_channel(address, token)
+    stub = ingest_pb2_grpc.IngestStub(channel)
+    print(announce, flush=True)
+    try:
+        while True:
+            try:
+                stub.Heartbeat(lease, timeout=5.0)
+            except grpc.RpcError as exc:
+                print(f"stepwire ui: the collector at {address} stopped answering ({exc}): run `stepwire ui` again "
+                      "to start one", file=sys.stderr)
+                return 1
+            if stopped.wait(LEASE_TTL_S / 3):
+                break
+        try:
+            stub.Heartbeat(ingest_pb2.Lease(client_id=lease.client_id, release=True), timeout=5.0)
+        except grpc.RpcError:
+            pass  # gone already: nothing to release
+        return 0
+    finally:
+        channel.close()
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -163,8 +228,9 @@ def _when(t: float) -> str:
 def cmd_runs(args: argparse.Namespace) -> int:
     runs = _api(args).runs(args.project)
     table = Table(title=f"{len(runs)} runs")
-    for col in ("id", "project", "name", "status", "created", "tags"):
-        table.add_column(col)
+    table.add_column("id", no_wrap=True, min_width=max((len(r.id) for r in runs), default=2))  # copyable whole
+    for col in ("project", "name", "status", "created", "tags"):
+        table.add_column(col, overflow="fold")
     for r in runs:
         table.add_row(r.id, r.project, r.name, r.status, _when(r.created), ", ".join(r.tags))
     Console().print(table)
@@ -280,7 +346,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stepwire`` console script."""
+    from stepwire import __version__
+
     parser = argparse.ArgumentParser(prog="stepwire", description="stepwire: metrics logging for training")
+    parser.add_argument("--version", action="version", version=f"stepwire {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("collector", help="run a collector (gRPC Ingest + Query) over a data directory")
@@ -355,6 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))
-    except (KeyError, OSError, ConnectionError) as exc:  # a damaged store file is an OSError too
-        print(f"stepwire: {exc}", file=sys.stderr)
+    except Exception as exc:
+        line = _error_line(exc, args)
+        if line is None:
+            raise
+        print(f"stepwire {args.command}: {line}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,12 @@ def test_ui_starts_a_collector_that_runs_join(tmp_path: Path) -> None:
         with stepwire.init(project="ui", name="joined", dir=directory, quiet=True) as run:  # joins that collector
             run.log({"loss": 0.5})
         assert [r["name"] for r in get(url + "api/runs")] == ["joined"]
-        again = subprocess.run([sys.executable, "-m", "stepwire", "ui", "--dir", str(directory)],
-                               capture_output=True, text=True, timeout=60)
-        assert again.returncode == 0 and url_of(again.stdout) == url
+        again = ui(directory)  # a second ui hands out the same dashboard, and holds it up until Ctrl-C
+        assert again.stdout is not None
+        assert url_of(again.stdout.readline()) == url
+        again.send_signal(signal.SIGINT)
+        again.communicate(timeout=30)
+        assert again.returncode == 0
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
@@ -70,3 +74,22 @@ def test_ui_over_the_query_service(tmp_path: Path) -> None:
             proc.communicate(timeout=30)
             assert proc.returncode == 0
         c.stop()
+
+
+def test_ui_keeps_a_collector_that_exits_when_idle_up_while_it_runs(tmp_path: Path) -> None:
+    """`stepwire demo` then `stepwire ui` (the README's flow): the demo's collector exits once idle, so the URL
+    that ui prints would die seconds later unless ui keeps the collector up until it is stopped."""
+    c = start_collector(tmp_path / "data", "--http", "127.0.0.1:0", "--exit-when-idle", "1")
+    run = stepwire.init(address=c.address, quiet=True)  # a training run keeps it up until ui has started
+    proc = ui(c.dir)
+    try:
+        assert proc.stdout is not None
+        url = url_of(proc.stdout.readline())
+        run.finish()
+        time.sleep(3)  # three idle timeouts: without ui's lease the collector would be gone
+        assert c.proc.poll() is None and len(get(url + "api/runs")) == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    c.proc.wait(timeout=30)  # ui released its lease: the collector is idle and leaves
