@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -40,6 +41,20 @@ def _columns(pts: ScalarPoints, agg: str | None) -> dict[str, npt.NDArray[Any]]:
     if agg is None:
         return {"step": pts.step, "value": pts.value, "wall_time": pts.wall_time, "rank": pts.rank}
     return aggregate(pts, agg)
+
+
+SKEW_TIE = 0.1
+"""Step times within this fraction of the longest count as equally slow: the one furthest behind is named."""
+
+
+def _slowest(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row of the rank with the longest step time; among those within ``SKEW_TIE`` of it (or when no rank has
+    a step time), the one with the largest lag."""
+    timed = [r for r in rows if math.isfinite(r["step_time"])]
+    if not timed:
+        return max(rows, key=lambda r: r["lag"])
+    longest = max(r["step_time"] for r in timed)
+    return max((r for r in timed if r["step_time"] >= (1 - SKEW_TIE) * longest), key=lambda r: r["lag"])
 
 
 class _Sample:
@@ -185,7 +200,9 @@ class RunView:
 
         For each rank: ``steps``, ``step_time`` (median seconds per step) and ``lag`` (median over the steps
         all ranks logged of how far behind the median rank this rank logged it, in seconds). ``slowest`` is
-        the rank with the largest lag (``lag`` its lag, ``step_time_ratio`` its step time over the median).
+        the rank with the longest step time (among those within ``SKEW_TIE`` of it, the one furthest behind;
+        ``lag`` its lag, ``step_time_ratio`` its step time over the median); ``most_behind`` the rank with the
+        largest lag (``most_behind_lag``), which without a start barrier need not be the slowest.
         The series is read piece by piece: medians are exact up to ``SKEW_SAMPLES`` steps over all ranks, and
         beyond that taken over evenly spaced steps; memory stays bounded however long the series.
         """
@@ -193,11 +210,13 @@ class RunView:
         if name is None:
             timed = [s for s in scalars if not s.name.startswith("system/")]  # sampled on a clock, not per step
             if not timed:
-                return {"series": None, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0}
+                return {"series": None, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0,
+                        "most_behind": None, "most_behind_lag": 0.0}
             name = max(timed, key=lambda s: (len(s.ranks), s.items)).name
         ranks = next((s.ranks for s in scalars if s.name == name), [])
         if not ranks:
-            return {"series": name, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0}
+            return {"series": name, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0,
+                    "most_behind": None, "most_behind_lag": 0.0}
         cap = max(1024, SKEW_SAMPLES // (2 * len(ranks)))
         steps = dict.fromkeys(ranks, 0)
         last: dict[int, tuple[int, float]] = {}
@@ -226,11 +245,15 @@ class RunView:
         rows = [{"rank": r, "steps": steps[r], "step_time": times[r].median(float("nan")),
                  "lag": lags[r].median(0.0)} for r in ranks if steps[r]]
         if not rows:
-            return {"series": name, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0}
-        slowest = max(rows, key=lambda r: r["lag"])
-        median_step = float(np.nanmedian([r["step_time"] for r in rows]))
+            return {"series": name, "ranks": [], "slowest": None, "lag": 0.0, "step_time_ratio": 1.0,
+                    "most_behind": None, "most_behind_lag": 0.0}
+        slowest = _slowest(rows)
+        behind = max(rows, key=lambda r: r["lag"])
+        step_times = [r["step_time"] for r in rows if math.isfinite(r["step_time"])]
+        median_step = float(np.median(step_times)) if step_times else float("nan")
         return {"series": name, "ranks": rows, "slowest": slowest["rank"], "lag": slowest["lag"],
-                "step_time_ratio": slowest["step_time"] / median_step if median_step > 0 else 1.0}
+                "step_time_ratio": slowest["step_time"] / median_step if median_step > 0 else 1.0,
+                "most_behind": behind["rank"], "most_behind_lag": behind["lag"]}
 
     def summary(self) -> dict[str, dict[str, float]]:
         """``{name: {"last", "min", "max"}}`` for every scalar series (last = value at the highest step)."""
