@@ -19,6 +19,7 @@ struct ProducerObject {
     PyObject* ids;                    // dict: scalar series name -> id
     long long next_step;              // the step an auto-stepped call will use
     long long busy_ticks;             // time callers spent inside logging calls, in ticks()
+    long long calls;                  // outermost logging calls begun
     long long outer_start;            // ticks() when the outermost logging call in progress began
     int depth;                        // logging calls in progress (nested ones are not counted twice)
     long long ticks_at_init;          // ticks() and steady-clock ns at __init__: their ratio converts ticks
@@ -44,7 +45,10 @@ long long ticks() noexcept {
 class Busy {
 public:
     explicit Busy(ProducerObject* self) noexcept : self_(self) {
-        if (self_->depth++ == 0) self_->outer_start = ticks();
+        if (self_->depth++ == 0) {
+            self_->outer_start = ticks();
+            ++self_->calls;
+        }
     }
     ~Busy() {
         if (--self_->depth == 0) self_->busy_ticks += ticks() - self_->outer_start;
@@ -258,7 +262,10 @@ PyObject* producer_log_at(PyObject* op, PyObject* const* args, Py_ssize_t nargs,
 
 PyObject* producer_begin(PyObject* op, PyObject*) {
     auto* self = reinterpret_cast<ProducerObject*>(op);
-    if (self->depth++ == 0) self->outer_start = ticks();
+    if (self->depth++ == 0) {
+        self->outer_start = ticks();
+        ++self->calls;
+    }
     Py_RETURN_NONE;
 }
 
@@ -273,6 +280,10 @@ PyObject* producer_get_busy(PyObject* op, void*) {
     const long long dt = ticks() - self->ticks_at_init, dns = steady_ns() - self->ns_at_init;
     const double ns_per_tick = dt > 0 && dns > 0 ? static_cast<double>(dns) / static_cast<double>(dt) : 1.0;
     return PyLong_FromLongLong(static_cast<long long>(static_cast<double>(self->busy_ticks) * ns_per_tick));
+}
+
+PyObject* producer_get_calls(PyObject* op, void*) {
+    return PyLong_FromLongLong(reinterpret_cast<ProducerObject*>(op)->calls);
 }
 
 PyObject* producer_take_step(PyObject* op, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
@@ -312,6 +323,7 @@ PyObject* producer_new(PyTypeObject* type, PyObject*, PyObject*) {
         self->ids = nullptr;
         self->next_step = 0;
         self->busy_ticks = 0;
+        self->calls = 0;
         self->outer_start = 0;
         self->depth = 0;
         self->ticks_at_init = ticks();
@@ -358,6 +370,7 @@ PyGetSetDef producer_getset[] = {
     {"_scalar_ids", producer_get_ids, nullptr, "dict of interned scalar names to series ids", nullptr},
     {"step", producer_get_step, nullptr, "the step the next call without an explicit step will use", nullptr},
     {"_busy_ns", producer_get_busy, nullptr, "ns callers spent inside logging calls", nullptr},
+    {"_calls", producer_get_calls, nullptr, "logging calls made (nested ones count once)", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 

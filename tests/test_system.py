@@ -19,7 +19,8 @@ import pytest
 import stepwire
 from conftest import CollectorProcess
 
-PROCESS = {"system/cpu_percent", "system/rss_mib", "system/threads", "system/open_fds", "system/steps_per_s"}
+PROCESS = {"system/cpu_percent", "system/rss_mib", "system/threads", "system/open_fds", "system/steps_per_s",
+           "system/log_calls_per_s", "system/log_interval_ms", "system/logging_percent"}
 HOST = {"system/host/cpu_percent", "system/host/memory_used_mib", "system/host/memory_total_mib",
         "system/host/memory_percent"}
 GPU = {"system/gpu/index", "system/gpu/utilization", "system/gpu/memory_used_mib", "system/gpu/memory_total_mib",
@@ -63,6 +64,14 @@ def test_process_and_host_series_with_plausible_values(collector: CollectorProce
     assert ((host_cpu >= 0) & (host_cpu <= 100)).all()
     assert (view.scalars("system/steps_per_s")["value"] >= 0).all()
     assert view.scalars("system/steps_per_s")["value"].max() > 0  # the loop above was stepping
+    # the time between logging calls: one log() per step here, so calls/s and steps/s are one figure
+    calls, interval = view.scalars("system/log_calls_per_s"), view.scalars("system/log_interval_ms")
+    assert np.allclose(calls["value"], view.scalars("system/steps_per_s")["value"], atol=25)  # read apart
+    by_step = dict(zip(calls["wall_time"].tolist(), calls["value"].tolist(), strict=True))
+    assert all(np.isclose(ms, 1e3 / by_step[t]) for t, ms in zip(interval["wall_time"].tolist(),
+                                                                    interval["value"].tolist(), strict=True))
+    busy = view.scalars("system/logging_percent")["value"]
+    assert ((busy >= 0) & (busy <= 100)).all() and busy.max() > 0
     # logged at the run's current step: within the steps the loop used, in order
     sampled = view.scalars("system/rss_mib")["step"]
     assert (sampled <= steps).all() and (np.diff(sampled) >= 0).all()

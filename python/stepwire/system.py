@@ -7,7 +7,10 @@ current step (``run.step``, without moving it) and with the wall time of the sam
 Per process (every rank):
     ``system/cpu_percent`` (this process, 100 = one core busy), ``system/rss_mib``, ``system/threads``,
     ``system/open_fds`` (open file descriptors; handles on Windows), ``system/steps_per_s`` (the run's step
-    counter over the interval; 0 while it does not move).
+    counter over the interval; 0 while it does not move), ``system/log_calls_per_s`` (logging calls on the run:
+    ``log``, ``log_scalar``, ``log_histogram``, ...), ``system/log_interval_ms`` (the mean time between two of
+    them over the interval, absent while none was made) and ``system/logging_percent`` (the share of the
+    interval that callers spent inside them, as ``stats()["logging_fraction"]`` but per interval).
 Per host (only the rank with ``local_rank == 0``, so that 8 ranks on one host do not sample it 8 times):
     ``system/host/cpu_percent`` (all cores, 0-100), ``system/host/memory_used_mib``,
     ``system/host/memory_total_mib``, ``system/host/memory_percent``, ``system/host/disk_read_mib_s``,
@@ -191,7 +194,8 @@ class SystemSampler:
 
     def _counters(self, psutil: Any) -> dict[str, float]:
         """Cumulative counters the next sample turns into rates."""
-        out = {"t": time.monotonic(), "step": float(self._run.step)}
+        out = {"t": time.monotonic(), "step": float(self._run.step), "calls": float(self._run._calls),
+               "busy_ns": float(self._run._busy_ns)}
         if self.host:
             disk = _safe(psutil.disk_io_counters)
             net = _safe(psutil.net_io_counters)
@@ -213,6 +217,11 @@ class SystemSampler:
         now = self._counters(psutil)
         dt = max(now["t"] - last["t"], 1e-9)
         out["system/steps_per_s"] = max(0.0, now["step"] - last["step"]) / dt
+        calls = now["calls"] - last["calls"]
+        out["system/log_calls_per_s"] = calls / dt
+        if calls > 0:
+            out["system/log_interval_ms"] = 1e3 * dt / calls
+        out["system/logging_percent"] = 100.0 * (now["busy_ns"] - last["busy_ns"]) / 1e9 / dt
         if self.host:
             out["system/host/cpu_percent"] = float(psutil.cpu_percent(None))
             vm = psutil.virtual_memory()
