@@ -44,6 +44,8 @@ from stepwire.values import count_text, flatten, float_array, to_float
 if TYPE_CHECKING:
     import torch
     from stepwire.media import MediaEncoder
+    from stepwire.runconfig import RunConfig
+    from stepwire.summary import RunSummary
     from stepwire.torch.device import DeviceWaiter
     from stepwire.torch.watch import WatchHandle
 
@@ -102,6 +104,7 @@ class Run(_core.Producer):
         self.active = active
         """False on a rank that ``log_on_ranks`` leaves out: every logging call is accepted and discarded."""
         self.dir: Path | None = None if address else data_dir(dir)
+        self._initial_config = dict(config or {})
         self._k = k
         self._finish_timeout = finish_timeout
         self._kinds: dict[str, int] = {}
@@ -606,6 +609,27 @@ class Run(_core.Producer):
         out: dict[str, Any] = dict(self._console.stats() if self._console is not None else CONSOLE_IDLE_STATS)
         out["system_samples"] = self._system.samples if self._system is not None else 0
         return out
+
+    @property
+    def config(self) -> RunConfig:
+        """The run's config (``config.lr``, ``config["lr"]``, ``config.update({...})``): each change is stored
+        with the run (``stepwire.runconfig``)."""
+        from stepwire.runconfig import RunConfig
+
+        if "_config" not in self.__dict__:
+            self.__dict__["_config"] = RunConfig(self, self._initial_config)
+        config: RunConfig = self.__dict__["_config"]
+        return config
+
+    @property
+    def summary(self) -> RunSummary:
+        """The run's summary values (``summary["best"] = 0.9``), stored in its meta (``stepwire.summary``)."""
+        from stepwire.summary import RunSummary
+
+        if "_summary" not in self.__dict__:
+            self.__dict__["_summary"] = RunSummary(self)
+        summary: RunSummary = self.__dict__["_summary"]
+        return summary
 
     def __enter__(self) -> Run:
         return self
