@@ -158,10 +158,9 @@ def test_ranks_not_in_log_on_workers_log_nothing_and_create_no_run(collector: Co
             assert logger.worker_rank == rank and logger.run is None and not logger.should_log()
             logger.save_hyperparameters({"lr": 1})
             for kind, item in [("metric", 1.0), ("torch", np.ones(3)), ("param", 1), ("dict", {"a": 1}),
-                               ("text", "t"), ("artifact", artifact)]:
+                               ("text", "t"), ("artifact", artifact), ("image", np.zeros((4, 4))),
+                               ("dataset", [1, 2]), ("no-such-kind", object())]:
                 logger.log(item, "x", kind=kind, step=0, batch_idx=0)
-            with pytest.raises(ValueError, match="does not support kind 'image'"):  # same error on every rank
-                logger.log(1.0, "x", kind="image")
     assert api.runs() == []
 
     logger = StepwireLogger(address=collector.address, experiment_id="workers", log_on_workers=[1, 2])
@@ -191,15 +190,17 @@ def test_logging_outside_the_context_raises() -> None:
     assert not logger.is_initialized
 
 
-def test_unsupported_kind_names_it_and_lists_the_supported_ones() -> None:
-    logger = StepwireLogger(log_on_workers=1)
-    with logger.start_logging(), pytest.raises(ValueError) as err:
-        logger.log(object(), "fig", kind="figure")
-    assert "'figure'" in str(err.value)
-    assert "metric, torch, param, dict, text, artifact" in str(err.value)
-    collection = LoggersCollection([StepwireLogger(log_on_workers=1)])
-    with collection.start_logging(), pytest.raises(ValueError, match="'figure'"):
-        collection.log(object(), "fig", kind="figure")
+def test_kinds_itwinai_does_not_name_are_ignored_as_itwinai_does(collector: CollectorProcess) -> None:
+    logger = StepwireLogger(address=collector.address, experiment_id="unknown")
+    collection = LoggersCollection([StepwireLogger(log_on_workers=1)])  # rank 0 does not log: no run
+    with logger.start_logging(), collection.start_logging():
+        logger.log(object(), "fig", kind="no-such-kind", step=0)
+        collection.log(object(), "fig", kind="no-such-kind", step=0)
+        logger.log(None, None, kind="prov_documents", step=0)  # Prov4ML's only: ignored by the others
+        logger.log(2.0, "loss", step=0)
+    view = only_run(stepwire.Api(address=collector.address), "unknown")
+    assert [s.name for s in view.series()] == ["loss"]
+    assert view.texts() == [] and view.media() == [] and view.artifacts() == []
 
 
 def test_items_that_do_not_fit_their_kind_raise(collector: CollectorProcess, tmp_path: Path) -> None:

@@ -14,20 +14,36 @@ A drop-in for training code written against ``itwinai.loggers``: the same constr
                 logger.log(loss.item(), "train/loss", kind="metric", batch_idx=batch_idx)  # every 10th batch
             logger.log(acc, "val/acc", kind="metric", step=epoch)                         # every epoch
 
-Kinds (``StepwireLogger.supported_kinds``):
+Here ``Logger`` is ``StepwireLogger``, the logger that stores; ``BaseLogger`` is itwinai's abstract ``Logger``
+(which ``stepwire.compat.itwinai.loggers`` exports under that name, with name-alikes of itwinai's loggers).
 
-- ``metric``: a number, stored as a scalar point (``Run.log_scalar``).
-- ``torch``: a tensor or array of numbers, stored as a histogram (``Run.log_histogram``).
+Kinds: every kind itwinai names is accepted (``StepwireLogger.supported_kinds``); any other is ignored, as
+itwinai's loggers do. How each is stored (``stepwire.logger_kinds``; the table is docs/compat/itwinai.md):
+
+- ``metric``: a number, a scalar point (``Run.log_scalar``).
+- ``torch``: a tensor or array, a histogram (``Run.log_histogram``); a DataLoader, a ``dataset`` record; another
+  object (a model), ``torch.save``-d as the artifact ``identifier``.
 - ``param``: a hyper-parameter, merged into the run's config (``Run.log_params``).
-- ``dict``: a dict of numbers, stored as one scalar per key named ``identifier/key`` at one step; nested dicts
-  give ``identifier/outer/inner`` and array values become histograms (``Run.log``).
+- ``dict``: a dict of numbers, one scalar per key named ``identifier/key`` at one step; nested dicts give
+  ``identifier/outer/inner`` and array values become histograms (``Run.log``).
 - ``text``: a ``str`` (``Run.log_text``).
-- ``system``: a number describing the machine (itwinai's GPU and energy monitors log these), stored as a scalar
-  under ``system/`` (``system/identifier``, unless ``identifier`` starts with ``system/`` already) beside the
-  series the run's own sampler logs (``stepwire.system``), at ``step`` or else the run's current step, without
-  moving the step counter.
 - ``artifact``: the path of a file, stored with the run (``Run.log_artifact``) under the name ``identifier`` when
   that is a valid artifact name (letters, digits and ``._-/``), else under the file's name.
+- ``figure``: a matplotlib figure (a PNG image) or a Plotly figure (``Run.log_plot``); ``image``: an array, a
+  tensor or a PIL image (``Run.log_image``); both media records named ``identifier``.
+- ``model``, ``best_model``: a ``torch.nn.Module``'s state dict, ``torch.save``-d as the artifact ``identifier``.
+- ``dataset``: a text record ``identifier`` holding JSON ``{"type", "len", "repr"}`` (and a DataLoader's
+  ``batch_size``).
+- ``watch``: ``Run.watch(model)`` (``log=``/``log_freq=`` keywords as ``log``/``every``), once per model and
+  context; gradients are logged as ``gradients/{name}`` histograms from then on.
+- ``flops_pb``, ``flops_pe``, ``carbon``, ``execution_time``: scalars named ``identifier``. FLOPs may be given
+  as a number or as ``(model, batch)`` / ``(model, dataset)``, counted with ``torch.utils.flop_counter``
+  (per epoch: one sample times ``len(dataset)``, as yProv4ML counts); ``execution_time`` without an item logs
+  the seconds since the context started; ``carbon`` needs the figure (stepwire measures none).
+- ``system``: a number describing the machine, a scalar under ``system/`` (``system/identifier``) beside the run's
+  own sampler (``stepwire.system``), at ``step`` or else the run's current step, without moving the step counter;
+  without an item (Prov4ML's "sample now") the run's sampler covers it.
+- ``prov_documents``: ignored, as itwinai's loggers other than Prov4ML's do.
 
 ``step=None`` uses the run's auto-incrementing step counter (every call without a step advances it), so pass
 ``step`` explicitly, as itwinai's trainers do, wherever the x axis matters.
@@ -35,19 +51,21 @@ Kinds (``StepwireLogger.supported_kinds``):
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import numbers
 import os
+import pickle
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar, cast
 
-from stepwire.names import check_artifact_name
+from stepwire.logger_kinds import KINDS, STORE, LogContext
+from stepwire.ranks import detect_ranks
 from stepwire.run import Run, init
-from stepwire.values import to_float
 
 log = logging.getLogger("stepwire")
 
@@ -55,18 +73,20 @@ LogFreq: TypeAlias = int | Literal["epoch", "batch"]
 """How often ``log`` calls that pass a ``batch_idx`` are fulfilled: ``"epoch"``, ``"batch"`` or every n-th batch."""
 
 _L = TypeVar("_L", bound="BaseLogger")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 # stepwire.init arguments the logger sets itself, with the logger argument to use instead
 _RESERVED_INIT_ARGS = {"project": "experiment_id", "name": "run_id", "dir": "savedir", "rank": "start_logging(rank=)"}
 
 
 def _check_log_freq(value: object) -> LogFreq:
-    """``value`` as a valid ``log_freq``, else ``ValueError``."""
+    """``value`` as a valid ``log_freq``, else ``ValueError`` (itwinai's message)."""
     if isinstance(value, str) and value in ("epoch", "batch"):
         return "epoch" if value == "epoch" else "batch"
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) > 0:
         return int(value)
-    raise ValueError(f"log_freq must be 'epoch', 'batch' or an int > 0, got {value!r}")
+    raise ValueError(f"Wrong value for 'log_freq'. Supported values are: ['epoch', 'batch'] or int > 0. "
+                     f"Received: {value}")
 
 
 def _check_rank(value: object, what: str) -> int:
@@ -90,23 +110,83 @@ def _check_log_on_workers(value: object) -> int | list[int]:
                     f"got {type(value).__name__}: {value!r:.80}")
 
 
-class BaseLogger(ABC):
-    """What every logger here shares: the ``log_freq``/``log_on_workers`` filter and the logging context.
+def check_initialized(method: _F) -> _F:
+    """Decorator for logger methods: ``RuntimeError`` (itwinai's message) unless the logger is initialized."""
 
-    Subclasses implement ``create_logger_context``, ``destroy_logger_context``, ``log`` and
-    ``save_hyperparameters``; ``log`` and ``save_hyperparameters`` raise ``RuntimeError`` outside the context.
+    @functools.wraps(method)
+    def wrapper(self: BaseLogger, *args: Any, **kwargs: Any) -> Any:
+        if not self.is_initialized:
+            raise RuntimeError(f"{type(self).__name__} has not been initialized. Use either the ``start_logging`` "
+                               "context or the ``create_logger_context`` method.")
+        return method(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
+
+
+def check_not_initialized(method: _F) -> _F:
+    """Decorator for ``create_logger_context``: a second initialization is skipped (returning None) with
+    itwinai's warning "Trying to initialize X twice.. Skipping initialization." on the ``stepwire`` logger."""
+
+    @functools.wraps(method)
+    def wrapper(self: BaseLogger, *args: Any, **kwargs: Any) -> Any:
+        if self.is_initialized:
+            log.warning("Trying to initialize %s twice.. Skipping initialization.", type(self).__name__)
+            return None
+        return method(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
+
+
+class LogMixin(ABC):
+    """What can ``log``: itwinai's ``LogMixin``."""
+
+    @abstractmethod
+    def log(self, item: Any, identifier: Any, kind: str = "metric", step: int | None = None,
+            batch_idx: int | None = None, **kwargs: Any) -> None:
+        """Log ``item`` as ``identifier`` (a name) of ``kind`` at ``step``, if ``should_log(batch_idx)``."""
+
+
+class BaseLogger(LogMixin):
+    """itwinai's abstract ``Logger``: the ``log_freq``/``log_on_workers`` filter and the logging context.
+
+    Subclasses implement ``create_logger_context(rank=0, **kwargs)`` (setting ``worker_rank`` and
+    ``is_initialized``), ``destroy_logger_context()``, ``log`` and ``save_hyperparameters``; the decorators
+    ``check_initialized`` and ``check_not_initialized`` give them itwinai's checks.
+
+    Args:
+        savedir: where the logger keeps its files.
+        log_freq: ``"epoch"`` (calls with a ``batch_idx`` are ignored), ``"batch"`` (every call is fulfilled)
+            or an int n > 0 (calls whose ``batch_idx`` is a multiple of n).
+        log_on_workers: ``-1`` every rank logs, an int only that rank, a list (or tuple) the ranks in it.
+        experiment_id, run_id: kept as the properties of those names.
     """
 
-    #: The ``kind`` values ``log`` accepts.
+    #: The ``kind`` values ``log`` handles.
     supported_kinds: tuple[str, ...] = ()
+    #: Global rank of this process, set by ``create_logger_context``.
+    worker_rank: int = 0
+    #: True between ``create_logger_context`` and ``destroy_logger_context``.
+    is_initialized: bool = False
 
-    def __init__(self, log_freq: LogFreq = "epoch", log_on_workers: int | Sequence[int] = 0) -> None:
+    def __init__(self, savedir: str | os.PathLike[str] = "mllogs", log_freq: LogFreq = "epoch",
+                 log_on_workers: int | Sequence[int] = 0, experiment_id: str | None = None,
+                 run_id: int | str | None = None) -> None:
+        self.savedir = Path(savedir)
+        """Where the logger keeps its files (for stepwire's loggers: the data directory runs go to)."""
         self.log_freq = log_freq
         self.log_on_workers = log_on_workers
-        self.worker_rank: int = 0
-        """Global rank of this process, set by ``create_logger_context``."""
-        self.is_initialized: bool = False
-        """True between ``create_logger_context`` and ``destroy_logger_context``."""
+        self._experiment_id = experiment_id
+        self._run_id = run_id
+
+    @property
+    def experiment_id(self) -> str | None:
+        """The experiment (for stepwire's loggers: the project runs are created in; None: ``"default"``)."""
+        return self._experiment_id
+
+    @property
+    def run_id(self) -> int | str | None:
+        """The run's id as given (for stepwire's loggers: the run name; the stepwire id is ``logger.run.id``)."""
+        return self._run_id
 
     @property
     def log_freq(self) -> LogFreq:
@@ -148,8 +228,9 @@ class BaseLogger(ABC):
 
     @contextmanager
     def start_logging(self: _L, rank: int = 0) -> Iterator[_L]:
-        """Context in which the logger logs: ``create_logger_context(rank)`` on entry, ``destroy_logger_context``
-        on exit (with status ``"failed"`` when the block raised). Yields the logger.
+        """Context in which the logger logs: ``create_logger_context(rank=rank)`` on entry,
+        ``destroy_logger_context()`` on exit (stepwire's loggers mark their run ``"failed"`` when the block
+        raised). Yields the logger (itwinai's yields None).
 
         Example::
 
@@ -160,35 +241,32 @@ class BaseLogger(ABC):
         try:
             yield self
         except BaseException:
-            self.destroy_logger_context(status="failed")
+            self._destroy_failed()
             raise
         self.destroy_logger_context()
 
-    def _check_initialized(self) -> None:
-        if not self.is_initialized:
-            raise RuntimeError(f"{type(self).__name__} has not been initialized: log inside "
-                               "'with logger.start_logging(rank):' or after logger.create_logger_context(rank)")
+    def _destroy_failed(self) -> None:
+        """``destroy_logger_context`` after the logging block raised (stepwire's loggers record the failure)."""
+        self.destroy_logger_context()
 
-    def _check_kind(self, kind: str) -> None:
-        if kind not in self.supported_kinds:
-            raise ValueError(f"{type(self).__name__} does not support kind {kind!r}; "
-                             f"supported kinds: {', '.join(self.supported_kinds)}")
+    def serialize(self, obj: Any, identifier: str) -> str:
+        """Pickle ``obj`` to ``savedir/identifier`` (parents created) and return that path."""
+        path = self.savedir / identifier
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            pickle.dump(obj, f)
+        return str(path)
 
     @abstractmethod
-    def create_logger_context(self, rank: int = 0, **kwargs: Any) -> object:
+    def create_logger_context(self, rank: int = 0, **kwargs: Any) -> Any:
         """Start logging as the worker of global rank ``rank``."""
 
     @abstractmethod
-    def destroy_logger_context(self, status: str = "finished") -> None:
-        """Stop logging; ``status`` says how the work ended (``"finished"`` or ``"failed"``)."""
+    def destroy_logger_context(self) -> None:
+        """Stop logging."""
 
     @abstractmethod
-    def log(self, item: Any, identifier: str, kind: str = "metric", step: int | None = None,
-            batch_idx: int | None = None, **kwargs: Any) -> None:
-        """Log ``item`` as ``identifier`` of ``kind`` at ``step``, if ``should_log(batch_idx)``."""
-
-    @abstractmethod
-    def save_hyperparameters(self, params: Mapping[str, Any]) -> None:
+    def save_hyperparameters(self, params: dict[str, Any]) -> None:
         """Store the hyper-parameters ``params``."""
 
 
@@ -209,52 +287,47 @@ class StepwireLogger(BaseLogger):
     One run is created per ``create_logger_context`` on a logging rank, and finished by ``destroy_logger_context``.
     """
 
-    supported_kinds: tuple[str, ...] = ("metric", "torch", "param", "dict", "text", "artifact", "system")
+    supported_kinds: tuple[str, ...] = KINDS
 
     def __init__(self, savedir: str | os.PathLike[str] = "mllogs", log_freq: LogFreq = "epoch",
                  log_on_workers: int | Sequence[int] = 0, experiment_id: str | None = None,
                  run_id: int | str | None = None, **init_kwargs: Any) -> None:
-        super().__init__(log_freq=log_freq, log_on_workers=log_on_workers)
+        super().__init__(savedir=savedir, log_freq=log_freq, log_on_workers=log_on_workers,
+                         experiment_id=experiment_id, run_id=run_id)
         for key, instead in _RESERVED_INIT_ARGS.items():
             if key in init_kwargs:
                 raise TypeError(f"{type(self).__name__}: pass {instead} instead of {key}=")
         inspect.signature(init).bind_partial(**init_kwargs)  # TypeError for an argument stepwire.init does not take
-        self.savedir = Path(savedir)
-        """The stepwire data directory runs go to (unless ``address`` is given)."""
-        self._experiment_id = experiment_id
-        self._run_id = run_id
         self._init_kwargs = init_kwargs
-        self._run: Run | None = None
-
-    @property
-    def experiment_id(self) -> str | None:
-        """The project runs are created in (None: stepwire's ``"default"``)."""
-        return self._experiment_id
-
-    @property
-    def run_id(self) -> int | str | None:
-        """The name given to runs (None: generated); the stepwire run id is ``logger.run.id``."""
-        return self._run_id
+        self._context: LogContext | None = None
 
     @property
     def run(self) -> Run | None:
         """The stepwire run being logged to; None outside the context and on ranks that do not log."""
-        return self._run
+        return self._context.run if self._context is not None else None
 
+    def _job_rank(self, rank: int) -> int | None:
+        """The rank to give ``stepwire.init``: ``rank`` when this process is one of a job of several (a launcher
+        or ``torch.distributed`` says so, or the ranks share a run id through ``run_id=``/``$STEPWIRE_RUN_ID``),
+        else None: a lone process owns its run, and ``rank`` only says which ``log_on_workers`` it is."""
+        shared = self._init_kwargs.get("run_id") or os.environ.get("STEPWIRE_RUN_ID")
+        if shared or self._init_kwargs.get("world_size") or detect_ranks().world_size > 1:
+            return rank
+        return None
+
+    @check_not_initialized
     def create_logger_context(self, rank: int = 0, **kwargs: Any) -> Run | None:
         """Start logging as the worker of global rank ``rank``: create the run if this rank logs, and return it.
 
         ``run_name=`` overrides the run's name for this context; other keywords itwinai's trainers pass to their
         loggers (``run_id``, ``parent_run_id``, ...) are accepted and ignored. A second call before
-        ``destroy_logger_context`` is ignored with a warning, as in itwinai.
+        ``destroy_logger_context`` is skipped with itwinai's warning. In a single process any ``rank`` may be
+        given: it selects what logs (``log_on_workers``) and the run is the process's own.
         """
-        if self.is_initialized:
-            log.warning("%s: create_logger_context called twice; keeping the current context", type(self).__name__)
-            return self._run
         rank = _check_rank(rank, "rank")
         self.worker_rank = rank
         if self.should_log():
-            name = kwargs.get("run_name", self._run_id)
+            name = kwargs.get("run_name") or self._run_id
             args: dict[str, Any] = dict(self._init_kwargs)
             if self._experiment_id is not None:
                 args["project"] = self._experiment_id
@@ -262,77 +335,68 @@ class StepwireLogger(BaseLogger):
                 args["name"] = str(name)
             if args.get("address") is None:
                 args["dir"] = self.savedir
-            self._run = init(rank=rank, **args)
+            self._context = LogContext(init(rank=self._job_rank(rank), **args))
+            self._started(self._context.run)
         self.is_initialized = True
-        return self._run
+        return self.run
 
+    def _started(self, run: Run) -> None:
+        """Called with the run each time a context creates one (subclasses record their own details)."""
+
+    @check_initialized
     def destroy_logger_context(self, status: str = "finished") -> None:
-        """Stop logging: finish the run (flushing everything logged) with ``status``.
+        """Stop logging: remove watch hooks and finish the run (flushing everything logged) with ``status``.
 
         ``RuntimeError`` if there is no context.
         """
-        self._check_initialized()
-        run, self._run = self._run, None
+        context, self._context = self._context, None
         self.is_initialized = False
-        if run is not None:
-            run.finish(status)
+        if context is not None:
+            try:
+                context.close()
+            finally:
+                context.run.finish(status)
 
+    def _destroy_failed(self) -> None:
+        if self.is_initialized:
+            self.destroy_logger_context(status="failed")
+
+    @check_initialized
     def save_hyperparameters(self, params: Mapping[str, Any]) -> None:
         """Merge ``params`` into the run's config (on ranks that log)."""
-        self._check_initialized()
-        if self._run is None or not self.should_log():
+        if self._context is None or not self.should_log():
             return
-        self._run.log_params(params)
+        self._context.run.log_params(params)
 
-    def log(self, item: Any, identifier: str, kind: str = "metric", step: int | None = None,
+    @check_initialized
+    def log(self, item: Any, identifier: Any, kind: str = "metric", step: int | None = None,
             batch_idx: int | None = None, **kwargs: Any) -> None:
         """Log ``item`` as ``identifier`` of ``kind`` at ``step`` (None: the run's auto step), if
         ``should_log(batch_idx)``; see the module documentation for the kinds.
 
-        ``RuntimeError`` outside the context; ``ValueError`` for a kind not in ``supported_kinds`` (on every
-        rank, whether it logs or not); ``TypeError``/``ValueError`` from stepwire for an item that does not fit
-        its kind. Other keyword arguments (itwinai's logger-specific ones) are ignored.
+        ``RuntimeError`` outside the context; a kind itwinai does not name is ignored, as itwinai does;
+        ``TypeError``/``ValueError`` from stepwire for an item that does not fit its kind. Keyword arguments are
+        ``watch``'s ``log``/``log_freq``; others (itwinai's logger-specific ones, e.g. ``context``) are ignored.
         """
-        self._check_initialized()
-        self._check_kind(kind)
-        run = self._run
-        if run is None or not self.should_log(batch_idx):
+        store = STORE.get(kind)
+        if store is None or self._context is None or not self.should_log(batch_idx):
             return
-        if kind == "metric":
-            run.log_scalar(identifier, item, step)
-        elif kind == "torch":
-            run.log_histogram(identifier, item, step)
-        elif kind == "param":
-            run.log_params({identifier: item})
-        elif kind == "dict":
-            if not isinstance(item, Mapping):
-                raise TypeError(f"kind 'dict' needs a dict for {identifier!r}, got {type(item).__name__}")
-            run.log({identifier: item}, step)
-        elif kind == "text":
-            run.log_text(identifier, item, step)
-        elif kind == "system":
-            name = identifier if identifier.startswith("system/") else f"system/{identifier}"
-            run._log_stats({name: to_float(name, item)}, run.step if step is None else step)
-        else:  # artifact
-            if not isinstance(item, (str, os.PathLike)):
-                raise TypeError(f"kind 'artifact' needs a file path for {identifier!r}, got {type(item).__name__}")
-            try:
-                name = check_artifact_name(identifier)
-            except ValueError:
-                name = Path(item).name
-            run.log_artifact(item, name=name, step=step)
+        store(self._context, item, identifier, step, kwargs)
 
 
 Logger = StepwireLogger
-"""``stepwire.loggers.Logger`` is ``StepwireLogger``, under itwinai's name."""
+"""``stepwire.loggers.Logger`` is ``StepwireLogger`` (itwinai's abstract ``Logger`` is ``BaseLogger`` here)."""
 
 
 class LoggersCollection(BaseLogger):
     """Several loggers used as one: every call goes to each member, and each member filters for itself.
 
-    ``should_log`` of the collection is always True; a ``log`` call reaches the members whose
-    ``supported_kinds`` include its kind (``ValueError`` if none does). Unlike itwinai, two loggers of the same
-    type may be combined (e.g. two ``StepwireLogger`` with different ``log_freq``); the same object twice may not.
+    As in itwinai, ``should_log`` of the collection is always True and every ``log`` call reaches every member
+    (each ignores the kinds it does not handle); a member may be a user's own ``BaseLogger`` subclass: it gets
+    the calls itwinai makes (``create_logger_context(rank=..., **kwargs)``, ``destroy_logger_context()``,
+    ``save_hyperparameters(params=...)``, ``log(item=..., identifier=..., ...)``). Unlike itwinai, two loggers of
+    the same type may be combined (e.g. two ``StepwireLogger`` with different ``log_freq``); the same object twice
+    may not (``stepwire.compat.itwinai.loggers.LoggersCollection`` refuses the same type twice, as itwinai does).
     """
 
     def __init__(self, loggers: Sequence[BaseLogger]) -> None:
@@ -345,19 +409,18 @@ class LoggersCollection(BaseLogger):
         if len({id(logger) for logger in self.loggers}) != len(self.loggers):
             raise ValueError("LoggersCollection: the same logger is given more than once")
         self.supported_kinds = tuple(dict.fromkeys(k for logger in self.loggers for k in logger.supported_kinds))
+        self._members_started: list[BaseLogger] = []
 
     def should_log(self, batch_idx: int | None = None) -> bool:
         """Always True: the members decide for themselves."""
         return True
 
+    @check_not_initialized
     def create_logger_context(self, rank: int = 0, **kwargs: Any) -> None:
         """Create the context of every member (``rank`` and ``kwargs`` passed on).
 
-        If one fails, the members already started are stopped (status ``"failed"``) and the error is raised.
+        If one fails, the members already started are stopped (stepwire's as ``"failed"``) and the error is raised.
         """
-        if self.is_initialized:
-            log.warning("LoggersCollection: create_logger_context called twice; keeping the current context")
-            return
         started: list[BaseLogger] = []
         try:
             for logger in self.loggers:
@@ -366,42 +429,51 @@ class LoggersCollection(BaseLogger):
         except BaseException:
             for logger in reversed(started):
                 try:
-                    logger.destroy_logger_context(status="failed")
+                    logger._destroy_failed()
                 except Exception as exc:
                     log.error("LoggersCollection: could not stop %s: %s", type(logger).__name__, exc)
             raise
+        self._members_started = started
         self.worker_rank = rank
         self.is_initialized = True
 
-    def destroy_logger_context(self, status: str = "finished") -> None:
-        """Stop every member that has a context; the first error is raised after all were tried."""
-        self._check_initialized()
+    def _destroy_members(self, failed: bool) -> None:
         self.is_initialized = False
+        members, self._members_started = self._members_started, []
         error: BaseException | None = None
-        for logger in self.loggers:
-            if not logger.is_initialized:
-                continue
+        for logger in members:
             try:
-                logger.destroy_logger_context(status=status)
+                if failed:
+                    logger._destroy_failed()
+                else:
+                    logger.destroy_logger_context()
             except Exception as exc:
                 error = error or exc
         if error is not None:
             raise error
 
-    def save_hyperparameters(self, params: Mapping[str, Any]) -> None:
+    @check_initialized
+    def destroy_logger_context(self) -> None:
+        """Stop every member this collection started; the first error is raised after all were tried."""
+        self._destroy_members(failed=False)
+
+    def _destroy_failed(self) -> None:
+        if self.is_initialized:
+            self._destroy_members(failed=True)
+
+    @check_initialized
+    def save_hyperparameters(self, params: dict[str, Any]) -> None:
         """Pass ``params`` to every member's ``save_hyperparameters``."""
-        self._check_initialized()
         for logger in self.loggers:
-            logger.save_hyperparameters(params)
+            logger.save_hyperparameters(params=params)
 
-    def log(self, item: Any, identifier: str, kind: str = "metric", step: int | None = None,
+    @check_initialized
+    def log(self, item: Any, identifier: Any, kind: str = "metric", step: int | None = None,
             batch_idx: int | None = None, **kwargs: Any) -> None:
-        """Pass the call to every member that supports ``kind``; each applies its own ``should_log(batch_idx)``."""
-        self._check_initialized()
-        self._check_kind(kind)
+        """Pass the call to every member; each applies its own ``should_log(batch_idx)`` and kinds."""
         for logger in self.loggers:
-            if kind in logger.supported_kinds:
-                logger.log(item, identifier, kind=kind, step=step, batch_idx=batch_idx, **kwargs)
+            logger.log(item=item, identifier=identifier, kind=kind, step=step, batch_idx=batch_idx, **kwargs)
 
 
-__all__ = ["BaseLogger", "LogFreq", "Logger", "LoggersCollection", "StepwireLogger"]
+__all__ = ["BaseLogger", "LogFreq", "LogMixin", "Logger", "LoggersCollection", "StepwireLogger",
+           "check_initialized", "check_not_initialized"]
