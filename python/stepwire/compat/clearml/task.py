@@ -29,6 +29,7 @@ from stepwire.compat.clearml.parameters import (
 )
 from stepwire.compat.clearml.reports import NAMES_META, ScalarGraphs, split_name, title_map
 from stepwire.compat.clearml.unsupported import unsupported
+from stepwire.compat.tensorboard import clearml_capture
 from stepwire.run import Run
 
 log = logging.getLogger("stepwire.compat.clearml")
@@ -124,7 +125,9 @@ class Task(TaskConfiguration, TaskOutputs):
         ``auto_resource_monitoring=False`` turns stepwire's system metrics off (``system_metrics=False``) and
         ``auto_connect_streams=False`` (or a dict with stdout and stderr both False) its console capture
         (``console=False``); otherwise stepwire's defaults and ``STEPWIRE_SYSTEM_METRICS``/``STEPWIRE_CONSOLE``
-        decide. ``output_uri``, ``auto_connect_frameworks`` and ``deferred_init`` have no effect (an
+        decide. Unless ``auto_connect_frameworks`` is False or has ``tensorboard: False``, what torch's and
+        tensorboardX's SummaryWriters log is stored in the task under ClearML's names until it closes
+        (``stepwire.compat.tensorboard.clearml_capture``). ``output_uri`` and ``deferred_init`` have no effect (an
         ``output_uri`` storage warns once).
         """
         type_name = TaskTypes(str(task_type) if task_type is not None else "training").value
@@ -189,6 +192,7 @@ class Task(TaskConfiguration, TaskOutputs):
             task._arg_switches = auto_connect_arg_parser
             args.install(task._record_args)
         cls._current = task
+        clearml_capture.start(task, auto_connect_frameworks)  # TensorBoard's SummaryWriters report to the task
         return task
 
     def _resume(self, previous: RunView, continue_last_task: bool | str | int) -> None:
@@ -519,6 +523,7 @@ class Task(TaskConfiguration, TaskOutputs):
         finally:
             if self._arg_switches:
                 args.uninstall()
+            clearml_capture.stop(self)
             self._closed = True
         self._status = _STATUS[status]
         self._run.finish(status)

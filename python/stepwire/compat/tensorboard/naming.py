@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from stepwire.compat.tensorboard.convert import step_of
+
 if TYPE_CHECKING:
     from stepwire.compat.clearml.task import Task
     from stepwire.run import Run
@@ -15,6 +17,10 @@ class TagNames:
     """TensorBoard's names: every record under its tag; ``add_scalars``' keys as ``main_tag/key`` (TensorBoard
     writes each key to a sub-run ``<log_dir>/<main_tag>_<key>`` under the tag ``main_tag``; one stepwire run
     holds them as one series per key beside each other)."""
+
+    def step(self, global_step: Any) -> int:
+        """The stored step of ``global_step``: None is step 0 (TensorBoard's event without a step)."""
+        return step_of(global_step)
 
     def scalar(self, tag: str) -> str:
         """The name of ``add_scalar(tag, ...)``."""
@@ -60,8 +66,13 @@ class ClearMLNames(TagNames):
 
     _DEFAULT_TITLES: ClassVar[dict[str, str]] = {"image": "Images", "audio": "Audio", "text": "Text"}
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, report_hparams: bool = True) -> None:
         self._task = task
+        self._report_hparams = report_hparams
+
+    def step(self, global_step: Any) -> int:
+        """The step plus the task's iteration offset (non-zero when continuing a task), as ``report_scalar``."""
+        return step_of(global_step) + self._task._offset
 
     def _join(self, title: str, series: str) -> str:
         return self._task._scalar_name(title, series)
@@ -85,5 +96,7 @@ class ClearMLNames(TagNames):
         return self.scalar(tag)
 
     def hparams(self, run: Run, hparams: Mapping[str, Any]) -> None:
-        """ClearML's ``TB_hparams/<name>`` task parameters."""
+        """ClearML's ``TB_hparams/<name>`` task parameters (unless ``report_hparams`` is off)."""
+        if not self._report_hparams:
+            return
         self._task._update_params({f"TB_hparams/{k}": str(v) for k, v in hparams.items()})

@@ -83,14 +83,14 @@ class SummaryWriter:
         if not self._live(walltime):
             return
         self.run.log_scalar(self._names.scalar(tag), records.scalar_value(tag, scalar_value),
-                            convert.step_of(global_step))
+                            self._names.step(global_step))
 
     def add_scalars(self, main_tag: str, tag_scalar_dict: Mapping[str, Any], global_step: Any = None,
                     walltime: float | None = None) -> None:
         """Log each entry ``key: value`` as the scalar ``main_tag/key`` (TensorBoard's sub-run per key)."""
         if not self._live(walltime):
             return
-        step = convert.step_of(global_step)
+        step = self._names.step(global_step)
         for key, value in tag_scalar_dict.items():
             self.run.log_scalar(self._names.scalars(main_tag, key), records.scalar_value(key, value), step)
 
@@ -98,7 +98,7 @@ class SummaryWriter:
         """Log a tensor as the text record ``tag``: JSON ``{"shape", "dtype", "values"}``."""
         if not self._live(walltime):
             return
-        self.run.log_text(self._names.media(tag, "tensor"), records.tensor_json(tensor), convert.step_of(global_step))
+        self.run.log_text(self._names.media(tag, "tensor"), records.tensor_json(tensor), self._names.step(global_step))
 
     # -- histograms ---------------------------------------------------------------------------------------
     def add_histogram(self, tag: str, values: Any, global_step: Any = None, bins: Any = "tensorflow",
@@ -109,9 +109,9 @@ class SummaryWriter:
             return
         name = self._names.histogram(tag)
         if is_tensor(values):
-            self.run.log_histogram(name, values.detach(), convert.step_of(global_step))
+            self.run.log_histogram(name, values.detach(), self._names.step(global_step))
         else:
-            self.run.log_histogram(name, np.asarray(values), convert.step_of(global_step))
+            self.run.log_histogram(name, np.asarray(values), self._names.step(global_step))
 
     def add_histogram_raw(self, tag: str, min: float, max: float, num: int, sum: float, sum_squares: float,
                           bucket_limits: Sequence[float], bucket_counts: Sequence[float], global_step: Any = None,
@@ -123,7 +123,7 @@ class SummaryWriter:
             raise ValueError("len(bucket_limits) != len(bucket_counts), see the document.")
         if not self._live(walltime):
             return
-        records.log_raw_histogram(self.run, self._names.histogram(tag), convert.step_of(global_step),
+        records.log_raw_histogram(self.run, self._names.histogram(tag), self._names.step(global_step),
                                   float(min), float(max), float(sum), bucket_limits, bucket_counts)
 
     # -- images and figures -------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ class SummaryWriter:
         if not self._live(walltime):
             return
         pixels = convert.to_pixels(convert.to_hwc(tag, img_tensor, dataformats))
-        self.run.log_image(self._names.media(tag, "image"), pixels, convert.step_of(global_step))
+        self.run.log_image(self._names.media(tag, "image"), pixels, self._names.step(global_step))
 
     def add_images(self, tag: str, img_tensor: Any, global_step: Any = None, walltime: float | None = None,
                    dataformats: str = "NCHW") -> None:
@@ -142,7 +142,7 @@ class SummaryWriter:
         if not self._live(walltime):
             return
         pixels = convert.to_pixels(convert.to_hwc(tag, img_tensor, dataformats))
-        self.run.log_image(self._names.media(tag, "image"), pixels, convert.step_of(global_step))
+        self.run.log_image(self._names.media(tag, "image"), pixels, self._names.step(global_step))
 
     def add_image_with_boxes(self, tag: str, img_tensor: Any, box_tensor: Any, global_step: Any = None,
                              walltime: float | None = None, rescale: float = 1, dataformats: str = "CHW",
@@ -158,7 +158,7 @@ class SummaryWriter:
             labels = None
         pixels = convert.to_pixels(convert.to_hwc(tag, img_tensor, dataformats))
         drawn = records.draw_boxes(pixels, boxes, rescale, labels)
-        self.run.log_image(self._names.media(tag, "image"), drawn, convert.step_of(global_step))
+        self.run.log_image(self._names.media(tag, "image"), drawn, self._names.step(global_step))
 
     def add_figure(self, tag: str, figure: Any, global_step: Any = None, close: bool = True,
                    walltime: float | None = None) -> None:
@@ -168,7 +168,7 @@ class SummaryWriter:
             return
         pixels = records.figure_pixels(figure, close)
         convert.ensure_pil()
-        self.run.log_image(self._names.media(tag, "image"), pixels, convert.step_of(global_step))
+        self.run.log_image(self._names.media(tag, "image"), pixels, self._names.step(global_step))
 
     # -- audio, video, text -------------------------------------------------------------------------------
     def add_audio(self, tag: str, snd_tensor: Any, global_step: Any = None, sample_rate: int = 44100,
@@ -177,7 +177,7 @@ class SummaryWriter:
         if not self._live(walltime):
             return
         wav = convert.wav_bytes(tag, snd_tensor, sample_rate)
-        self.run.log_media(self._names.media(tag, "audio"), wav, convert.step_of(global_step), kind="audio")
+        self.run.log_media(self._names.media(tag, "audio"), wav, self._names.step(global_step), kind="audio")
 
     def add_video(self, tag: str, vid_tensor: Any, global_step: Any = None, fps: float = 4,
                   walltime: float | None = None) -> None:
@@ -186,13 +186,13 @@ class SummaryWriter:
         if not self._live(walltime):
             return
         gif = convert.gif_bytes(tag, vid_tensor, fps)
-        self.run.log_media(self._names.media(tag, "video"), gif, convert.step_of(global_step), kind="video")
+        self.run.log_media(self._names.media(tag, "video"), gif, self._names.step(global_step), kind="video")
 
     def add_text(self, tag: str, text_string: str, global_step: Any = None, walltime: float | None = None) -> None:
         """Log ``text_string`` as the text record ``tag``."""
         if not self._live(walltime):
             return
-        self.run.log_text(self._names.media(tag, "text"), str(text_string), convert.step_of(global_step))
+        self.run.log_text(self._names.media(tag, "text"), str(text_string), self._names.step(global_step))
 
     # -- the rest -----------------------------------------------------------------------------------------
     def add_hparams(self, hparam_dict: dict[str, Any], metric_dict: dict[str, Any],
@@ -205,7 +205,7 @@ class SummaryWriter:
         if not self._live(None):
             return
         self._names.hparams(self.run, hparam_dict)
-        step = convert.step_of(global_step)
+        step = self._names.step(global_step)
         for key, value in metric_dict.items():
             self.run.log_scalar(self._names.scalar(key), records.scalar_value(key, value), step)
 
@@ -217,7 +217,7 @@ class SummaryWriter:
             return
         table = records.pr_curve(convert.to_numpy(labels), convert.to_numpy(predictions), num_thresholds,
                                  None if weights is None else convert.to_numpy(weights))
-        self.run.log_table(self._names.media(tag, "table"), table, convert.step_of(global_step))
+        self.run.log_table(self._names.media(tag, "table"), table, self._names.step(global_step))
 
     def add_pr_curve_raw(self, tag: str, true_positive_counts: Any, false_positive_counts: Any,
                          true_negative_counts: Any, false_negative_counts: Any, precision: Any, recall: Any,
@@ -229,7 +229,7 @@ class SummaryWriter:
         table = records.pr_table(*(convert.to_numpy(v).astype(np.float64) for v in (
             true_positive_counts, false_positive_counts, true_negative_counts, false_negative_counts, precision,
             recall)))
-        self.run.log_table(self._names.media(tag, "table"), table, convert.step_of(global_step))
+        self.run.log_table(self._names.media(tag, "table"), table, self._names.step(global_step))
 
     def add_mesh(self, tag: str, vertices: Any, colors: Any = None, faces: Any = None,
                  config_dict: dict[str, Any] | None = None, global_step: Any = None,
@@ -244,7 +244,7 @@ class SummaryWriter:
         figure = records.mesh_figure(convert.to_numpy(vertices),
                                      None if colors is None else convert.to_numpy(colors),
                                      None if faces is None else convert.to_numpy(faces))
-        self.run.log_plot(self._names.media(tag, "plot"), figure, convert.step_of(global_step))
+        self.run.log_plot(self._names.media(tag, "plot"), figure, self._names.step(global_step))
 
     def add_embedding(self, mat: Any, metadata: Sequence[Any] | None = None, label_img: Any = None,
                       global_step: Any = None, tag: str = "default",
@@ -256,7 +256,7 @@ class SummaryWriter:
         if label_img is not None:
             unsupported("SummaryWriter.add_embedding(label_img=...)", "the projector's sprite images")
         table = records.embedding_table(convert.to_numpy(mat), metadata, metadata_header)
-        self.run.log_table(self._names.media(f"embedding/{tag}", "table"), table, convert.step_of(global_step))
+        self.run.log_table(self._names.media(f"embedding/{tag}", "table"), table, self._names.step(global_step))
 
     def add_graph(self, model: Any, input_to_model: Any = None, verbose: bool = False,
                   use_strict_trace: bool = True) -> None:
