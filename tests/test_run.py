@@ -222,6 +222,9 @@ def test_stats_account_for_the_time_spent_logging(collector: CollectorProcess, c
     run.finish()
     err = capfd.readouterr().err
     assert f"stepwire: run {run.id} finished (finished): logging cost" in err and "40.0 k points, 0 dropped" in err
+    ranked = stepwire.init(address=collector.address, rank=2, world_size=4, run_id="four-ranked")
+    ranked.finish()  # one line per rank, each saying which
+    assert "stepwire: run four-ranked rank 2/4 finished (finished): logging cost" in capfd.readouterr().err
     with stepwire.init(address=collector.address, quiet=True) as quiet:
         quiet.log({"a": 1.0})
     assert "stepwire: run" not in capfd.readouterr().err

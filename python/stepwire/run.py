@@ -532,7 +532,8 @@ class Run(_core.Producer):
         if not self._quiet:
             timed_out = f" ({stats['timed_out']} after waiting block_timeout)" if stats["timed_out"] else ""
             lost = f" ({stats['lost_reason']})" if stats["lost_reason"] else ""
-            print(f"stepwire: run {self.id} finished ({status}): logging cost {stats['logging_fraction']:.1%} of "
+            who = f"run {self.id} rank {self.rank}/{self.world_size}" if self.world_size > 1 else f"run {self.id}"
+            print(f"stepwire: {who} finished ({status}): logging cost {stats['logging_fraction']:.1%} of "
                   f"wall time, {count_text(stats['logged'])} points, {int(stats['dropped'])} dropped{timed_out}; "
                   f"{count_text(stats['acknowledged'])} stored, {count_text(stats['spooled'])} in the spool, "
                   f"{count_text(stats['lost'])} lost{lost}", file=sys.stderr)
