@@ -1,0 +1,157 @@
+"""Ignite's TensorBoard logger with only the import changed (``stepwire.compat.ignite.tensorboard_logger``): real
+Ignite engines training a small model, read back with stepwire's Api."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch.nn.functional as F
+from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
+from ignite.handlers import ModelCheckpoint
+from ignite.metrics import Accuracy, Loss
+from torch.optim import SGD
+
+import stepwire
+import torch
+from conftest import CollectorProcess
+from reference import reference_histogram
+from stepwire.compat.ignite.clearml_logger import OutputHandler as ClearMLOutputHandler
+from stepwire.compat.ignite.tensorboard_logger import (
+    GradsHistHandler,
+    GradsScalarHandler,
+    OptimizerParamsHandler,
+    OutputHandler,
+    TensorboardLogger,
+    WeightsHistHandler,
+    WeightsScalarHandler,
+    global_step_from_engine,
+)
+from torch import nn
+
+
+class Net(nn.Module):
+    """The layers of Ignite's MNIST example, sized for 12x12 images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, kernel_size=3)
+        self.conv2 = nn.Conv2d(4, 8, kernel_size=3)
+        self.conv2_drop = nn.Dropout2d()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+        x = x.view(-1, 8)
+        x = F.relu(self.fc1(x))
+        return F.log_softmax(self.fc2(x), dim=-1)
+
+
+def batches(n: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, 1, 12, 12, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(n)]
+
+
+def test_mnist_example_stores_what_tensorboard_would(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    log_dir = str(tmp_path / "tensorboard_logs")
+    train_loader, val_loader = batches(4, 1), batches(2, 2)
+    model = Net()
+    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.5)
+    criterion = nn.CrossEntropyLoss()
+    trainer = create_supervised_trainer(model, optimizer, criterion)
+    metrics = {"accuracy": Accuracy(), "loss": Loss(criterion)}
+    train_evaluator = create_supervised_evaluator(model, metrics=metrics)
+    validation_evaluator = create_supervised_evaluator(model, metrics=metrics)
+    grads: dict[int, np.ndarray] = {}
+
+    @trainer.on(Events.ITERATION_COMPLETED(every=2))
+    def capture(engine: Engine) -> None:  # before the handlers below, after the optimizer step
+        grads[engine.state.iteration] = model.fc2.weight.grad.numpy().copy()  # type: ignore[union-attr]
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def compute_metrics(engine: Engine) -> None:
+        train_evaluator.run(train_loader)
+        validation_evaluator.run(val_loader)
+
+    tb_logger = TensorboardLogger(log_dir=log_dir)
+    tb_logger.attach_output_handler(trainer, event_name=Events.ITERATION_COMPLETED(every=2), tag="training",
+                                    output_transform=lambda loss: {"batchloss": loss}, metric_names="all")
+    for tag, evaluator in [("training", train_evaluator), ("validation", validation_evaluator)]:
+        tb_logger.attach_output_handler(evaluator, event_name=Events.EPOCH_COMPLETED, tag=tag,
+                                        metric_names=["loss", "accuracy"],
+                                        global_step_transform=global_step_from_engine(trainer))
+    tb_logger.attach_opt_params_handler(trainer, event_name=Events.ITERATION_COMPLETED(every=2), optimizer=optimizer)
+    tb_logger.attach(trainer, log_handler=WeightsScalarHandler(model, whitelist=["fc1"]),
+                     event_name=Events.ITERATION_COMPLETED(every=2))
+
+    def is_conv(n: str, _: Any) -> bool:
+        return "conv" in n
+
+    tb_logger.attach(trainer, log_handler=WeightsHistHandler(model, whitelist=is_conv),
+                     event_name=Events.ITERATION_COMPLETED(every=2))
+    tb_logger.attach(trainer, log_handler=GradsScalarHandler(model), event_name=Events.ITERATION_COMPLETED(every=2))
+    tb_logger.attach(trainer, log_handler=GradsHistHandler(model, whitelist=["fc2.weight"]),
+                     event_name=Events.ITERATION_COMPLETED(every=2))
+
+    def score_function(engine: Engine) -> float:
+        return float(engine.state.metrics["accuracy"])
+
+    model_checkpoint = ModelCheckpoint(log_dir, n_saved=2, filename_prefix="best", score_function=score_function,
+                                       score_name="validation_accuracy",
+                                       global_step_transform=global_step_from_engine(trainer))
+    validation_evaluator.add_event_handler(Events.COMPLETED, model_checkpoint, {"model": model})
+    trainer.run(train_loader, max_epochs=3)
+    run = tb_logger.writer.run
+    tb_logger.close()
+
+    view = stepwire.Api().run(run.id)
+    assert view.project == "tensorboard" and view.name == "tensorboard_logs" and view.status == "finished"
+    grad_names = {f"grads_norm/{m}/{p}" for m in ("conv1", "conv2", "fc1", "fc2") for p in ("weight", "bias")}
+    assert {s.name for s in view.series() if s.kind == "scalar"} == {
+        "training/batchloss", "training/loss", "training/accuracy", "validation/loss", "validation/accuracy",
+        "lr/group_0", "weights_norm/fc1/weight", "weights_norm/fc1/bias", *grad_names}
+    assert {s.name for s in view.series() if s.kind == "histogram"} == {
+        "weights/conv1/weight", "weights/conv1/bias", "weights/conv2/weight", "weights/conv2/bias",
+        "grads/fc2/weight"}
+    for name in ("training/batchloss", "lr/group_0", "weights_norm/fc1/weight", "grads_norm/fc2/bias"):
+        assert view.scalars(name)["step"].tolist() == [2, 4, 6, 8, 10, 12], name
+    for name in ("training/accuracy", "validation/loss"):
+        assert view.scalars(name)["step"].tolist() == [1, 2, 3], name
+    assert view.scalars("lr/group_0")["value"].tolist() == [0.01] * 6
+    for h in view.histograms("grads/fc2/weight"):
+        assert dict(zip(h.indices.tolist(), h.counts.tolist(), strict=True)) == reference_histogram(grads[h.step])
+    assert len(list(Path(log_dir).glob("best_model_*_validation_accuracy=*.pt"))) == 2
+
+
+def test_nested_outputs_params_and_checks(collector: CollectorProcess) -> None:
+    run = stepwire.init(project="tb", address=collector.address)
+    tb_logger = TensorboardLogger(log_dir="unused", run=run)  # a given run: close() leaves it open
+    model = nn.Sequential(nn.Linear(2, 2))
+    opt = SGD([{"params": model[0].weight, "lr": 0.1}, {"params": model[0].bias, "lr": 0.2}])
+    engine = Engine(lambda e, b: {"loss": {"a": torch.tensor(0.5), "b": torch.tensor([1.0, 2.0])}, "s": "x"})
+    tb_logger.attach(engine, OutputHandler("train", output_transform=lambda o: o), Events.ITERATION_COMPLETED)
+    tb_logger.attach(engine, OptimizerParamsHandler(opt, tag="opt"), Events.EPOCH_STARTED)
+    tb_logger.attach(engine, WeightsScalarHandler(model, reduction=torch.mean, tag="m"), Events.EPOCH_COMPLETED)
+    with pytest.warns(UserWarning, match="can not log metrics value type <class 'str'>"):
+        engine.run([0, 1, 2], max_epochs=2)
+    with pytest.raises(RuntimeError, match="works only with ClearMLLogger"):
+        ClearMLOutputHandler("x", output_transform=lambda o: o)(engine, tb_logger, Events.ITERATION_COMPLETED)
+    with pytest.raises(RuntimeError, match="works only with TensorboardLogger"):
+        OutputHandler("x", output_transform=lambda o: o)(engine, object(), Events.ITERATION_COMPLETED)
+    assert tb_logger.get_logdir() == "unused"  # falls through to the writer
+    tb_logger.close()
+    run.finish()
+    view = stepwire.Api(address=collector.address).run(run.id)
+    assert {s.name for s in view.series()} == {"train/loss/a", "train/loss/b/0", "train/loss/b/1", "opt/lr/group_0",
+                                               "opt/lr/group_1", "m/weights_mean/0/weight", "m/weights_mean/0/bias"}
+    assert view.scalars("train/loss/b/1")["step"].tolist() == list(range(1, 7))
+    assert view.scalars("train/loss/b/1")["value"].tolist() == [2.0] * 6
+    assert view.scalars("opt/lr/group_1")["step"].tolist() == [1, 2]  # epochs
+    assert view.scalars("opt/lr/group_1")["value"].tolist() == pytest.approx([0.2, 0.2])
+    w = view.scalars("m/weights_mean/0/weight")
+    assert w["step"].tolist() == [1, 2] and w["value"][-1] == pytest.approx(float(model[0].weight.detach().mean()))
