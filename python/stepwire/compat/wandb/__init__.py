@@ -28,7 +28,8 @@ from typing import Any
 from stepwire.compat.wandb.artifacts import Artifact
 from stepwire.compat.wandb.data_types import Audio, Histogram, Html, Image, Molecule, Object3D, Table, Video
 from stepwire.compat.wandb.sdk_run import Config, Run, Summary
-from stepwire.compat.wandb.unsupported import Error, UnsupportedWarning, unsupported, unsupported_counts
+from stepwire.compat.wandb.unsupported import Error, UnsupportedWarning, unsupported_counts
+from stepwire.compat.wandb.unsupported import unsupported as _unsupported
 from stepwire.compat.wandb.wandb_metric import Metric
 from stepwire.runconfig import config_dict
 
@@ -66,11 +67,11 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
     import stepwire
 
     for key in unknown:
-        unsupported(f"wandb.init({key}=...)")
+        _unsupported(f"wandb.init({key}=...)")
     for what, value in (("resume", resume if id is None else None), ("settings", settings),
                         ("save_code", save_code), ("anonymous", anonymous)):
         if value:
-            unsupported(f"wandb.init({what}=...)")
+            _unsupported(f"wandb.init({what}=...)")
     mode = _MODES.get(mode or os.environ.get("WANDB_MODE", "online"))
     if mode is None:
         raise Error('mode must be one of "online", "offline", "disabled"')

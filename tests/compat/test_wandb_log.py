@@ -1,0 +1,231 @@
+"""W&B-style scripts (stepwire.compat.wandb) against the embedded collector: steps, commit, nested names,
+define_metric, config and summary read back through stepwire.Api; modes disabled and offline (+ stepwire sync)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import stepwire
+import stepwire.compat.wandb as wandb
+from conftest import CollectorProcess, stop_embedded
+from stepwire.compat.wandb import unsupported
+
+
+@pytest.fixture(scope="module")
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One data directory (and embedded collector) for the tests of this module: each starts its own runs."""
+    d = tmp_path_factory.mktemp("wandb-data")
+    yield d
+    stop_embedded(d)
+
+
+@pytest.fixture(autouse=True)
+def wandb_state(shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh module state per test (no run left, warnings not yet given), with the embedded default in
+    ``shared_dir``."""
+    monkeypatch.setenv("STEPWIRE_DIR", str(shared_dir))
+    unsupported._counts.clear()
+    yield shared_dir
+    wandb.finish()
+
+
+def points(view: stepwire.RunView, name: str) -> list[tuple[int, float]]:
+    """``[(step, value), ...]`` of scalar series ``name``."""
+    s = view.scalars(name)
+    return list(zip(s["step"].tolist(), s["value"].tolist(), strict=True))
+
+
+def test_steps_commit_and_nesting_follow_wandb() -> None:
+    run = wandb.init(project="wb", name="steps", config={"lr": 0.1})
+    assert wandb.run is run and run.step == 0 and run.project == "wb" and run.name == "steps"
+    wandb.log({"loss": 1.0, "val": {"acc": 0.5, "top": {"k5": 0.75}}})   # step 0, then 1
+    wandb.log({"a": 2.0}, commit=False)                                 # accumulates into step 1
+    wandb.log({"b": np.float32(3.0)})                                   # step 1 committed, then 2
+    wandb.log({"c": 4.0}, step=10)                                      # jumps to 10, not committed
+    wandb.log({"d": 5.0})                                               # merges into 10, then 11
+    wandb.log({"e": 6.0}, step=11, commit=False)                        # the current step: merges
+    wandb.log({"f": np.array(7.0), "g": True}, step=11)                 # still 11, not committed
+    wandb.log({"late": 8.0}, step=3)                                    # lower: stored at 3, W&B drops it
+    assert run.step == 11
+    wandb.log({"h": 9.0}, commit=True)                                  # 11, then 12
+    assert run.step == 12
+    run_id = run.id
+    wandb.finish()
+    assert wandb.run is None
+    view = stepwire.Api().run(run_id)
+    got = {s.name: points(view, s.name) for s in view.series()}
+    assert got == {"loss": [(0, 1.0)], "val.acc": [(0, 0.5)], "val.top.k5": [(0, 0.75)], "a": [(1, 2.0)],
+                   "b": [(1, 3.0)], "c": [(10, 4.0)], "d": [(10, 5.0)], "e": [(11, 6.0)], "f": [(11, 7.0)],
+                   "g": [(11, 1.0)], "late": [(3, 8.0)], "h": [(11, 9.0)]}
+    assert view.status == "finished" and view.project == "wb" and view.name == "steps"
+
+
+def test_define_metric_step_metric_and_summary() -> None:
+    # W&B's documented pattern: each group of metrics against its own x-axis
+    run = wandb.init(project="wb")
+    wandb.define_metric("train/step")
+    wandb.define_metric("train/*", step_metric="train/step")
+    wandb.define_metric("validation/step")
+    wandb.define_metric("validation/*", step_metric="validation/step", summary="max")
+    wandb.define_metric("loss", summary="min,mean")
+    wandb.define_metric("hidden", summary="none")
+    for i in range(4):
+        wandb.log({"train/step": 2 ** i, "train/loss": 1 / (i + 1), "loss": 4.0 - i, "hidden": float(i)})
+        if i % 2:
+            wandb.log({"validation/step": i, "validation/acc": i / 10})
+    wandb.log({"validation/acc": 0.25})  # no x value in this call: the last one logged (step_sync)
+    with pytest.raises(wandb.Error, match="glob suffixes only"):
+        wandb.define_metric("a*b")
+    with pytest.raises(wandb.Error, match="summary op"):
+        wandb.define_metric("x", summary="median")
+    wandb.summary["best_model"] = "epoch-3"
+    wandb.summary.update({"final": 1.5})
+    assert run.summary["loss"] == {"min": 1.0, "mean": 2.5} and run.summary.final == 1.5
+    assert "hidden" not in run.summary
+    run_id = run.id
+    wandb.finish()
+    view = stepwire.Api().run(run_id)
+    assert points(view, "train/loss") == [(1, 1.0), (2, 0.5), (4, 1 / 3), (8, 0.25)]
+    assert points(view, "train/step") == [(0, 1.0), (1, 2.0), (3, 4.0), (4, 8.0)]   # at the W&B step
+    assert points(view, "validation/acc") == [(1, 0.1), (3, 0.3), (3, 0.25)]
+    assert points(view, "validation/step") == [(2, 1.0), (5, 3.0)]
+    assert points(view, "loss") == [(0, 4.0), (1, 3.0), (3, 2.0), (4, 1.0)]
+    assert points(view, "hidden") == [(0, 0.0), (1, 1.0), (3, 2.0), (4, 3.0)]   # stored, left out of the summary
+    assert view.meta["summary"] == {
+        "best_model": "epoch-3", "final": 1.5, "train/step": 8.0, "train/loss": 0.25, "loss": {"min": 1.0, "mean": 2.5},
+        "validation/step": 3.0, "validation/acc": {"max": 0.3}}
+
+
+def test_config_from_argparse_and_changes_reach_the_store() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.01)
+    args = parser.parse_args([])
+    run = wandb.init(project="wb", config={"model": {"depth": 4, "act": "relu"}}, tags=["t1"], group="g",
+                     job_type="train", notes="first try", entity="me")
+    wandb.config.update(args)
+    wandb.config.epochs = 3
+    wandb.config["opt"] = {"name": "sgd", "momentum": np.float64(0.9)}
+    wandb.config.setdefaults({"epochs": 99, "seed": 1})
+    with pytest.raises(ValueError, match="allow_val_change"):
+        wandb.config.update({"lr": 0.5})
+    wandb.config.update({"lr": 0.5}, allow_val_change=True)
+    assert wandb.config.lr == 0.5 and wandb.config["batch_size"] == 64 and "seed" in wandb.config
+    assert wandb.config.get("missing") is None and sorted(wandb.config.keys())[:2] == ["batch_size", "epochs"]
+    assert run.config is wandb.config
+    expected = {"model": {"depth": 4, "act": "relu"}, "batch_size": 64, "lr": 0.5, "epochs": 3,
+                "opt": {"name": "sgd", "momentum": 0.9}, "seed": 1}
+    assert wandb.config.as_dict() == expected
+    run_id = run.id
+    wandb.finish()
+    view = stepwire.Api().run(run_id)
+    assert view.config == expected and view.tags == ["t1"]
+    assert view.meta["wandb"] == {"entity": "me", "group": "g", "job_type": "train", "notes": "first try"}
+
+
+def test_stepwire_run_config_and_summary() -> None:
+    """The same objects on stepwire's own Run: changes allowed, explicit summary values in the meta."""
+    with stepwire.init(project="sw", config={"lr": 0.1}, quiet=True) as run:
+        run.config.lr = 0.2
+        run.config.update({"layers": [1, 2]})
+        run.summary["best"] = 0.75
+        run.summary.note = "ok"
+        assert run.config.as_dict() == {"lr": 0.2, "layers": [1, 2]} and dict(run.summary) == {"best": 0.75,
+                                                                                                "note": "ok"}
+        run.log({"x": 1.0})
+    view = stepwire.Api().run(run.id)
+    assert view.config == {"lr": 0.2, "layers": [1, 2]} and view.meta["summary"] == {"best": 0.75, "note": "ok"}
+
+
+def test_values_texts_and_unsupported_ones() -> None:
+    run = wandb.init(project="wb")
+    wandb.log({"msg": "hello", "arr": np.arange(5.0)})
+    with pytest.warns(wandb.UnsupportedWarning, match="logging a list"):
+        wandb.log({"numbers": [1, 2, 3], "ok": 1.0})
+    with pytest.warns(wandb.UnsupportedWarning, match=r"wandb.init\(magic=...\)"):
+        wandb.init(project="wb", magic=True)   # finishes the first run, as W&B's reinit
+    assert run._finished and wandb.run is not None and wandb.run is not run
+    wandb.run.alert(title="diverged", text="loss is NaN", level="WARN")
+    second = wandb.run.id
+    wandb.finish()
+    first = stepwire.Api().run(run.id)
+    assert [(t.name, t.step, t.text) for t in first.texts()] == [("msg", 0, "hello")]
+    assert [h.count for h in first.histograms("arr")] == [5] and points(first, "ok") == [(1, 1.0)]
+    assert {s.name for s in first.series()} == {"arr", "ok"} and first.meta["summary"] == {"msg": "hello",
+                                                                                            "ok": 1.0}
+    assert [(t.name, t.text) for t in stepwire.Api().run(second).texts()] == [("alert/diverged",
+                                                                               "WARN: loss is NaN")]
+    assert wandb.unsupported_counts() == {"logging a list (key 'numbers')": 1, "wandb.init(magic=...)": 1}
+
+
+def test_before_init_and_disabled_mode(wandb_state: Path) -> None:
+    assert wandb.run is None
+    with pytest.raises(wandb.Error, match=r"wandb\.init\(\) before wandb\.log"):
+        wandb.log({"a": 1.0})
+    assert wandb.login() is True
+    run = wandb.init(project="wb", mode="disabled", config={"a": 1})
+    assert run.disabled and not run.stepwire_run.active
+    wandb.log({"a": 1.0, "h": wandb.Histogram([1.0, 2.0]), "t": wandb.Table(columns=["x"], data=[[1]])})
+    wandb.config.b = 2
+    wandb.summary["s"] = 1
+    wandb.log_artifact(__file__, type="code")
+    assert run.step == 1 and wandb.config.as_dict() == {"a": 1, "b": 2}
+    wandb.finish()
+    assert not list(wandb_state.glob(f"spool/{run.id}-*"))
+    with pytest.raises(KeyError):
+        stepwire.Api().run(run.id)
+
+
+def test_offline_run_is_delivered_by_stepwire_sync(collector: CollectorProcess, monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    data = tmp_path / "offline"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run = wandb.init(project="wb", dir=str(data), config={"k": 1})
+    assert run.offline
+    for i in range(3):
+        wandb.log({"loss": 1.0 / (i + 1)})
+    Path(run.dir, "notes.txt").write_text("kept")
+    wandb.finish()
+    out = subprocess.run([sys.executable, "-m", "stepwire", "sync", str(data), "--address", collector.address,
+                          "--quiet"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    view = stepwire.Api(address=collector.address).run(run.id)
+    assert points(view, "loss") == [(0, 1.0), (1, 0.5), (2, 1 / 3)] and view.config == {"k": 1}
+    assert [a.name for a in view.artifacts()] == ["notes.txt"]
+    assert view.meta["summary"] == {"loss": 1 / 3}
+    stop_embedded(data)
+
+
+SCRIPT = """
+import stepwire.compat.wandb as wandb
+
+wandb.init(project="script", config={"epochs": 3}, id="wb-script-run")
+for epoch in range(wandb.config.epochs):
+    wandb.log({"epoch": epoch, "train": {"loss": 1.0 / (epoch + 1)}})
+with open(wandb.run.dir + "/model.txt", "w") as f:
+    f.write("weights")
+# no finish(): W&B finishes at exit, and so does this
+"""
+
+
+def test_script_without_finish_is_finished_at_exit(wandb_state: Path, tmp_path: Path) -> None:
+    path = tmp_path / "train.py"
+    path.write_text(SCRIPT)
+    out = subprocess.run([sys.executable, "-W", "error", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    view = stepwire.Api().run("wb-script-run")
+    assert view.status == "finished" and view.config == {"epochs": 3}
+    assert points(view, "train.loss") == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
+    assert points(view, "epoch") == [(0, 0.0), (1, 1.0), (2, 2.0)]
+    assert [a.name for a in view.artifacts()] == ["model.txt"]
+    summary: dict[str, Any] = view.meta["summary"]
+    assert json.loads(json.dumps(summary)) == {"epoch": 2.0, "train.loss": 1 / 3}
