@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ def only_run(api: stepwire.Api, project: str) -> stepwire.RunView:
     return view
 
 
-def same_histogram(got: stepwire.Histogram, values: object) -> bool:
+def same_histogram(got: stepwire.Histogram, values: Any) -> bool:
     want = stepwire.Histogram.from_values(values)
     return (got.indices.tolist(), got.counts.tolist(), got.count, got.min, got.max) == (
         want.indices.tolist(), want.counts.tolist(), want.count, want.min, want.max)
@@ -91,7 +92,7 @@ def test_watch_logs_gradient_histograms_after_real_backward_passes(collector: Co
     model = torch.nn.Linear(5, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(16, 5), torch.randn(16, 2)
-    grads: list[dict[str, torch.Tensor]] = []
+    grads: list[dict[str, Any]] = []
     logger = StepwireLogger(address=collector.address, experiment_id="watch", log_freq="batch")
     with logger.start_logging():
         logger.log(model, "model", kind="watch")
