@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ignite.engine import Engine, Events
@@ -41,6 +42,16 @@ class RunLogger(BaseLogger):
     def stepwire_run(self) -> Run:
         """The stepwire run the handlers write to."""
         raise NotImplementedError  # each logger's
+
+    def store_values(self, values: Mapping[str, Any], step: int) -> None:
+        """Store what a handler logs at ``step``: numbers and 0-d tensors as scalars, strings as texts."""
+        run = self.stepwire_run
+        numeric = {k: v for k, v in values.items() if not isinstance(v, str)}
+        if numeric:
+            run.log(numeric, step=step)
+        for name, text in values.items():
+            if isinstance(text, str):
+                run.log_text(name, text, step=step)
 
     def _create_output_handler(self, *args: Any, **kwargs: Any) -> OutputHandler:
         return OutputHandler(*args, **kwargs)
@@ -83,29 +94,26 @@ class _Handler:
     logger_class: ClassVar[type[RunLogger]] = StepwireLogger
     """The logger this handler works with (``RuntimeError`` for any other)."""
 
-    def _target(self, logger: object) -> tuple[Run, Naming]:
+    def _target(self, logger: object) -> RunLogger:
         if not isinstance(logger, self.logger_class):
             raise RuntimeError(f"Handler {type(self).__name__} works only with {self.logger_class.__name__}")
-        return logger.stepwire_run, logger.naming
+        return logger
 
 
-def _outputs(values: dict[str, Any], tag: str, naming: Naming) -> tuple[dict[str, Any], dict[str, str]]:
+def _outputs(values: dict[str, Any], tag: str, naming: Naming) -> dict[str, Any]:
     """Ignite's flattening (mappings recurse, sequences and 1-d tensors expand by index, by ``values.flatten``)
-    named by ``naming``: ``(numbers and 0-d tensors, texts)``. 0-d tensors stay tensors (never ``.item()``);
-    strings are texts where the naming logs them; anything else is dropped with Ignite's warning."""
-    numbers_out: dict[str, Any] = {}
-    texts: dict[str, str] = {}
+    named by ``naming``: numbers, 0-d tensors (never ``.item()``) and, where the naming logs them, strings;
+    anything else is dropped with Ignite's warning."""
+    out: dict[str, Any] = {}
     for key, value in flatten(values, sep=_KEY_SEP, sequences=True, key_check=None).items():
         name = naming.output(tag, tuple(str(key).split(_KEY_SEP)))
-        if isinstance(value, numbers.Number) or (isinstance(value, torch.Tensor) and value.ndim == 0):
+        if isinstance(value, numbers.Number) or (isinstance(value, torch.Tensor) and value.ndim == 0) or (
+                isinstance(value, str) and naming.log_text):
             if name is not None:
-                numbers_out[name] = value
-        elif isinstance(value, str) and naming.log_text:
-            if name is not None:
-                texts[name] = value
+                out[name] = value
         else:
             warnings.warn(f"Logger output_handler can not log metrics value type {type(value)}", stacklevel=3)
-    return numbers_out, texts
+    return out
 
 
 class OutputHandler(_Handler, BaseOutputHandler):
@@ -116,7 +124,7 @@ class OutputHandler(_Handler, BaseOutputHandler):
     """
 
     def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
-        run, naming = self._target(logger)
+        target = self._target(logger)
         collected: dict[str, Any] = {}
         if self.metric_names is not None:
             if isinstance(self.metric_names, str) and self.metric_names == "all":
@@ -137,28 +145,22 @@ class OutputHandler(_Handler, BaseOutputHandler):
         if not isinstance(global_step, int):
             raise TypeError(f"global_step must be int, got {type(global_step)}. "
                             "Please check the output of global_step_transform.")
-        values, texts = _outputs(collected, self.tag, naming)
-        if not values and not texts:
-            return
-        step = naming.step(global_step)
-        if step is None:
-            return
-        if values:
-            run.log(values, step=step)
-        for name, text in texts.items():
-            run.log_text(name, text, step=step)
+        values = _outputs(collected, self.tag, target.naming)
+        step = target.naming.step(global_step)
+        if values and step is not None:
+            target.store_values(values, step)
 
 
 class OptimizerParamsHandler(_Handler, BaseOptimizerParamsHandler):
     """Logs ``param_name`` (default "lr") of every parameter group of ``optimizer``."""
 
     def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
-        run, naming = self._target(logger)
+        target = self._target(logger)
+        naming = target.naming
         step = naming.step(engine.state.get_event_attrib_value(event_name))
-        if step is None:
-            return
-        run.log({naming.param(self.tag, self.param_name, i): _param_value(group[self.param_name])
-                 for i, group in enumerate(self.optimizer.param_groups)}, step=step)
+        if step is not None:
+            target.store_values({naming.param(self.tag, self.param_name, i): _param_value(group[self.param_name])
+                                 for i, group in enumerate(self.optimizer.param_groups)}, step)
 
 
 def _param_value(value: Any) -> Any:
@@ -184,7 +186,8 @@ class _ScalarHandler(_Handler, BaseWeightsScalarHandler):
     grads = False
 
     def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
-        run, naming = self._target(logger)
+        target = self._target(logger)
+        naming = target.naming
         kind = "grads" if self.grads else "weights"
         named = _parameters(self, self.grads)
         step = naming.step(engine.state.get_event_attrib_value(event_name))
@@ -193,8 +196,8 @@ class _ScalarHandler(_Handler, BaseWeightsScalarHandler):
         tensors = [t for _, t in named]
         results: list[Any] = (list(torch._foreach_norm(tensors))  # one fused launch per device and dtype
                               if self.reduction is torch.norm else [self.reduction(t) for t in tensors])
-        run.log({naming.reduced(self.tag, kind, self.reduction.__name__, name): r
-                 for (name, _), r in zip(named, results, strict=True)}, step=step)
+        target.store_values({naming.reduced(self.tag, kind, self.reduction.__name__, name): r
+                             for (name, _), r in zip(named, results, strict=True)}, step)
 
 
 class WeightsScalarHandler(_ScalarHandler):
@@ -211,12 +214,13 @@ class _HistHandler(_Handler, BaseWeightsHandler):
     grads = False
 
     def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
-        run, naming = self._target(logger)
+        target = self._target(logger)
+        naming = target.naming
         kind = "grads" if self.grads else "weights"
         named = [(naming.histogram(self.tag, kind, name), t) for name, t in _parameters(self, self.grads)]
         step = naming.step(engine.state.get_event_attrib_value(event_name))
         if named and step is not None:
-            ModelStats(run).log(named, step, scalars=False)
+            ModelStats(target.stepwire_run).log(named, step, scalars=False)
 
 
 class WeightsHistHandler(_HistHandler):

@@ -3,15 +3,17 @@
 ``WandBLogger(*args, **kwargs)`` calls ``stepwire.compat.wandb.init(*args, **kwargs)`` and forwards unknown
 attributes to that module, as Ignite's does to ``wandb`` (``wandb_logger.watch(model)``, ``wandb_logger.run.dir``,
 ``wandb_logger.config``). Its handlers write into the W&B run's stepwire run (``wandb.run.stepwire_run``) with
-W&B's names (``{tag}/{key}``, ``{tag/}{param_name}/group_{i}``) at the handler's global step; string values of an
-output are stored as texts, as Ignite's W&B handler logs them. A step lower than the W&B run's current one,
-which W&B drops, is stored where it was logged, as ``stepwire.compat.wandb.log`` does.
+W&B's names (``{tag}/{key}``, ``{tag/}{param_name}/group_{i}``) through ``wandb.log(values, step=global_step)``,
+as Ignite's W&B handlers do: the W&B run's step, summary and ``define_metric`` rules apply as to the script's own
+``wandb.log`` calls (a step lower than the current one, which W&B drops, is stored where it was logged, as
+``stepwire.compat.wandb.log`` does); string values of an output are stored as texts, as Ignite's W&B handler
+logs them. 0-d tensors are handed on as they are (never read back on the training thread).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 from warnings import warn
@@ -55,6 +57,10 @@ class WandBLogger(handlers.RunLogger):
             raise RuntimeError("WandBLogger: no W&B run is active (call wandb.init first)")
         run: Run = current.stepwire_run
         return run
+
+    def store_values(self, values: Mapping[str, Any], step: int) -> None:
+        """``wandb.log(values, step=step)``, as Ignite's W&B handlers log."""
+        self._wandb.log(dict(values), step=step)
 
     def __getattr__(self, attr: str) -> Any:
         if attr == "_wandb":  # not set: __init__ failed
