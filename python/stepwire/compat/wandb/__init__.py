@@ -95,6 +95,7 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
         from stepwire.compat import tensorboard  # type: ignore[attr-defined,unused-ignore]
 
         tensorboard.patch(run=sw)
+        started._on_finish.append(tensorboard.unpatch)
     return started
 
 

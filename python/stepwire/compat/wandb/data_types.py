@@ -109,11 +109,21 @@ def log_binned(run: Run, name: str, step: int, counts: npt.NDArray[np.int64], ed
                                 float((centres * counts[keep]).sum()), lo, hi, 0, 0, 0)
 
 
+def _rescale(arr: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    """W&B's pixel rule (``_guess_and_rescale_to_0_255``): values all in [0, 1] are scaled by 255, all in [-1, 1]
+    mapped from [-1, 1] to [0, 255], others clipped to [0, 255]; then truncated to uint8."""
+    lo, hi = float(arr.min()), float(arr.max())
+    if 0 <= lo and hi <= 1:
+        return (arr * 255).astype(np.uint8)
+    if -1 <= lo and hi <= 1:
+        return (255 * 0.5 * (arr + 1)).astype(np.uint8)
+    return np.asarray(arr.clip(0, 255)).astype(np.uint8)
+
+
 class Image(WBValue):
-    """``wandb.Image(data_or_path, mode=None, caption=None, ...)``: a path, PIL image, numpy or torch array, or a
-    matplotlib figure. Float arrays follow W&B's rule: values in [-1, 0) mean the range [-1, 1] (shifted to
-    [0, 1]); values up to 1 are scaled by 255; larger ones are taken as 0..255 (with ``normalize=False``: as
-    given, clipped)."""
+    """``wandb.Image(data_or_path, mode=None, caption=None, ...)``: a path, PIL image, numpy or torch array (CHW
+    for torch, HW or HWC for numpy, as W&B reads them), or a matplotlib figure. Arrays follow W&B's pixel rule
+    (``_rescale``; ``normalize=False``: truncated to uint8 as they are)."""
 
     def __init__(self, data_or_path: Any, mode: str | None = None, caption: str | None = None,
                  grouping: int | None = None, classes: Any = None, boxes: Any = None, masks: Any = None,
@@ -133,17 +143,13 @@ class Image(WBValue):
             self._data = buf.getvalue()
             return
         arr = _numpy(data_or_path)
-        if is_tensor(data_or_path) and arr.ndim == 3 and arr.shape[0] in (1, 3, 4):
+        if is_tensor(data_or_path) and arr.ndim == 3:
             arr = arr.transpose(1, 2, 0)  # torch images are CHW, as W&B reads them
-        if arr.dtype.kind == "f" and normalize:
-            if arr.size and float(np.min(arr)) < 0:
-                arr = (arr + 1) / 2
-            if arr.size and float(np.max(arr)) <= 1.0:
-                arr = arr * 255
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
-        elif arr.dtype.kind == "f":
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
-        self._data = arr
+        if arr.ndim > 2:
+            arr = arr.squeeze()
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"wandb.Image data must be numbers, got dtype {arr.dtype}")
+        self._data = _rescale(arr) if normalize and arr.size else arr.astype(np.uint8)
 
     def _log(self, run: Run, name: str, step: int) -> None:
         run.log_image(name, self._data, step=step, caption=self.caption)

@@ -15,7 +15,7 @@ import glob
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -67,6 +67,7 @@ class Run:
         self._watches: list[tuple[torch.nn.Module, WatchHandle]] = []
         self._saved: list[tuple[str, str, str]] = []  # (glob, base path, policy) of save(): stored at finish
         self._finished = False
+        self._on_finish: list[Callable[[], None]] = []  # e.g. undoing sync_tensorboard's patch
         self.dir = self._files_dir(dir)
         """W&B's ``run.dir``: files written here are stored as artifacts of the run at ``finish``, named by their
         path relative to it (``{data dir}/wandb/run-{date}-{id}/files``, or a temporary directory for a run
@@ -237,6 +238,8 @@ class Run:
             return
         run = self.stepwire_run
         self.unwatch()
+        for undo in self._on_finish:
+            undo()
         if run.active and not run._finished:
             for pattern, base, _ in self._saved:
                 self._store_files(pattern, base)
