@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image as PIL
 
 import stepwire
 import stepwire.compat.wandb as wandb
+import torch
 from conftest import stop_embedded
 from stepwire.compat.wandb import unsupported
 
