@@ -86,8 +86,8 @@ def test_tensorboard_logger_logs_scalar_image_and_text(collector: CollectorProce
     assert [(m.name, m.step, m.kind, m.width, m.height) for m in view.media()] == [
         ("test_image", 1, "image", 10, 10)]
     assert [(t.name, t.step, t.text) for t in view.texts()] == [("test_text", 1, "test text")]
-    with pytest.raises(ValueError, match="Accepted values for TensorBoardLogger framework are 'tensorflow' and "
-                                         "'pytorch'. Received jax"):
+    with pytest.raises(ValueError, match=r"Accepted values for TensorBoardLogger framework are 'tensorflow' and "
+                                         r"'pytorch'\. Received jax"):
         TensorBoardLogger(framework="jax")  # type: ignore[arg-type]
 
 
@@ -228,7 +228,7 @@ def test_calls_outside_the_context_raise_itwinai_error(tmp_path: Path) -> None:
             call()
         assert str(err.value) == message
     collection = LoggersCollection([logger])
-    with pytest.raises(RuntimeError, match="^LoggersCollection has not been initialized"):
+    with pytest.raises(RuntimeError, match=r"^LoggersCollection has not been initialized"):
         collection.log(1.0, "x")
     with pytest.raises(ValueError) as bad:
         MLFlowLogger(log_freq=0)
