@@ -140,7 +140,7 @@ def test_dashboard_with_a_token_opens_from_its_address(tmp_path: Path, browser_p
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and token not in cookie["value"]
         row = page.locator(f'#runs-table tbody tr[data-run="{run.id}"]')
         row.wait_for(timeout=30_000)
-        assert '"x":"NaN"' in row.inner_text()
+        assert "x=NaN" in row.inner_text()
         page.wait_for_function(
             """() => { const d = document.querySelector('.chart[data-metric="loss"]');
                        return d && d.dataset.total === '10' && d.querySelector('.main-svg .scatterlayer .trace'); }""",

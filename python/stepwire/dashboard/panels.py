@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stepwire.api import RunView, aggregate
+from stepwire.dashboard.compare import grouping
 from stepwire.dashboard.downsample import from_blocks, min_points_for_blocks
 from stepwire.histogram import Histogram, merge_by_step
 from stepwire.mediatypes import KINDS as MEDIA_KINDS
@@ -212,7 +213,8 @@ class Panels:
         raise PanelError(f"no run {run_id!r}", status=404)
 
     def runs(self, project: str | None = None) -> list[dict[str, Any]]:
-        """The runs table: one row per run, newest first, with duration, ranks and logging overhead."""
+        """The runs table: one row per run, newest first, with duration, ranks, logging overhead, and ``group`` and
+        ``job_type`` (``compare.grouping``)."""
         now = time.time()
         rows = []
         for r in reversed(self.reader.runs(project)):
@@ -222,7 +224,7 @@ class Panels:
                          "created": r.created, "finished": r.finished or None,
                          "duration": max(0.0, end - r.created) if r.created else None, "tags": r.tags,
                          "config": r.config, "ranks": ranks or [0], "rank_status": r.meta.get("ranks", {}),
-                         "overhead": r.meta.get("overhead", {})})
+                         "overhead": r.meta.get("overhead", {}), **grouping(r)})
         return rows
 
     def series(self, run_id: str) -> list[dict[str, Any]]:

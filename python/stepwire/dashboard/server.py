@@ -10,6 +10,7 @@ store itself, 502 for one of the Query service behind ``stepwire ui``):
   ``/api/heatmap?run=ID&name=N[&steps=200][&rows=120][&rank=R]``
   ``/api/histogram?run=ID&name=N[&step=S][&rank=R][&bins=64]``
   ``/api/skew?run=ID``
+  ``/api/compare[?runs=ID,ID...][&project=P]``  config (flattened) and last/min/max of every scalar, per run
   ``/api/console?run=ID[&rank=R][&q=TEXT][&lines=1000]``  the last lines the ranks printed (containing TEXT)
   ``/api/media?run=ID[&name=N][&kind=K]``  media records grouped by name, each name with its steps
   ``/api/media/blob?run=ID&sha=SHA256[&name=N]``  a record's content, as the type stored with it (not JSON)
@@ -25,7 +26,10 @@ Requests whose ``Host`` is not the bound address, ``localhost``, ``127.0.0.1`` o
 or a host named in ``$STEPWIRE_HTTP_ALLOWED_HOSTS`` (comma-separated; ``*`` allows any), are refused with 421: a web
 page cannot reach a loopback dashboard through DNS rebinding. Every answer carries ``X-Frame-Options: DENY``, a
 ``Content-Security-Policy``, ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer`` and
-``Cache-Control: no-store``. Each connection has a socket timeout (``REQUEST_TIMEOUT_S``) and at most
+``Cache-Control: no-store``, but for ``plotly.min.js``: read once and kept in memory, it is sent with an ``ETag``
+(its sha256; the page loads it as ``plotly.min.js?v=TAG``) and ``Cache-Control: public, max-age=31536000,
+immutable``, and a request whose ``If-None-Match``
+names that tag is answered 304 with no body. Each connection has a socket timeout (``REQUEST_TIMEOUT_S``) and at most
 ``MAX_CONNECTIONS`` are served at once (more are answered 503 and closed).
 
 Media contents (``/api/media/blob``) are served only for a sha256 one of the run's records holds (else 404), with
@@ -58,6 +62,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import grpc
 import numpy as np
 
+from stepwire.dashboard.compare import CompareError, compare
 from stepwire.dashboard.panels import CONSOLE_LINES, TABLE_ROWS, PanelError, Panels
 from stepwire.store.base import Reader, StoreUnavailable
 from stepwire.transport import is_loopback
@@ -96,6 +101,44 @@ def plotly_js() -> Path:
     except ImportError as exc:
         raise RuntimeError("the dashboard draws with Plotly.js from the plotly package: pip install plotly") from exc
     return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+class _Bundle:
+    """Plotly.js read once (on first use), with its ETag: the 4.8 MB bundle is not read from disk per request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._data: tuple[bytes, str] | None = None
+
+    def get(self) -> tuple[bytes, str]:
+        """The bundle's bytes and its (strong) ETag."""
+        with self._lock:
+            if self._data is None:
+                data = plotly_js().read_bytes()
+                self._data = (data, f'"{hashlib.sha256(data).hexdigest()[:32]}"')
+            return self._data
+
+
+PLOTLY_BUNDLE = _Bundle()
+BUNDLE_CACHE = "public, max-age=31536000, immutable"
+
+
+def _page() -> bytes:
+    """The page, loading Plotly.js at an address that names its version (so that a year's caching is safe)."""
+    tag = PLOTLY_BUNDLE.get()[1].strip('"')
+    return (STATIC / "index.html").read_bytes().replace(b'src="/static/plotly.min.js"',
+                                                          f'src="/static/plotly.min.js?v={tag}"'.encode())
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak or strong) or is ``*``."""
+    if not header:
+        return False
+    for part in header.split(","):
+        tag = part.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
 
 
 def without_query(text: str) -> str:
@@ -175,6 +218,8 @@ def _api(panels: Panels, route: str, q: dict[str, list[str]]) -> Any:
                                 _int(q, "bins", 64) or 0)
     if route == "skew":
         return panels.skew(_one(q, "run"))
+    if route == "compare":
+        return compare(panels.reader, q.get("runs", [""])[-1] or None, q.get("project", [""])[-1] or None)
     if route == "console":
         return panels.console(_one(q, "run"), _int(q, "rank", bounds=RANKS), q.get("q", [""])[-1],
                               _int(q, "lines", CONSOLE_LINES) or 0)
@@ -288,6 +333,18 @@ def _handler(panels: Panels, token: str | None, on_request: Callable[[], None], 
                 log.warning("media %s (%s): %d bytes sent of %d", entry.sha256, entry.name, sent, entry.size)
                 self.close_connection = True
 
+        def _plotly(self) -> None:
+            """The Plotly.js bundle from memory: 304 when the client holds this version, else cached for long."""
+            data, etag = PLOTLY_BUNDLE.get()
+            headers = {"ETag": etag, "Cache-Control": BUNDLE_CACHE}
+            if etag_matches(self.headers.get("If-None-Match"), etag):
+                self.send_response(HTTPStatus.NOT_MODIFIED)
+                for k, v in {**SECURITY_HEADERS, **headers}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                return
+            self._send(200, data, "text/javascript", headers)
+
         def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
             self._send(status, encode_json(obj), "application/json", headers)
 
@@ -389,12 +446,15 @@ def _handler(panels: Panels, token: str | None, on_request: Callable[[], None], 
                 return
             try:
                 if path in PAGES:
-                    self._send(200, (STATIC / "index.html").read_bytes(), "text/html; charset=utf-8")
+                    self._send(200, _page(), "text/html; charset=utf-8")
                 elif path.startswith("/static/"):
                     name = path[len("/static/"):]
                     if name not in static_files:
                         raise PanelError(f"nothing at {path[:200]}", status=404)
-                    data = plotly_js().read_bytes() if name == "plotly.min.js" else (STATIC / name).read_bytes()
+                    if name == "plotly.min.js":
+                        self._plotly()
+                        return
+                    data = (STATIC / name).read_bytes()
                     kind = "text/javascript" if name.endswith(".js") else mimetypes.guess_type(name)[0]
                     self._send(200, data, kind or "application/octet-stream")
                 elif path == "/api/media/blob":
@@ -403,7 +463,7 @@ def _handler(panels: Panels, token: str | None, on_request: Callable[[], None], 
                     self._json(200, _api(panels, path[5:], query))
                 else:
                     self._json(HTTPStatus.NOT_FOUND, {"error": f"nothing at {path[:200]}"})
-            except PanelError as exc:
+            except (PanelError, CompareError) as exc:
                 self._json(exc.status, {"error": str(exc)})
             except KeyError as exc:
                 self._json(HTTPStatus.NOT_FOUND, {"error": str(exc.args[0]) if exc.args else "not found"})
