@@ -20,8 +20,8 @@ TensorBoard). docs/compat/tensorboard.md maps every method onto what is stored; 
 once and is counted in ``unsupported_counts()``.
 """
 
-from stepwire.compat.tensorboard.patch import patch, unpatch
+from stepwire.compat.tensorboard.patch import is_patched, patch, patched_run, unpatch
 from stepwire.compat.tensorboard.unsupported import unsupported_counts
 from stepwire.compat.tensorboard.writer import SummaryWriter
 
-__all__ = ["SummaryWriter", "patch", "unpatch", "unsupported_counts"]
+__all__ = ["SummaryWriter", "is_patched", "patch", "patched_run", "unpatch", "unsupported_counts"]

@@ -25,6 +25,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import inspect
+import os
 import sys
 import threading
 import types
@@ -182,8 +183,8 @@ def _quietly(call: Callable[[], Any]) -> None:
 def _log_dir(writer: Any) -> str:
     for attr in ("log_dir", "logdir"):
         value = getattr(writer, attr, None)
-        if isinstance(value, str) and value:
-            return value
+        if isinstance(value, (str, os.PathLike)) and os.fspath(value):
+            return str(os.fspath(value))
     return "tensorboard"
 
 
