@@ -208,6 +208,8 @@ def _system(ctx: LogContext, item: Any, identifier: Any, step: int | None, kw: M
     sampler (``system_metrics``)."""
     if item is None:
         return
+    if not isinstance(identifier, str):
+        raise TypeError(f"kind 'system' needs a str identifier for the value {item!r:.80}, got {identifier!r:.80}")
     name = identifier if identifier.startswith("system/") else f"system/{identifier}"
     ctx.run._log_stats({name: to_float(name, item)}, ctx.run.step if step is None else step)
 

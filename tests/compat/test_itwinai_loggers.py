@@ -202,6 +202,20 @@ def test_rank_1_in_one_process_selects_what_logs(collector: CollectorProcess) ->
         assert view.config == {"learning_rate": 0.01, "batch_size": 32} and view.status == "finished"
 
 
+def test_in_a_launched_job_the_rank_is_the_job_rank(collector: CollectorProcess,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a launcher (torchrun's variables here) the rank is passed on: the run is the job's, rank 1 of 2."""
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "job-7",
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    logger = MLFlowLogger(experiment_name="job", address=collector.address, log_on_workers=-1)
+    with logger.start_logging(rank=1):
+        assert logger.run is not None and (logger.run.rank, logger.run.world_size) == (1, 2)
+        logger.log(0.5, "loss", step=0)
+    view = only_run(stepwire.Api(address=collector.address), "job")
+    assert view.scalars("loss")["rank"].tolist() == [1] and view.scalars("loss")["value"].tolist() == [0.5]
+
+
 def test_double_initialization_warns_with_itwinai_text(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     logger = MLFlowLogger(savedir=tmp_path, log_on_workers=1)  # rank 0 does not log: no collector needed
     collection = LoggersCollection([RecordingLogger()])
