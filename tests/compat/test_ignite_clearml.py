@@ -137,7 +137,8 @@ def test_mnist_example_stores_what_clearml_would(collector: CollectorProcess, mo
     assert Path(local).read_bytes() == best.read_bytes()
 
 
-def test_nested_outputs_offsets_and_checks(collector: CollectorProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nested_outputs_offsets_and_checks(collector: CollectorProcess, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
     monkeypatch.delenv("CI", raising=False)
     engine = Engine(lambda e, b: {"loss": {"a": torch.tensor(0.5), "b": [1.0, 2.0]}, "note": "text"})
     task = Task.init(project_name="p", task_name="nested", address=collector.address)
@@ -152,6 +153,8 @@ def test_nested_outputs_offsets_and_checks(collector: CollectorProcess, monkeypa
         TensorboardOutputHandler("x", output_transform=lambda o: o)(engine, logger, Events.ITERATION_COMPLETED)
     with pytest.raises(TypeError, match="ClearMLLogger"):
         ClearMLSaver(logger=object())  # type: ignore[arg-type]
+    with pytest.warns(UserWarning, match=r"ClearMLSaver\(output_uri=...\) is not supported"):
+        ClearMLSaver(logger, output_uri="s3://bucket/models", dirname=str(tmp_path / "ckpt"))
     logger.close()
     with pytest.raises(RuntimeError, match="requires a ClearML Task"):
         ClearMLSaver(dirname="unused")
