@@ -121,15 +121,20 @@ def test_config_from_argparse_and_changes_reach_the_store() -> None:
     wandb.config.update({"lr": 0.5}, allow_val_change=True)
     assert wandb.config.lr == 0.5 and wandb.config["batch_size"] == 64 and "seed" in wandb.config
     assert wandb.config.get("missing") is None and sorted(wandb.config.keys())[:2] == ["batch_size", "epochs"]
-    assert run.config is wandb.config
+    assert run.config is wandb.config and run.stepwire_run.config is wandb.config  # one object for both APIs
+    run.stepwire_run.config.update({"seed": 1})
+    run.name = "renamed"
+    run.tags = ("t1", "t2")
+    assert run.name == "renamed" and run.tags == ("t1", "t2")
     expected = {"model": {"depth": 4, "act": "relu"}, "batch_size": 64, "lr": 0.5, "epochs": 3,
                 "opt": {"name": "sgd", "momentum": 0.9}, "seed": 1}
     assert wandb.config.as_dict() == expected
     run_id = run.id
     wandb.finish()
     view = stepwire.Api().run(run_id)
-    assert view.config == expected and view.tags == ["t1"]
-    assert view.meta["wandb"] == {"entity": "me", "group": "g", "job_type": "train", "notes": "first try"}
+    assert view.config == expected and view.tags == ["t1"] and view.name == f"run-{run_id[:6]}"  # as stored at init
+    assert view.meta["wandb"] == {"entity": "me", "group": "g", "job_type": "train", "notes": "first try",
+                                  "name": "renamed", "tags": ["t1", "t2"]}
 
 
 def test_stepwire_run_config_and_summary() -> None:
@@ -223,7 +228,7 @@ def test_script_without_finish_is_finished_at_exit(wandb_state: Path, tmp_path: 
     out = subprocess.run([sys.executable, "-W", "error", str(path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     view = stepwire.Api().run("wb-script-run")
-    assert view.status == "finished" and view.config == {"epochs": 3}
+    assert view.status == "finished" and view.config == {"epochs": 3}, (view.status, view.meta, out.stderr)
     assert points(view, "train.loss") == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
     assert points(view, "epoch") == [(0, 0.0), (1, 1.0), (2, 2.0)]
     assert [a.name for a in view.artifacts()] == ["model.txt"]

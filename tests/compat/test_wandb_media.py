@@ -140,6 +140,13 @@ def test_artifacts_save_and_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     wandb.log({"loss": 1.0})
     run.log_artifact(art, aliases=["best"])
     wandb.log_artifact("weights.bin", type="model")      # a path: W&B names it run-{id}-{file name}
+    (tmp_path / "src" / ".hidden").mkdir(parents=True)
+    (tmp_path / "src" / "train.py").write_text("print(1)\n")
+    (tmp_path / "src" / "README.md").write_text("no\n")
+    (tmp_path / "src" / ".hidden" / "x.py").write_text("no\n")
+    code = run.log_code("src")
+    assert code is not None and code.files() == ["train.py"] and code.type == "code"
+    run.log_model("weights.bin", name="net")
     (tmp_path / "ckpt" / "now.pt").write_bytes(b"now")
     assert wandb.save("ckpt/now.pt", policy="now") == ["now.pt"]
     assert wandb.save("ckpt/*.pt", base_path=".") == ["ckpt/now.pt"]
@@ -153,7 +160,8 @@ def test_artifacts_save_and_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     stored = {a.name: a.step for a in view.artifacts()}
     assert stored == {"mnist-model/weights.bin": 1, "mnist-model/dataset/a.csv": 1, "mnist-model/dataset/sub/b.csv": 1,
                       "mnist-model/notes.txt": 1, f"run-{run_id}-weights.bin/weights.bin": 1, "now.pt": 1,
-                      "ckpt/now.pt": 1, "ckpt/later.pt": 1, "checkpoints/epoch_1.pt": 1, "config.yaml": 1}
+                      "ckpt/now.pt": 1, "ckpt/later.pt": 1, "checkpoints/epoch_1.pt": 1, "config.yaml": 1,
+                      f"source-{run_id}/train.py": 1, "net/weights.bin": 1}
     out = tmp_path / "out"
     out.mkdir()
     assert view.download_artifact("mnist-model/notes.txt", out).read_text() == "trained"
@@ -163,4 +171,6 @@ def test_artifacts_save_and_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "type": "model", "aliases": ["best", "latest"], "tags": [], "description": "a net", "metadata": {"acc": 0.9},
         "files": ["dataset/a.csv", "dataset/sub/b.csv", "notes.txt", "weights.bin"]}
     assert view.meta["artifacts"][f"run-{run_id}-weights.bin"]["type"] == "model"
+    assert view.meta["artifacts"]["net"]["type"] == "model" and view.meta["artifacts"][f"source-{run_id}"] == {
+        "type": "code", "aliases": ["latest"], "tags": [], "description": None, "metadata": {}, "files": ["train.py"]}
     assert not os.path.exists(art._tmp or "") and art._tmp is None

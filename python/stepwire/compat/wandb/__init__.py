@@ -84,8 +84,7 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
     extra: dict[str, Any] = {"log_on_ranks": []} if mode == "disabled" else {}
     sw = stepwire.init(project=project, name=name, config=values, tags=list(tags) if tags else None, dir=dir,
                        mode="offline" if mode == "offline" else "online", run_id=id, **extra)
-    started = Run(sw, entity=entity, group=group, job_type=job_type, notes=notes, mode=mode,
-                  dir=os.fspath(dir) if dir is not None else None)
+    started = Run(sw, entity=entity, group=group, job_type=job_type, notes=notes, mode=mode, tags=tags)
     meta = {k: v for k, v in (("entity", entity), ("group", group), ("job_type", job_type), ("notes", notes))
             if v is not None}
     if meta and sw.active:

@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -83,6 +83,19 @@ class Artifact:
 
     def __repr__(self) -> str:
         return f"<stepwire.compat.wandb.Artifact {self.name!r} type={self.type!r} files={len(self._files)}>"
+
+
+def code_artifact(root: str, name: str, include_fn: Callable[..., bool],
+                  exclude_fn: Callable[..., bool] | None) -> Artifact | None:
+    """The artifact ``name`` (type "code") of the files under ``root`` that ``log_code`` keeps, or None."""
+    artifact = Artifact(name, "code")
+    for path in sorted(Path(root).rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or any(p == "wandb" or p.startswith(".") for p in rel.parts[:-1]):
+            continue
+        if include_fn(str(path), root) and not (exclude_fn is not None and exclude_fn(str(path), root)):
+            artifact.add_file(path, name=rel.as_posix())
+    return artifact if artifact._files else None
 
 
 def log_artifact(run: Run, artifact_or_path: Artifact | str | os.PathLike[str], name: str | None,

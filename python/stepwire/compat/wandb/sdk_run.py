@@ -50,30 +50,35 @@ class Run:
 
     def __init__(self, stepwire_run: StepwireRun, *, entity: str | None = None, group: str | None = None,
                  job_type: str | None = None, notes: str | None = None, mode: str = "online",
-                 dir: str | None = None) -> None:
+                 tags: Sequence[str] | None = None) -> None:
         self.stepwire_run = stepwire_run
+        self._tags = tuple(tags or ())
         """The ``stepwire.Run`` this run writes to (for code that mixes both APIs)."""
         self.entity, self.group, self.job_type, self.notes = entity, group, job_type, notes
         self.mode = mode
         self.start_time = time.time()
         self.config = Config(stepwire_run, stepwire_run._initial_config)
-        """The run's config (W&B's ``run.config``; stored as the stepwire run's config)."""
+        """The run's config (W&B's ``run.config``; stored as the stepwire run's config). The same object as
+        ``stepwire_run.config``."""
         self._metrics = Metrics()
         self.summary = Summary(stepwire_run)
-        """The run's summary (stored in the stepwire run's meta as ``"summary"`` when set and at finish)."""
+        """The run's summary (stored in the stepwire run's meta as ``"summary"`` when set and at finish). The same
+        object as ``stepwire_run.summary``."""
         self.summary.set_policy(self._metrics.summary_modes, self._metrics.goal)
+        stepwire_run.__dict__["_config"] = self.config  # one config and one summary, whichever API reaches them
+        stepwire_run.__dict__["_summary"] = self.summary
         self._history = History(stepwire_run, self._metrics)
         self._step = 0
         self._watches: list[tuple[torch.nn.Module, WatchHandle]] = []
         self._saved: list[tuple[str, str, str]] = []  # (glob, base path, policy) of save(): stored at finish
         self._finished = False
         self._on_finish: list[Callable[[], None]] = []  # e.g. undoing sync_tensorboard's patch
-        self.dir = self._files_dir(dir)
+        self.dir = self._files_dir()
         """W&B's ``run.dir``: files written here are stored as artifacts of the run at ``finish``, named by their
         path relative to it (``{data dir}/wandb/run-{date}-{id}/files``, or a temporary directory for a run
         logging to a remote collector or disabled)."""
 
-    def _files_dir(self, base: str | None) -> str:
+    def _files_dir(self) -> str:
         run = self.stepwire_run
         if run.dir is None or not run.active:
             return tempfile.mkdtemp(prefix=f"wandb-run-{run.id}-")
@@ -90,8 +95,29 @@ class Run:
 
     @property
     def name(self) -> str:
-        """The run's display name."""
+        """The run's display name. Setting it (``run.name = ...``) keeps the stored name (stepwire does not rename
+        runs) and records the new one in the run's meta as ``{"wandb": {"name": ...}}``."""
         return self.stepwire_run.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.stepwire_run.name = str(value)
+        self._meta("name", str(value))
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The run's tags; setting them records the new ones in the run's meta as ``{"wandb": {"tags": [...]}}``
+        (the stored tags stay those given to ``init``)."""
+        return self._tags
+
+    @tags.setter
+    def tags(self, value: Sequence[str]) -> None:
+        self._tags = tuple(value)
+        self._meta("tags", list(self._tags))
+
+    def _meta(self, key: str, value: Any) -> None:
+        if self.stepwire_run.active and not self.stepwire_run._finished:
+            self.stepwire_run.update_meta({"wandb": {key: value}})
 
     @property
     def project(self) -> str:
@@ -229,6 +255,23 @@ class Run:
 
         self._check("log_artifact")
         return log_artifact(self, artifact_or_path, name, type, aliases, tags)
+
+    def log_model(self, path: str | os.PathLike[str], name: str | None = None,
+                  aliases: Sequence[str] | None = None) -> None:
+        """``log_artifact`` of ``path`` (a file or directory) with type "model"."""
+        self.log_artifact(path, name=name, type="model", aliases=aliases)
+
+    def log_code(self, root: str | os.PathLike[str] | None = ".", name: str | None = None,
+                 include_fn: Callable[..., bool] = lambda path, root=None: path.endswith(".py"),
+                 exclude_fn: Callable[..., bool] | None = None) -> Artifact | None:
+        """Store the files under ``root`` that ``include_fn(path, root)`` accepts (default: ``*.py``) and
+        ``exclude_fn(path, root)`` does not (default: none in a ``wandb`` or hidden directory) as the artifact
+        ``name`` (default ``source-{run id}``) of type "code"; None if no file matches."""
+        from stepwire.compat.wandb.artifacts import code_artifact
+
+        self._check("log_code")
+        artifact = code_artifact(os.fspath(root or "."), name or f"source-{self.id}", include_fn, exclude_fn)
+        return self.log_artifact(artifact) if artifact is not None else None
 
     # -- the end -----------------------------------------------------------------------------------------------
     def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
