@@ -2,15 +2,19 @@
 
 Where it hooks: the ``add_*``, ``flush`` and ``close`` methods of the writer classes themselves
 (``torch.utils.tensorboard.writer.SummaryWriter``, ``tensorboardX.writer.SummaryWriter`` when tensorboardX is
-installed), replaced on the class, so writers created before ``patch`` are captured too, and so are subclasses
+imported), replaced on the class, so writers created before ``patch`` are captured too, and so are subclasses
 (MONAI's handlers, Ignite's ``TensorboardLogger``) and wrappers that call them. Each patched method first runs the
 original (event files are written exactly as before; an exception from it propagates and nothing is stored),
 then gives the same arguments to a stepwire ``SummaryWriter`` mirroring that writer, so that the stored names,
-steps and values are exactly those of ``stepwire.compat.tensorboard.SummaryWriter``. Calls a writer makes from
+steps and values are exactly those of ``stepwire.compat.tensorboard.SummaryWriter`` (``add_figure`` is the
+exception to "original first": the figure is rendered before the original closes it). Calls a writer makes from
 inside one of its own methods (``add_figure`` -> ``add_image``, ``add_hparams`` -> a nested writer's
-``add_scalar``) are not stored twice. Hooking the methods rather than the event-file writer keeps ``add_scalars``'
-main tag and key apart and needs no decoding of summary protos; a writer calling ``FileWriter.add_summary``
-directly is not captured.
+``add_scalar``, every ``add_*`` -> ``FileWriter.add_summary``) are not stored twice. Hooking the methods keeps
+``add_scalars``' main tag and key apart and needs no decoding for what goes through them; summaries handed to
+the ``FileWriter`` directly (``writer._get_file_writer().add_summary(...)``, as MONAI does for 3-D images) are
+decoded (``events.store_summary``). Neither torch nor tensorboardX is imported by ``patch``: a writer module
+imported later is patched as it loads. Writers are told apart by ``log_dir`` (writers of one directory share a
+mirror, as TensorBoard shows them as one run).
 
 The run: the one given to ``patch``; else, at a writer's first captured call, the most recently started run live
 in the process (``stepwire.lifecycle.live_runs``); else a run started for that writer (project ``"tensorboard"``,
@@ -29,10 +33,10 @@ import os
 import sys
 import threading
 import types
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from stepwire.compat.tensorboard.events import store_summary
 from stepwire.compat.tensorboard.naming import TagNames
 from stepwire.compat.tensorboard.unsupported import unsupported
 from stepwire.compat.tensorboard.writer import SummaryWriter
@@ -48,7 +52,7 @@ CAPTURED = ("add_scalar", "add_scalars", "add_tensor", "add_histogram", "add_his
 _lock = threading.RLock()
 _inside = threading.local()
 _originals: dict[type, dict[str, Callable[..., Any]]] = {}
-_mirrors: weakref.WeakKeyDictionary[Any, SummaryWriter] = weakref.WeakKeyDictionary()
+_mirrors: dict[str, SummaryWriter] = {}  # by log_dir: a writer and its file writer share one
 _target: Run | None = None
 _names: TagNames | None = None
 
@@ -56,21 +60,33 @@ _names: TagNames | None = None
 WRITER_MODULES = {"torch.utils.tensorboard.writer": "torch", "tensorboardX.writer": "tensorboardX"}
 """The modules defining the SummaryWriter classes patched here, and the package each needs imported first."""
 
+FILE_CAPTURED = ("add_summary", "add_event")
+"""The methods of the modules' ``FileWriter`` whose summaries are stored when called from outside an ``add_*``
+method (code that writes summaries itself, as MONAI's 3-D images)."""
 
-def writer_classes() -> list[type]:
-    """The SummaryWriter classes loaded in this process whose package is imported: torch's (importing
-    ``torch.utils.tensorboard.writer`` if torch is) and tensorboardX's. Neither torch nor tensorboardX is imported
-    here for the first time: while patched, one imported later is patched as it loads (``_AfterImport``)."""
-    found: list[type] = []
+
+def _classes_of(module: types.ModuleType) -> list[tuple[type, tuple[str, ...]]]:
+    found: list[tuple[type, tuple[str, ...]]] = []
+    for attr, methods in (("SummaryWriter", (*CAPTURED, "flush", "close")), ("FileWriter", FILE_CAPTURED)):
+        cls = getattr(module, attr, None)
+        if isinstance(cls, type):
+            found.append((cls, methods))
+    return found
+
+
+def writer_classes() -> list[tuple[type, tuple[str, ...]]]:
+    """The SummaryWriter and FileWriter classes (with the methods patched) of torch (importing
+    ``torch.utils.tensorboard.writer`` if torch is imported) and tensorboardX (if imported). Neither torch nor
+    tensorboardX is imported here for the first time: while patched, one imported later is patched as it loads
+    (``_AfterImport``)."""
+    found: list[tuple[type, tuple[str, ...]]] = []
     for module, package in WRITER_MODULES.items():
         if package not in sys.modules:
             continue
         try:
-            cls = getattr(importlib.import_module(module), "SummaryWriter", None)
+            found += _classes_of(importlib.import_module(module))
         except ImportError:  # torch without the tensorboard package
             continue
-        if isinstance(cls, type):
-            found.append(cls)
     return found
 
 
@@ -85,10 +101,10 @@ class _PatchingLoader(importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         self._loader.exec_module(module)
-        cls = getattr(module, "SummaryWriter", None)
         with _lock:
-            if isinstance(cls, type) and _finder in sys.meta_path:
-                _patch_class(cls)
+            if _finder in sys.meta_path:
+                for cls, methods in _classes_of(module):
+                    _patch_class(cls, methods)
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
@@ -112,11 +128,11 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 _finder = _AfterImport()
 
 
-def _patch_class(cls: type) -> None:
+def _patch_class(cls: type, methods: tuple[str, ...]) -> None:
     if cls in _originals:
         return
     saved: dict[str, Callable[..., Any]] = {}
-    for name in (*CAPTURED, "flush", "close"):
+    for name in methods:
         original = cls.__dict__.get(name)
         if original is None or not callable(original):
             continue
@@ -136,8 +152,8 @@ def patch(run: Run | None = None, *, names: TagNames | None = None) -> None:
     with _lock:
         _release_mirrors()
         _target, _names = run, names
-        for cls in writer_classes():
-            _patch_class(cls)
+        for cls, methods in writer_classes():
+            _patch_class(cls, methods)
         if _finder not in sys.meta_path:
             sys.meta_path.insert(0, _finder)
 
@@ -181,8 +197,10 @@ def _quietly(call: Callable[[], Any]) -> None:
 
 
 def _log_dir(writer: Any) -> str:
-    for attr in ("log_dir", "logdir"):
+    """A SummaryWriter's ``log_dir`` (tensorboardX: ``logdir``), a FileWriter's ``get_logdir()``."""
+    for attr in ("log_dir", "logdir", "get_logdir"):
         value = getattr(writer, attr, None)
+        value = value() if callable(value) else value
         if isinstance(value, (str, os.PathLike)) and os.fspath(value):
             return str(os.fspath(value))
     return "tensorboard"
@@ -194,14 +212,16 @@ def _newest_live_run() -> Run | None:
 
 
 def _mirror(writer: Any) -> SummaryWriter:
-    """The stepwire SummaryWriter storing what ``writer`` logs, made at its first captured call."""
-    mirror = _mirrors.get(writer)
-    if mirror is None or (mirror._closed and mirror._owns_run) or mirror.run._finished:
+    """The stepwire SummaryWriter storing what the writers of ``writer``'s log_dir log, made at the first
+    captured call."""
+    log_dir = _log_dir(writer)
+    mirror = _mirrors.get(log_dir)
+    if mirror is None or mirror.run._finished:
         run = _target if _target is not None and not _target._finished else _newest_live_run()
-        mirror = SummaryWriter(_log_dir(writer), run=run)
+        mirror = SummaryWriter(log_dir, run=run)
         if _names is not None:
             mirror._names = _names
-        _mirrors[writer] = mirror
+        _mirrors[log_dir] = mirror
     return mirror
 
 
@@ -215,6 +235,10 @@ def _forward(name: str, original: Callable[..., Any], writer: Any, args: tuple[A
         return  # the original call raised already; nothing to store
     with _lock:
         mirror = _mirror(writer)
+    if name in FILE_CAPTURED:
+        call = list(bound.arguments.values())[1:]
+        store_summary(mirror, call[0], call[1] if len(call) > 1 else None)
+        return
     method = getattr(mirror, name)
     accepted = inspect.signature(method).parameters
     given = {k: v for k, v in list(bound.arguments.items())[1:] if k in accepted}
@@ -231,7 +255,10 @@ def _wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def lifecycle(self: Any, *args: Any, **kwargs: Any) -> Any:
             result = original(self, *args, **kwargs)
             if getattr(_inside, "depth", 0) == 0:
-                mirror = _mirrors.get(self)
+                with _lock:
+                    mirror = _mirrors.get(_log_dir(self))
+                    if mirror is not None and name == "close" and mirror._owns_run:
+                        del _mirrors[_log_dir(self)]  # its run is finished; a later call starts another
                 if mirror is not None:
                     _quietly(getattr(mirror, name))
             return result

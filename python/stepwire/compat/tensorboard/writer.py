@@ -17,6 +17,7 @@ import numpy as np
 
 import stepwire
 from stepwire.compat.tensorboard import convert, records
+from stepwire.compat.tensorboard.events import SummaryFileWriter
 from stepwire.compat.tensorboard.naming import TagNames
 from stepwire.compat.tensorboard.unsupported import unsupported
 from stepwire.run import Run
@@ -286,6 +287,11 @@ class SummaryWriter:
         self.add_custom_scalars({category: {title: ["Margin", list(tags)]}})
 
     # -- lifecycle ----------------------------------------------------------------------------------------
+    def _get_file_writer(self) -> SummaryFileWriter:
+        """torch's (private) file writer accessor, for code that writes summaries itself (MONAI's 3-D images):
+        summaries given to it are stored as ``stepwire.compat.tensorboard.events`` decodes them."""
+        return SummaryFileWriter(self)
+
     def get_logdir(self) -> str:
         """The directory TensorBoard would write to (``log_dir``)."""
         return self.log_dir
