@@ -192,3 +192,21 @@ def test_checkpoint_slots_are_models_of_the_task(collector: CollectorProcess, mo
     view = stepwire.Api(address=collector.address).run(task.id)
     assert len(view.artifacts()) == 2  # the replaced weights files are gone
     assert "Can not find artifact model_4.pt" in [t.text for t in view.texts()]
+
+
+def test_bypass_mode_is_clearml_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "1")
+    assert ClearMLLogger.bypass_mode()  # Ignite's default: $CI
+    monkeypatch.setattr(ClearMLLogger, "_bypass", False, raising=False)
+    ClearMLLogger.set_bypass_mode(True)  # ClearML's offline mode
+    assert ClearMLLogger.bypass_mode() and Task.is_offline()
+    with pytest.warns(UserWarning, match="running in bypass mode"):
+        clearml_logger = ClearMLLogger(project_name="examples", task_name="bypass")
+    task = clearml_logger.get_task()
+    folder = task.get_offline_mode_folder()
+    engine = Engine(lambda e, b: 1.5)
+    clearml_logger.attach_output_handler(engine, Events.ITERATION_COMPLETED, tag="t", output_transform=lambda o: o)
+    engine.run([0, 1], max_epochs=1)
+    clearml_logger.close()
+    assert folder is not None and folder.is_dir()
+    assert task.get_reported_scalars() == {"t": {"output": {"x": [1, 2], "y": [1.5, 1.5]}}}
