@@ -222,13 +222,18 @@ with open(wandb.run.dir + "/model.txt", "w") as f:
 """
 
 
-def test_script_without_finish_is_finished_at_exit(wandb_state: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("crash", [False, True])
+def test_script_without_finish_is_finished_at_exit(wandb_state: Path, tmp_path: Path, crash: bool) -> None:
+    """At exit, or on an uncaught exception (status failed), the run is finished with run.dir's files stored."""
     path = tmp_path / "train.py"
-    path.write_text(SCRIPT)
+    run_id = f"wb-script-{crash}".lower()
+    path.write_text(SCRIPT.replace("wb-script-run", run_id) + ("raise RuntimeError('diverged')\n" if crash else ""))
     out = subprocess.run([sys.executable, "-W", "error", str(path)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    view = stepwire.Api().run("wb-script-run")
-    assert view.status == "finished" and view.config == {"epochs": 3}, (view.status, view.meta, out.stderr)
+    assert out.returncode == (1 if crash else 0), out.stderr
+    assert ("RuntimeError: diverged" in out.stderr) == crash
+    view = stepwire.Api().run(run_id)
+    assert view.status == ("failed" if crash else "finished"), (view.status, view.meta, out.stderr)
+    assert view.config == {"epochs": 3}
     assert points(view, "train.loss") == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
     assert points(view, "epoch") == [(0, 0.0), (1, 1.0), (2, 2.0)]
     assert [a.name for a in view.artifacts()] == ["model.txt"]

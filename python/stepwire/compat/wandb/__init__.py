@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from collections.abc import Mapping, Sequence
+from types import TracebackType
 from typing import Any
 
 from stepwire.compat.wandb.artifacts import Artifact
@@ -90,6 +92,7 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
     if meta and sw.active:
         sw.update_meta({"wandb": meta})
     _adopt(started)
+    _finish_on_uncaught_exception()
     if sync_tensorboard:
         from stepwire.compat import tensorboard  # type: ignore[attr-defined,unused-ignore]
 
@@ -172,8 +175,6 @@ def login(anonymous: str | None = None, key: str | None = None, relogin: bool | 
 
 def termlog(string: str = "", newline: bool = True, repeat: bool = True, prefix: bool = True) -> None:
     """Print ``string`` to stderr as W&B's terminal messages are (``wandb: ...``)."""
-    import sys
-
     print(f"wandb: {string}" if prefix else string, end="\n" if newline else "", file=sys.stderr)
 
 
@@ -185,6 +186,29 @@ def termwarn(string: str, newline: bool = True, repeat: bool = True, prefix: boo
 def termerror(string: str, newline: bool = True, repeat: bool = True, prefix: bool = True) -> None:
     """``termlog`` with W&B's ``ERROR`` prefix."""
     termlog(f"ERROR {string}", newline, repeat, prefix)
+
+
+_hook_installed = False
+
+
+def _finish_on_uncaught_exception() -> None:
+    """Wrap ``sys.excepthook`` (once, after stepwire's own) so that an uncaught exception finishes the current run
+    with exit code 1 as W&B does, storing ``run.dir`` first, before stepwire marks its runs failed."""
+    global _hook_installed
+    if _hook_installed:
+        return
+    _hook_installed = True
+    previous = sys.excepthook
+
+    def hook(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if run is not None:
+            try:
+                run.finish(exit_code=1)
+            except Exception as exc:  # the original hook must still run
+                print(f"stepwire.compat.wandb: finishing the run failed: {exc}", file=sys.stderr)
+        previous(tp, value, tb)
+
+    sys.excepthook = hook
 
 
 @atexit.register
