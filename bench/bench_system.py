@@ -18,10 +18,12 @@ machine noise hits all alike: sampler off (the reference), stepwire's sampler at
   samples in ``wandb-core`` so that they can be counted.
 
 A sampler costs a few hundred microseconds every interval, so the figure is the mean step time (a median would
-hide it), with p99 beside it. Every overhead is against the reference mode's blocks of the same run. The monitor's
-own CPU time over the blocks is beside it: the sampler thread's (``pthread_getcpuclockid``) for stepwire and
-ClearML, the ``wandb-core`` process tree's (psutil) for W&B. Both peers are set up before the first block (ClearML's
-task and W&B's service stay up through all blocks, so that their idle threads and processes hit every mode alike).
+hide it), with p99 beside it, and the overhead of the medians beside that of the means: on a loaded machine other
+processes' bursts move the means more than a sampler does. Every overhead is against the reference mode's blocks of
+the same run. The monitor's own CPU time over the blocks is beside it: the sampler thread's
+(``pthread_getcpuclockid``) for stepwire and ClearML, the ``wandb-core`` process tree's (psutil) for W&B. Both peers
+are set up before the first block (ClearML's task and W&B's service stay up through all blocks, so that their idle
+threads and processes hit every mode alike).
 
 Monitor CPU time: each monitor alone over ``--idle`` seconds (no training), as CPU seconds per minute.
 
@@ -302,12 +304,14 @@ def step_overhead(seconds: float, block: float, rotation: list[Mode]) -> tuple[l
     run.finish()
     stats = run.stats()
     mean = {m.name: float(np.mean(times[m.name])) for m in rotation}
+    median = {m.name: float(np.median(times[m.name])) for m in rotation}
     rows = [{"mode": m.name, "steps": len(times[m.name]), "samples": samples[m.name],
              "mean step ms": mean[m.name] * 1e3,
-             "median step ms": float(np.median(times[m.name])) * 1e3,
+             "median step ms": median[m.name] * 1e3,
              "p99 step ms": float(np.percentile(times[m.name], 99)) * 1e3,
              "reference": f"{m.reference}, same run" if m.reference else "-",
              "overhead (mean)": mean[m.name] / mean[m.reference] - 1 if m.reference else 0.0,
+             "overhead (median)": median[m.name] / median[m.reference] - 1 if m.reference else 0.0,
              "monitor CPU s per minute": cpu[m.name] / wall[m.name] * 60 if m.measured != "-" else "-"}
             for m in rotation]
     return rows, stats
