@@ -1,0 +1,114 @@
+"""The PostgreSQL store's connection: opened (and the schema migrated) on demand, dropped when it breaks.
+
+A lost connection, a restarted or shutting-down server, a serialisation failure or a deadlock becomes
+``StoreUnavailable`` (the collector answers UNAVAILABLE, which clients retry, spooling meanwhile); the next call
+connects again. Passwords never appear in messages (``mask``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import psycopg
+
+from stepwire.store import mask
+from stepwire.store.base import StoreUnavailable
+from stepwire.store.postgres.schema import migrate
+
+log = logging.getLogger("stepwire.store")
+T = TypeVar("T")
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+_RETRYABLE_CLASSES = ("08", "40", "53", "57", "58")
+"""SQLSTATE classes worth a retry: connection, transaction rollback (serialisation, deadlock), insufficient
+resources, operator intervention (shutdown, restart), system error."""
+
+
+class Connection:
+    """One connection to ``url`` (autocommit outside ``run``'s transactions), thread-safe by a lock."""
+
+    def __init__(self, url: str, connect_timeout: float = 10.0, migrate_schema: bool = True) -> None:
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self.migrate_schema = migrate_schema
+        self.lock = threading.RLock()
+        self._conn: Conn | None = None
+        self.reconnected = 0  # times a broken connection was replaced
+        self.on_reconnect: Callable[[], None] = lambda: None
+
+    @property
+    def masked_url(self) -> str:
+        """The URL without its password."""
+        return mask(self.url)
+
+    def _live(self) -> Conn:
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        was = self._conn is not None
+        self.drop()
+        try:
+            conn: Conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
+                                         application_name="stepwire")
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot connect to {self.masked_url}: {mask(_first_line(exc))}") from None
+        try:
+            if self.migrate_schema:
+                migrate(conn)
+        except psycopg.Error as exc:
+            conn.close()
+            self._fail(exc)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self.on_reconnect()
+        if was:
+            self.reconnected += 1
+            log.warning("reconnected to the store %s", self.masked_url)
+        return conn
+
+    def run(self, fn: Callable[[Conn], T], transaction: bool = True) -> T:
+        """``fn(connection)`` in one transaction (committed when it returns); a failure of the database raises
+        ``StoreUnavailable`` with nothing committed (unless the connection broke during COMMIT: then the
+        transaction may have committed, which exactly-once keys make safe to retry)."""
+        with self.lock:
+            conn = self._live()
+            try:
+                if not transaction:
+                    return fn(conn)
+                with conn.transaction():
+                    return fn(conn)
+            except psycopg.Error as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: psycopg.Error) -> NoReturn:
+        conn = self._conn
+        broken = conn is None or conn.closed or conn.broken
+        if broken or isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) \
+                or (exc.sqlstate or "")[:2] in _RETRYABLE_CLASSES:
+            if broken:
+                self.drop()
+            raise StoreUnavailable(f"the store {self.masked_url} cannot take this now: "
+                                   f"{mask(_first_line(exc))}") from None
+        raise exc
+
+    def drop(self) -> None:
+        """Close the connection (the next call opens a new one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
+    def close(self) -> None:
+        """Close for good (a later call would connect again)."""
+        with self.lock:
+            self.drop()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().split("\n", 1)[0]
