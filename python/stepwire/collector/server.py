@@ -22,8 +22,8 @@ from stepwire.collector.decode import BatchError, decode_batch
 from stepwire.collector.leases import Activity, mark_crashed
 from stepwire.dashboard.server import Dashboard
 from stepwire.names import check_artifact_name, check_id, check_label, check_name
+from stepwire.store import open_store
 from stepwire.store.base import ArtifactEntry, MediaEntry, RunRecord, Store, StoreUnavailable, TextEntry
-from stepwire.store.duckdb_store import DuckDBStore
 from stepwire.transport import ADDRESS_FILE, GRPC_OPTIONS, TokenCheck, is_loopback
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
 
@@ -406,7 +406,8 @@ class Collector:
 
     def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = 8,
                  max_concurrent_rpcs: int = 32, token: str | None = None, tls_cert: str | None = None,
-                 tls_key: str | None = None, insecure: bool = False, http: str | None = None) -> None:
+                 tls_key: str | None = None, insecure: bool = False, http: str | None = None,
+                 store: str | None = None, blob_dir: str | None = None) -> None:
         if not is_loopback(listen) and not token and not insecure:
             raise PermissionError(f"refusing to listen on {listen} (not loopback) without a token: pass --token "
                                   "(or set $STEPWIRE_TOKEN), or --insecure to accept anyone who can connect")
@@ -415,8 +416,8 @@ class Collector:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         # DuckDB within $STEPWIRE_DUCKDB_MEMORY_LIMIT (1 GiB); a database it cannot open for memory is retried,
-        # answering UNAVAILABLE meanwhile (see DuckDBStore)
-        self.store = DuckDBStore(self.directory)
+        # answering UNAVAILABLE meanwhile (see DuckDBStore); a postgresql:// ``store`` is shared by collectors
+        self.store = open_store(store, self.directory, blob_dir=blob_dir)
         self.activity = Activity()
         # RPCs beyond max_concurrent_rpcs get RESOURCE_EXHAUSTED, which clients retry: memory stays bounded
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS,
