@@ -63,11 +63,15 @@ class RunSummary(MutableMapping[str, Any]):
         object.__setattr__(self, "_goal", goal)
 
     def observe(self, values: Mapping[str, Any]) -> None:
-        """Record values just logged: numbers feed the aggregates, other values (texts) are kept as the last."""
+        """Record values just logged (numbers as float, texts): the last of each key, and the aggregates its
+        metric asks for (from the time the metric is defined on, as in W&B)."""
+        self._logged.update(values)
         for key, value in values.items():
-            self._logged[key] = value
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._tracks.setdefault(key, _Track()).add(float(value))
+            if type(value) is float and self._modes(key):
+                track = self._tracks.get(key)
+                if track is None:
+                    track = self._tracks[key] = _Track()
+                track.add(value)
 
     def _computed(self, key: str) -> Any:
         modes: Sequence[str] | None = self._modes(key)

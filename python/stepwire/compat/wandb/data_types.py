@@ -162,6 +162,8 @@ class Table(WBValue):
     def __init__(self, columns: Sequence[str] | None = None, data: Sequence[Sequence[Any]] | None = None,
                  rows: Sequence[Sequence[Any]] | None = None, dataframe: Any = None, dtype: Any = None,
                  optional: Any = True, allow_mixed_types: bool = False, log_mode: str | None = None) -> None:
+        if dataframe is None and hasattr(data, "itertuples"):  # W&B takes a DataFrame as data too
+            dataframe, data = data, None
         if dataframe is not None:
             self.columns: list[str] = [str(c) for c in dataframe.columns]
             self.data: list[list[Any]] = [list(r) for r in dataframe.itertuples(index=False)]

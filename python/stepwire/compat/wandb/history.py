@@ -42,6 +42,8 @@ class History:
         self.last: dict[str, float] = {}
 
     def _step_of(self, key: str, flat: Mapping[str, Any], step: int) -> int:
+        if not self.metrics.step_metrics:
+            return step
         metric = self.metrics.find(key)
         if metric is None or metric.step_metric is None or metric.step_metric == key:
             return step
@@ -62,8 +64,14 @@ class History:
         later: list[tuple[str, Any, int]] = []
         seen: dict[str, Any] = {}
         for key, value in flat.items():
+            if is_tensor(value):
+                value = value.detach()  # a loss with its graph: the value is what is logged
             at = self._step_of(key, flat, step)
-            if is_scalar(value):
+            kind = type(value)
+            if kind is float or kind is int:  # the common case first
+                by_step.setdefault(at, {})[key] = value
+                seen[key] = float(value)
+            elif is_scalar(value):
                 by_step.setdefault(at, {})[key] = value
                 if not is_tensor(value) or value.device.type == "cpu":
                     seen[key] = float(value)

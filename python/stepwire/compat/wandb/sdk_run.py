@@ -164,7 +164,8 @@ class Run:
                 self._step = at = step
             elif step < self._step:
                 at = step  # W&B drops this; stepwire stores it where it was logged
-        flat = flatten(data, sep=".")
+        plain = all(type(v) is float or type(v) is int for v in data.values())  # nothing nested: as it is
+        flat = data if plain else flatten(data, sep=".")
         if self.stepwire_run.active:
             self.summary.observe(self._history.log(flat, at))
         if (step is None and commit is None) or commit:

@@ -65,6 +65,8 @@ class Metrics:
     def __init__(self) -> None:
         self.exact: dict[str, Metric] = {}
         self.globs: dict[str, Metric] = {}
+        self.step_metrics = False
+        """Whether any metric has a ``step_metric`` (else every key is stored at the W&B step)."""
         self._cache: dict[str, Metric | None] = {}
 
     def add(self, metric: Metric) -> None:
@@ -73,6 +75,7 @@ class Metrics:
             self.globs[metric.name[:-1]] = metric
         else:
             self.exact[metric.name] = metric
+        self.step_metrics = any(m.step_metric for m in (*self.exact.values(), *self.globs.values()))
         self._cache.clear()
 
     def find(self, key: str) -> Metric | None:
