@@ -16,6 +16,7 @@ from stepwire.collector.embedded import data_dir, running_collector
 from stepwire.console import ConsoleLine
 from stepwire.histogram import Histogram, merge_by_step
 from stepwire.query_client import LocalReader, RemoteReader
+from stepwire.store import is_url, open_store, store_spec
 from stepwire.store.base import (
     ArtifactEntry,
     MediaEntry,
@@ -327,19 +328,27 @@ class RunView:
 
 
 class Api:
-    """Read access to stored runs: ``Api(dir=...)`` (the embedded default) or ``Api(address="host:port")``.
+    """Read access to stored runs: ``Api(dir=...)`` (the embedded default), ``Api(address="host:port")`` or
+    ``Api(store="postgresql://user@host/db")``.
 
     With ``dir`` (else ``$STEPWIRE_DIR``, else ``./stepwire-data``) it asks the directory's running collector,
     or reads the store file directly when none runs. A remote collector may want a bearer ``token`` (default
-    ``$STEPWIRE_TOKEN``) and TLS (``tls_ca``: the PEM file of the CA that signed its certificate).
+    ``$STEPWIRE_TOKEN``) and TLS (``tls_ca``: the PEM file of the CA that signed its certificate). ``store`` (else
+    ``$STEPWIRE_STORE``) a database URL reads that database directly (artifacts and media from ``blob_dir``, else
+    ``$STEPWIRE_BLOB_DIR``, else ``{dir}/blobs``); a path there is taken as ``dir``.
     """
 
     def __init__(self, dir: str | os.PathLike[str] | None = None, address: str | None = None,
-                 token: str | None = None, tls_ca: str | os.PathLike[str] | None = None) -> None:
+                 token: str | None = None, tls_ca: str | os.PathLike[str] | None = None,
+                 store: str | None = None, blob_dir: str | os.PathLike[str] | None = None) -> None:
         if address is not None:
             self._reader: Reader = RemoteReader(address, token=token, tls_ca=tls_ca)
             return
-        directory = data_dir(dir)
+        spec = store_spec(store)
+        if is_url(spec):
+            self._reader = open_store(spec, data_dir(dir), read_only=True, blob_dir=blob_dir)
+            return
+        directory = data_dir(dir if dir is not None or spec is None else spec)
         running = running_collector(directory)
         self._reader = RemoteReader(running) if running else LocalReader(directory)
 

@@ -24,12 +24,21 @@ def _reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="host:port of a collector to query instead of a directory")
     p.add_argument("--token", help="the collector's bearer token (default: $STEPWIRE_TOKEN)")
     p.add_argument("--tls-ca", help="PEM file of the CA that signed the collector's certificate (TLS)")
+    p.add_argument("--store", help="read this store directly: a postgresql://user@host/db URL (default: "
+                                   "$STEPWIRE_STORE), or a data directory")
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", help="where to store: a postgresql://user@host/db URL (a database shared by "
+                                   "collectors; default $STEPWIRE_STORE), or else the data directory's DuckDB file")
+    p.add_argument("--blob-dir", help="artifacts and media of a --store URL (default: {data dir}/blobs; on a "
+                                      "cluster, a shared filesystem)")
 
 
 def _api(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from stepwire.api import Api
 
-    return Api(dir=args.dir, address=args.address, token=args.token, tls_ca=args.tls_ca)
+    return Api(dir=args.dir, address=args.address, token=args.token, tls_ca=args.tls_ca, store=args.store)
 
 
 def _error_line(exc: BaseException, args: argparse.Namespace) -> str | None:
@@ -61,6 +70,7 @@ def _error_line(exc: BaseException, args: argparse.Namespace) -> str | None:
 
 def cmd_collector(args: argparse.Namespace) -> int:
     from stepwire.collector.server import Collector
+    from stepwire.store import StoreUnavailable, describe, mask, store_spec
 
     if args.detach:
         return _detach(args)
@@ -69,13 +79,14 @@ def cmd_collector(args: argparse.Namespace) -> int:
     try:
         collector = Collector(data_dir(args.dir), listen=args.listen,
                               token=args.token or os.environ.get("STEPWIRE_TOKEN"), tls_cert=args.tls_cert,
-                              tls_key=args.tls_key, insecure=args.insecure, http=args.http)
-    except (PermissionError, ValueError, OSError) as exc:
-        print(f"stepwire collector: {_error_line(exc, args) or exc}", file=sys.stderr)
+                              tls_key=args.tls_key, insecure=args.insecure, http=args.http,
+                              store=store_spec(args.store), blob_dir=args.blob_dir)
+    except (PermissionError, ValueError, OSError, StoreUnavailable, ImportError) as exc:
+        print(f"stepwire collector: {mask(_error_line(exc, args) or str(exc))}", file=sys.stderr)
         return 2
     collector.start()
     _stop_on_signals(collector.stop)
-    print(f"stepwire collector listening on {collector.address}, store {collector.store.path}", flush=True)
+    print(f"stepwire collector listening on {collector.address}, store {describe(collector.store)}", flush=True)
     if collector.http_url:
         print(f"stepwire dashboard: {collector.http_url}", flush=True)
     collector.serve(exit_when_idle=args.exit_when_idle)
@@ -103,10 +114,30 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from stepwire.collector.server import Collector
     from stepwire.dashboard.server import Dashboard, url_with_token
     from stepwire.query_client import RemoteReader
+    from stepwire.store import StoreUnavailable, is_url, mask, store_spec
     from stepwire.transport import TOKEN_ENV
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     directory = data_dir(args.dir)
+    store = store_spec(args.store)
+    if is_url(store):  # a shared database: a dashboard over it in this process, read-only, whoever writes there
+        from stepwire.store import open_store
+
+        try:
+            shared = open_store(store, directory, read_only=True)
+            dashboard = Dashboard(shared, args.http, token=token)
+        except (PermissionError, OSError, StoreUnavailable, ImportError) as exc:
+            print(f"stepwire ui: {mask(_error_line(exc, args) or str(exc))}", file=sys.stderr)
+            return 2
+        dashboard.start()
+        stopped = threading.Event()
+        _stop_on_signals(stopped.set)
+        print(f"stepwire dashboard for {mask(str(store))}: {url_with_token(dashboard.url, token)} (Ctrl-C stops it)",
+              flush=True)
+        stopped.wait()
+        dashboard.stop()
+        shared.close()
+        return 0
     url = dashboard_url(directory)
     address = running_collector(directory)
     if url and address:
@@ -204,6 +235,10 @@ def _detach(args: argparse.Namespace) -> int:
 
     directory = data_dir(args.dir)
     argv = [sys.executable, "-m", "stepwire", "collector", "--dir", str(directory), "--listen", args.listen]
+    if args.store:
+        argv += ["--store", args.store]
+    if args.blob_dir:
+        argv += ["--blob-dir", args.blob_dir]
     if args.http is not None:
         argv += ["--http", args.http]
     if args.exit_when_idle is not None:
@@ -364,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--insecure", action="store_true",
                    help="allow listening on a non-loopback address without a token")
     p.add_argument("--http", metavar="ADDR", help="also serve the web dashboard at ADDR (host:port)")
+    _store_args(p)
     p.set_defaults(fn=cmd_collector)
 
     p = sub.add_parser("ui", help="the web dashboard of a data directory (starts a collector if none runs)")
@@ -372,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="where to serve it when starting one (default 127.0.0.1:7718)")
     p.add_argument("--token", help="the collector's token, which the dashboard then wants too (default: "
                                    "$STEPWIRE_TOKEN); the URL printed carries it")
+    p.add_argument("--store", help="serve the dashboard of this postgresql://user@host/db store (default: "
+                                   "$STEPWIRE_STORE) instead of a data directory's")
     p.set_defaults(fn=cmd_ui)
 
     p = sub.add_parser("export", help="write a run as TensorBoard event files, CSV or Parquet")

@@ -95,7 +95,9 @@ def dashboard_url(directory: Path) -> str | None:
 def local_collector(directory: Path, idle_exit: float | None = None) -> str:
     """Join the collector of ``directory``, starting one if none runs; returns its address.
 
-    A lock file serialises the check-and-start, so processes starting together share one collector.
+    A lock file serialises the check-and-start, so processes starting together share one collector. With
+    ``$STEPWIRE_STORE`` set (``postgresql://...``) the collector writes to that store: ranks on every node, each
+    node with its own collector, log into one run.
     """
     if idle_exit is None:
         idle_exit = idle_exit_s()
@@ -105,10 +107,13 @@ def local_collector(directory: Path, idle_exit: float | None = None) -> str:
         address = running_collector(directory)
         if address:
             return address
+        # with $STEPWIRE_STORE (a database shared by the nodes' collectors) it writes there, else to the directory
+        store = os.environ.get("STEPWIRE_STORE")
         with open(directory / "collector.log", "ab") as log:
             launcher = subprocess.run(
                 [sys.executable, "-m", "stepwire", "collector", "--dir", str(directory), "--listen", "127.0.0.1:0",
-                 "--http", "127.0.0.1:0", "--exit-when-idle", str(idle_exit), "--detach"],
+                 "--http", "127.0.0.1:0", "--exit-when-idle", str(idle_exit), "--detach",
+                 *(["--store", store] if store else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=START_TIMEOUT_S + 10)
         address = running_collector(directory) if launcher.returncode == 0 else None
         if address:
