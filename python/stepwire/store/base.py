@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from stepwire.collector.decode import DecodedBatch
+from stepwire.collector.decode import BatchError, DecodedBatch
 from stepwire.histogram import Histogram
 
 
@@ -241,6 +241,21 @@ class Store(ABC):
     @abstractmethod
     def append(self, batch: DecodedBatch) -> bool:
         """Store a batch atomically; False (and nothing written) if (stream, sequence) is already stored."""
+
+    def append_many(self, batches: Sequence[DecodedBatch]) -> list[bool | BatchError]:
+        """Store several batches (the collector's group commit), one result per batch in order: True stored,
+        False a duplicate by (stream, sequence) (stored before, or earlier in ``batches``), or the ``BatchError``
+        that refused that batch alone (the others are stored all the same). A store failure (``StoreUnavailable``)
+        raises. A store that can overrides this to store them all in one transaction (then a failure stores none);
+        this default stores them one by one (a failure may leave the first ones stored: their retries are then
+        duplicates, so every batch is still stored once)."""
+        results: list[bool | BatchError] = []
+        for batch in batches:
+            try:
+                results.append(self.append(batch))
+            except BatchError as exc:
+                results.append(exc)
+        return results
 
     @abstractmethod
     def runs(self, project: str | None = None) -> list[RunRecord]:

@@ -169,6 +169,22 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         pass  # a COMMIT that failed has rolled back already (or the database is invalidated)
 
 
+class _Refused(Exception):
+    """Batch ``index`` of a group is wrong (``error``): the group's transaction is rolled back."""
+
+    def __init__(self, index: int, error: BatchError) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
+
+
+def _concat(parts: list[dict[str, npt.NDArray[Any]]]) -> dict[str, npt.NDArray[Any]]:
+    """Columns of several row sets, one after the other."""
+    if len(parts) == 1:
+        return parts[0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def _nan_if_none(v: float | None) -> float:
     return float("nan") if v is None else float(v)
 
@@ -399,56 +415,127 @@ class DuckDBStore(Store):
         """Store a batch in one transaction. A DuckDB failure (out of memory, a full disk, a failed checkpoint)
         raises ``StoreUnavailable`` with nothing stored, after reopening the database if DuckDB invalidated it;
         a batch that is wrong raises ``BatchError``."""
-        with self._lock:
-            con = self._live()
-            try:
-                stored = self._append(con, batch)
-                if stored:
-                    self._checkpoint_if_needed(con)
-                return stored
-            except duckdb.Error as exc:
-                self._fail(exc)
+        (result,) = self.append_many([batch])
+        if isinstance(result, BatchError):
+            raise result
+        return result
 
-    def _append(self, con: duckdb.DuckDBPyConnection, batch: DecodedBatch) -> bool:
+    def append_many(self, batches: Sequence[DecodedBatch]) -> list[bool | BatchError]:
+        """Store ``batches`` in ONE transaction (see ``Store.append_many``): duplicates by (stream, sequence),
+        stored before or earlier in the group, are skipped; a batch found wrong is left out and the transaction
+        retried without it, so that it fails alone; a DuckDB failure raises ``StoreUnavailable`` with none stored."""
+        results: list[bool | BatchError] = [False] * len(batches)
+        todo = list(range(len(batches)))
         with self._lock:
-            con.execute("BEGIN TRANSACTION")
+            while todo:
+                con = self._live()
+                try:
+                    stored = self._append_group(con, [batches[i] for i in todo])
+                except _Refused as refused:
+                    results[todo.pop(refused.index)] = refused.error
+                    continue
+                except duckdb.Error as exc:
+                    self._fail(exc)
+                for i, ok in zip(todo, stored, strict=True):
+                    results[i] = ok
+                try:
+                    if any(stored):
+                        self._checkpoint_if_needed(con)
+                except duckdb.Error as exc:
+                    self._fail(exc)
+                break
+        return results
+
+    def _append_group(self, con: duckdb.DuckDBPyConnection, group: list[DecodedBatch]) -> list[bool]:
+        """One transaction storing ``group``; ``_Refused`` (nothing stored) names the first wrong batch."""
+        con.execute("BEGIN TRANSACTION")
+        staged: dict[str, dict[int, tuple[str, int]]] = {}  # stream -> its definitions once this group commits
+        touched: set[str] = set()
+        try:
+            stored = self._stage_group(con, group, staged, touched)
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            for stream in touched:  # what _ensure_run_and_stream learnt in the rolled-back transaction
+                self._streams.pop(stream, None)
+            raise
+        self._defs.update(staged)
+        return stored
+
+    def _stage_group(self, con: duckdb.DuckDBPyConnection, group: list[DecodedBatch],
+                     staged: dict[str, dict[int, tuple[str, int]]], touched: set[str]) -> list[bool]:
+        keys = {"stream_id": np.array([b.stream_id for b in group], dtype=object),
+                "sequence": np.array([b.sequence for b in group], dtype=np.uint64)}
+        con.register("_keys", keys)
+        try:
+            seen = {(str(r[0]), int(r[1])) for r in con.execute(
+                "SELECT b.stream_id, b.sequence FROM batches b JOIN _keys k USING (stream_id, sequence)").fetchall()}
+        finally:
+            _unregister(con, "_keys")
+        stored: list[bool] = []
+        series: list[tuple[str, int, str, int]] = []
+        scalars: list[dict[str, npt.NDArray[Any]]] = []
+        hists: list[dict[str, npt.NDArray[Any]]] = []
+        now = time.time()
+        for index, batch in enumerate(group):
+            key = (batch.stream_id, batch.sequence)
+            if key in seen:
+                stored.append(False)
+                continue
+            seen.add(key)
+            stored.append(True)
             try:
-                if con.execute("SELECT 1 FROM batches WHERE stream_id = ? AND sequence = ?",
-                               [batch.stream_id, batch.sequence]).fetchone():
-                    con.execute("ROLLBACK")
-                    return False
+                touched.add(batch.stream_id)
                 self._ensure_run_and_stream(batch)
-                defs = self._stream_defs(batch.stream_id)
+                defs = staged.get(batch.stream_id)
+                if defs is None:
+                    defs = dict(self._stream_defs(batch.stream_id))
                 for sid, name, kind in batch.defs:
                     known = defs.get(sid)
                     if known is not None and known != (name, kind):
                         raise BatchError(f"series id {sid} redefined from {known[0]!r} to {name!r}")
-                new_defs = [(sid, name, kind) for sid, name, kind in batch.defs if sid not in defs]
+                new_defs = {sid: (name, kind) for sid, name, kind in batch.defs if sid not in defs}
                 if len(defs) + len(new_defs) > MAX_SERIES_PER_STREAM:
                     raise BatchError(f"stream {batch.stream_id} defines more than {MAX_SERIES_PER_STREAM} series")
-                if new_defs:
-                    con.register("_defs", {
-                        "series_id": np.array([d[0] for d in new_defs], dtype=np.uint32),
-                        "name": np.array([d[1] for d in new_defs], dtype=object),
-                        "kind": np.array([d[2] for d in new_defs], dtype=np.int8)})
-                    try:
-                        con.execute("INSERT INTO series SELECT $stream, series_id, name, kind FROM _defs",
-                                    {"stream": batch.stream_id})
-                    finally:
-                        _unregister(con, "_defs")
-                staged = dict(defs)
-                staged.update({sid: (name, kind) for sid, name, kind in new_defs})
-                self._insert_scalars(batch, staged)
-                self._insert_histograms(batch, staged)
-                con.execute("INSERT INTO batches VALUES (?, ?, ?, ?)",
-                            [batch.stream_id, batch.sequence, batch.items, time.time()])
-                con.execute("COMMIT")
-            except BaseException:
-                _rollback(con)
-                self._streams.pop(batch.stream_id, None)
-                raise
-            defs.update(staged)
-            return True
+                scalar_rows = self._scalar_rows(batch, {**defs, **new_defs})
+                hist_rows = self._histogram_rows(batch, {**defs, **new_defs})
+            except BatchError as exc:
+                raise _Refused(index, exc) from None
+            defs.update(new_defs)
+            staged[batch.stream_id] = defs
+            series.extend((batch.stream_id, sid, name, kind) for sid, (name, kind) in new_defs.items())
+            if scalar_rows:
+                scalars.append(scalar_rows)
+            if hist_rows:
+                hists.append(hist_rows)
+        if series:
+            self._insert(con, "series", "SELECT stream_id, series_id, name, kind", {
+                "stream_id": np.array([d[0] for d in series], dtype=object),
+                "series_id": np.array([d[1] for d in series], dtype=np.uint32),
+                "name": np.array([d[2] for d in series], dtype=object),
+                "kind": np.array([d[3] for d in series], dtype=np.int8)})
+        if scalars:
+            self._insert(con, "scalar_chunks", "SELECT run_id, rank, name, stream_id, sequence, n, step_min, "
+                         "step_max, vmin, vmax, last, points, overview", _concat(scalars))
+        if hists:
+            self._insert(con, "histograms", "SELECT *", _concat(hists))
+        fresh = [b for b, ok in zip(group, stored, strict=True) if ok]
+        if fresh:
+            self._insert(con, "batches", "SELECT *", {
+                "stream_id": np.array([b.stream_id for b in fresh], dtype=object),
+                "sequence": np.array([b.sequence for b in fresh], dtype=np.uint64),
+                "items": np.array([b.items for b in fresh], dtype=np.uint64),
+                "received": np.full(len(fresh), now, dtype=np.float64)})
+        return stored
+
+    @staticmethod
+    def _insert(con: duckdb.DuckDBPyConnection, table: str, select: str, rows: dict[str, npt.NDArray[Any]]) -> None:
+        """``INSERT INTO table <select> FROM rows`` (numpy columns)."""
+        con.register("_rows", rows)
+        try:
+            con.execute(f"INSERT INTO {table} {select} FROM _rows")
+        finally:
+            _unregister(con, "_rows")
 
     def _checkpoint_if_needed(self, con: duckdb.DuckDBPyConnection) -> None:
         """Checkpoint now if the WAL has grown past twice its threshold (DuckDB skips its own checkpoint while
@@ -562,10 +649,11 @@ class DuckDBStore(Store):
             names[i] = d[0]
         return names
 
-    def _insert_scalars(self, batch: DecodedBatch, defs: dict[int, tuple[str, int]]) -> None:
+    def _scalar_rows(self, batch: DecodedBatch, defs: dict[int, tuple[str, int]]) -> dict[str, npt.NDArray[Any]]:
+        """The batch's scalar chunk rows as columns of ``scalar_chunks`` (none if it has no scalars)."""
         g = len(batch.group_series)
         if g == 0:
-            return
+            return {}
         names = self._names(batch.group_series, defs, _core.KIND_SCALAR)
         group_ends = np.cumsum(batch.group_lengths, dtype=np.int64)
         group_starts = group_ends - batch.group_lengths
@@ -602,8 +690,11 @@ class DuckDBStore(Store):
                          dtype=object)
         overviews = np.array(overview.compute(steps, values, walls, starts, ends), dtype=object)
         rows = {
+            "run_id": np.full(g, batch.run_id, dtype=object),
             "rank": np.full(g, batch.rank, dtype=np.int32),
             "name": names,
+            "stream_id": np.full(g, batch.stream_id, dtype=object),
+            "sequence": np.full(g, batch.sequence, dtype=np.uint64),
             "n": lengths_g.astype(np.int32),
             "step_min": np.minimum.reduceat(steps, starts),
             "step_max": step_max,
@@ -613,14 +704,7 @@ class DuckDBStore(Store):
             "points": blobs,
             "overview": overviews,
         }
-        self._con.register("_chunks", rows)
-        try:
-            self._con.execute(
-                "INSERT INTO scalar_chunks SELECT $run, rank, name, $stream, $seq, n, step_min, step_max, vmin, vmax,"
-                " last, points, overview FROM _chunks",
-                {"run": batch.run_id, "stream": batch.stream_id, "seq": batch.sequence})
-        finally:
-            _unregister(self._con, "_chunks")
+        return rows
 
     def scalar_blocks(self, run_id: str, name: str, min_points: int = 0
                       ) -> tuple[int, int, dict[str, np.ndarray]] | None:
@@ -674,11 +758,13 @@ class DuckDBStore(Store):
                 return None
         return int(rank), int(total), cols
 
-    def _insert_histograms(self, batch: DecodedBatch, defs: dict[int, tuple[str, int]]) -> None:
+    def _histogram_rows(self, batch: DecodedBatch, defs: dict[int, tuple[str, int]]
+                        ) -> dict[str, npt.NDArray[Any]]:
+        """The batch's histogram rows as columns of ``histograms`` (none if it has no histograms)."""
         h = batch.hist
         m = batch.histogram_count
         if m == 0:
-            return
+            return {}
         names = self._names(h["series_ids"], defs, _core.KIND_HISTOGRAM)
         ends = np.cumsum(h["bucket_lengths"], dtype=np.int64)
         starts = ends - h["bucket_lengths"]
@@ -694,11 +780,7 @@ class DuckDBStore(Store):
             "indices": np.array([idx[a:b].tobytes() for a, b in zip(starts, ends, strict=True)], dtype=object),
             "counts": np.array([cnt[a:b].tobytes() for a, b in zip(starts, ends, strict=True)], dtype=object),
         }
-        self._con.register("_hists", rows)
-        try:
-            self._con.execute("INSERT INTO histograms SELECT * FROM _hists")
-        finally:
-            _unregister(self._con, "_hists")
+        return rows
 
     # -- reads --------------------------------------------------------------------------------------------
     def _run(self, run_id: str) -> RunRecord:
