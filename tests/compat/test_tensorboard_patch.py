@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard import SummaryWriter, summary
 
 import stepwire
 from conftest import CollectorProcess, start_collector
@@ -70,6 +70,7 @@ def test_patched_writers_keep_event_files_and_store_the_same(collector: Collecto
     fig = plt.figure(figsize=(2, 1), dpi=40)
     writer.add_figure("figure", fig, 7)
     writer.add_hparams({"lr": 0.1}, {"hp/accuracy": 0.9})  # a nested writer's add_scalar: stored once
+    writer._get_file_writer().add_summary(summary.scalar("direct", 4.0), 8)  # as MONAI's 3-D images do
     writer.add_graph  # noqa: B018 - left to TensorBoard alone, never warned about
     older.close()
     writer.close()
@@ -84,10 +85,12 @@ def test_patched_writers_keep_event_files_and_store_the_same(collector: Collecto
     assert [e.value for e in events(tmp_path / "tb" / "older").Scalars("loss")] == [1.5]
 
     view = stepwire.Api(address=collector.address).run(run.id)
-    assert sorted(s.name for s in view.series()) == ["hp/accuracy", "loss", "pair/a", "pair/b", "weights"]
+    assert sorted(s.name for s in view.series()) == ["direct", "hp/accuracy", "loss", "pair/a",
+                                                                 "pair/b", "weights"]
     assert view.scalars("loss")["step"].tolist() == [1, 2, 3]
     np.testing.assert_allclose(view.scalars("loss")["value"], [1.5, 0.5, 1 / 3], rtol=1e-6)
     assert view.scalars("pair/b")["value"].tolist() == [2.0]
+    assert (view.scalars("direct")["step"].tolist(), view.scalars("direct")["value"].tolist()) == ([8], [4.0])
     assert view.scalars("hp/accuracy")["step"].tolist() == [0]
     assert view.config == {"lr": 0.1}
     [hist] = view.histograms("weights")
@@ -146,7 +149,7 @@ def test_writer_module_imported_after_patch(data_dir: Path, tmp_path: Path) -> N
         run = stepwire.init(project="p", name="late import")
         tensorboard.patch(run)
         assert "torch" not in sys.modules  # patch imports neither torch nor tensorboard
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter, summary
         writer = SummaryWriter({str(tmp_path / "late")!r})
         writer.add_scalar("loss", 0.25, 3)
         writer.close()

@@ -225,12 +225,17 @@ def _mirror(writer: Any) -> SummaryWriter:
     return mirror
 
 
+@functools.cache
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(function)
+
+
 def _forward(name: str, original: Callable[..., Any], writer: Any, args: tuple[Any, ...],
              kwargs: dict[str, Any], close_figures: bool = True) -> None:
     """Call the mirror's ``name`` with the arguments of ``original``'s call that it takes (by name: the
     signatures of torch's and tensorboardX's writers differ in their tails)."""
     try:
-        bound = inspect.signature(original).bind(writer, *args, **kwargs)
+        bound = _signature(original).bind(writer, *args, **kwargs)
     except TypeError:
         return  # the original call raised already; nothing to store
     with _lock:
@@ -240,7 +245,7 @@ def _forward(name: str, original: Callable[..., Any], writer: Any, args: tuple[A
         store_summary(mirror, call[0], call[1] if len(call) > 1 else None)
         return
     method = getattr(mirror, name)
-    accepted = inspect.signature(method).parameters
+    accepted = _signature(getattr(SummaryWriter, name)).parameters
     given = {k: v for k, v in list(bound.arguments.items())[1:] if k in accepted}
     if "walltime" in given:
         given["walltime"] = None  # the event file has the caller's wall time; stepwire records the call's

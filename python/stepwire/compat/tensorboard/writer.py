@@ -69,9 +69,9 @@ class SummaryWriter:
     def _live(self, walltime: float | None) -> bool:
         """False (after one warning) when the writer's own run is finished: TensorBoard reopens, stepwire cannot."""
         if walltime is not None:
-            unsupported("walltime=", "stepwire records the time of the call")
+            unsupported("walltime=", "stepwire records the time of the call", stacklevel=4)
         if self._closed and self._owns_run:
-            unsupported("SummaryWriter.add_* after close()", "the writer's run is finished")
+            unsupported("SummaryWriter.add_* after close()", "the writer's run is finished", stacklevel=4)
             return False
         return True
 
