@@ -35,7 +35,8 @@ def wandb_state(shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.setenv("STEPWIRE_DIR", str(shared_dir))
     unsupported._counts.clear()
     yield shared_dir
-    wandb.finish()
+    for live in list(wandb._live):
+        live.finish()
 
 
 def points(view: stepwire.RunView, name: str) -> list[tuple[int, float]]:
@@ -156,12 +157,18 @@ def test_values_texts_and_unsupported_ones() -> None:
     wandb.log({"msg": "hello", "arr": np.arange(5.0)})
     with pytest.warns(wandb.UnsupportedWarning, match="logging a list"):
         wandb.log({"numbers": [1, 2, 3], "ok": 1.0})
+    assert wandb.init(project="other") is run   # W&B's default: the run already going
     with pytest.warns(wandb.UnsupportedWarning, match=r"wandb.init\(magic=...\)"):
-        wandb.init(project="wb", magic=True)   # finishes the first run, as W&B's reinit
-    assert run._finished and wandb.run is not None and wandb.run is not run
-    wandb.run.alert(title="diverged", text="loss is NaN", level="WARN")
-    second = wandb.run.id
-    wandb.finish()
+        second_run = wandb.init(project="wb", reinit="finish_previous", magic=True)
+    assert run._finished and wandb.run is second_run
+    beside = wandb.init(project="wb", reinit="create_new")
+    assert wandb.run is beside and not second_run._finished
+    beside.finish()
+    assert wandb.run is None and wandb._live == [second_run]
+    second_run.alert(title="diverged", text="loss is NaN", level="WARN")
+    second = second_run.id
+    second_run.finish()
+    assert wandb._live == []
     first = stepwire.Api().run(run.id)
     assert [(t.name, t.step, t.text) for t in first.texts()] == [("msg", 0, "hello")]
     assert [h.count for h in first.histograms("arr")] == [5] and points(first, "ok") == [(1, 1.0)]

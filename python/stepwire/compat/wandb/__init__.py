@@ -65,7 +65,8 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
          settings: Settings | Mapping[str, Any] | None = None, sync_tensorboard: bool = False,
          save_code: bool | None = None, anonymous: str | None = None, **unknown: Any) -> Run:
     """Start a run (``stepwire.init``; the package docstring says how each argument maps) and make it the module's
-    ``run``. A run still going is finished first, as W&B's ``reinit`` does."""
+    ``run``. While a run is going, as W&B: ``reinit=True``/``"finish_previous"`` finishes it first,
+    ``"create_new"`` starts another beside it, and otherwise (W&B's default in scripts) it is returned."""
     import stepwire
 
     for key in unknown:
@@ -74,11 +75,17 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
                         ("save_code", save_code), ("anonymous", anonymous)):
         if value:
             _unsupported(f"wandb.init({what}=...)")
+    if reinit not in (None, True, False, "default", "return_previous", "finish_previous", "create_new"):
+        raise ValueError(f"reinit must be a bool or one of 'default', 'return_previous', 'finish_previous', "
+                         f"'create_new', got {reinit!r}")
     mode = _MODES.get(mode or os.environ.get("WANDB_MODE", "online"))
     if mode is None:
         raise Error('mode must be one of "online", "offline", "disabled"')
     if run is not None:
-        run.finish()
+        if reinit in (True, "finish_previous"):
+            run.finish()
+        elif reinit != "create_new":
+            return run  # W&B's default outside notebooks: the run already going
     values = config_dict(config)
     project = project or os.environ.get("WANDB_PROJECT") or "uncategorized"
     name = name or os.environ.get("WANDB_NAME") or None
@@ -101,9 +108,14 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
     return started
 
 
+_live: list[Run] = []
+"""Runs started and not finished (more than one with ``reinit="create_new"``): finished at exit."""
+
+
 def _adopt(new: Run) -> None:
     global run, config, summary
     run, config, summary = new, new.config, new.summary
+    _live.append(new)
 
 
 def _forget(finished: Run) -> None:
@@ -111,6 +123,8 @@ def _forget(finished: Run) -> None:
     global run
     if run is finished:
         run = None
+    if finished in _live:
+        _live.remove(finished)
 
 
 def _current(what: str) -> Run:
@@ -201,11 +215,11 @@ def _finish_on_uncaught_exception() -> None:
     previous = sys.excepthook
 
     def hook(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-        if run is not None:
+        for live in list(_live):
             try:
-                run.finish(exit_code=1)
+                live.finish(exit_code=1)
             except Exception as exc:  # the original hook must still run
-                print(f"stepwire.compat.wandb: finishing the run failed: {exc}", file=sys.stderr)
+                print(f"stepwire.compat.wandb: finishing run {live.id} failed: {exc}", file=sys.stderr)
         previous(tp, value, tb)
 
     sys.excepthook = hook
@@ -214,5 +228,5 @@ def _finish_on_uncaught_exception() -> None:
 @atexit.register
 def _finish_at_exit() -> None:
     """Runs before the stepwire runs are finished at exit (registered later), so that ``run.dir`` is stored."""
-    if run is not None:
-        run.finish()
+    for live in list(_live):
+        live.finish()
