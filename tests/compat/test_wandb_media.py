@@ -174,3 +174,31 @@ def test_artifacts_save_and_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert view.meta["artifacts"]["net"]["type"] == "model" and view.meta["artifacts"][f"source-{run_id}"] == {
         "type": "code", "aliases": ["latest"], "tags": [], "description": None, "metadata": {}, "files": ["train.py"]}
     assert not os.path.exists(art._tmp or "") and art._tmp is None
+
+
+def test_plot_presets_as_plotly_figures_and_tables() -> None:
+    run = wandb.init(project="wbm")
+    table = wandb.Table(data=[[1, 0.5], [2, 0.25], [3, 0.125]], columns=["epoch", "loss"])
+    wandb.log({"curve": wandb.plot.line(table, "epoch", "loss", title="Loss")})
+    wandb.log({"series": wandb.plot.line_series(xs=[0, 1, 2], ys=[[10, 20, 30], [1, 2, 3]], keys=["a", "b"],
+                                                title="Two", xname="step"),
+               "cm": wandb.plot.confusion_matrix(y_true=[0, 1, 1, 2], preds=[0, 1, 2, 2],
+                                                 class_names=["cat", "dog", "fox"])})
+    with pytest.warns(wandb.UnsupportedWarning, match="pr_curve"):
+        wandb.log({"pr": wandb.plot.pr_curve([0, 1], [[0.9, 0.1], [0.2, 0.8]])})
+    run_id = run.id
+    wandb.finish()
+    view = stepwire.Api().run(run_id)
+    [curve] = view.plots("curve")
+    assert curve.step == 0 and curve.figure()["data"][0]["x"] == [1, 2, 3]
+    assert curve.figure()["data"][0]["y"] == [0.5, 0.25, 0.125] and curve.figure()["layout"]["title"]["text"] == "Loss"
+    assert view.table("curve_table").to_dict("list") == {"epoch": [1, 2, 3], "loss": [0.5, 0.25, 0.125]}
+    [series] = view.plots("series")
+    assert [(t["name"], t["y"]) for t in series.figure()["data"]] == [("a", [10, 20, 30]), ("b", [1, 2, 3])]
+    assert view.table("series_table").to_dict("list") == {"step": [0, 1, 2, 0, 1, 2], "lineKey": list("aaabbb"),
+                                                          "lineVal": [10, 20, 30, 1, 2, 3]}
+    [cm] = view.plots("cm")
+    assert cm.step == 1 and cm.figure()["data"][0]["z"] == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+    cells = view.table("cm_table")
+    assert cells["nPredictions"].tolist() == [1, 0, 0, 0, 1, 1, 0, 0, 1] and cells["Actual"].tolist()[:3] == ["cat"] * 3
+    assert view.media("pr") == [] and view.media("pr_table") == []

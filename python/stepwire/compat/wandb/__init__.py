@@ -27,8 +27,10 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from stepwire.compat.wandb import plot
 from stepwire.compat.wandb.artifacts import Artifact
 from stepwire.compat.wandb.data_types import Audio, Histogram, Html, Image, Molecule, Object3D, Table, Video
+from stepwire.compat.wandb.plot import plot_table
 from stepwire.compat.wandb.sdk_run import Config, Run, Summary
 from stepwire.compat.wandb.unsupported import Error, UnsupportedWarning, unsupported_counts
 from stepwire.compat.wandb.unsupported import unsupported as _unsupported
@@ -37,8 +39,8 @@ from stepwire.runconfig import config_dict
 
 __all__ = ["Artifact", "Audio", "Config", "Error", "Histogram", "Html", "Image", "Metric", "Molecule", "Object3D",
            "Run", "Settings", "Summary", "Table", "UnsupportedWarning", "Video", "alert", "config", "define_metric",
-           "finish", "init", "log", "log_artifact", "login", "run", "save", "summary", "termerror", "termlog",
-           "termwarn", "unsupported_counts", "unwatch", "watch"]
+           "finish", "init", "log", "log_artifact", "login", "plot", "plot_table", "run", "save", "summary",
+           "termerror", "termlog", "termwarn", "unsupported_counts", "unwatch", "watch"]
 
 run: Run | None = None
 """The run ``init`` started (None before ``init`` and after ``finish``, as ``wandb.run``)."""
