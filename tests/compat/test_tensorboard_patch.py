@@ -204,3 +204,24 @@ def test_clearml_auto_connect_frameworks_off(collector: CollectorProcess, framew
                      auto_connect_frameworks=frameworks)
     assert not tensorboard.is_patched()
     task.close()
+
+
+def test_tensorboardx_writer_captured_too(collector: CollectorProcess, tmp_path: Path) -> None:
+    tbx = pytest.importorskip("tensorboardX", reason="tensorboardX is not installed (it is captured when importable)")
+    originals = dict(vars(tbx.SummaryWriter))
+    run = stepwire.init(project="tb", name="tensorboardX", address=collector.address)
+    tensorboard.patch(run)
+    writer = tbx.SummaryWriter(str(tmp_path / "tbx"))
+    writer.add_scalar("loss", 0.5, 1)
+    writer.add_scalars("pair", {"a": 1.0}, 2)
+    writer.add_histogram("weights", np.arange(4.0), 3)
+    writer.add_image("sample", np.zeros((3, 4, 4)), 4)
+    writer.close()
+    tensorboard.unpatch()
+    assert dict(vars(tbx.SummaryWriter)) == originals
+    run.finish()
+    assert [e.value for e in events(tmp_path / "tbx").Scalars("loss")] == [0.5]
+    view = stepwire.Api(address=collector.address).run(run.id)
+    assert sorted(s.name for s in view.series()) == ["loss", "pair/a", "weights"]
+    assert [h.step for h in view.histograms("weights")] == [3]
+    assert [(m.name, m.step) for m in view.media()] == [("sample", 4)]

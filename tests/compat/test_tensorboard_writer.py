@@ -172,7 +172,9 @@ def test_audio_video_text_tensor(collector: CollectorProcess, run: stepwire.Run)
     writer = SummaryWriter(run=run)
     samples = np.sin(np.linspace(0, 20, 800))
     writer.add_audio("sound", torch.from_numpy(samples).reshape(1, -1), 1, sample_rate=8000)
-    writer.add_video("clip", torch.rand(2, 3, 3, 8, 8), 2, fps=5)
+    video = torch.rand(2, 3, 3, 8, 8)
+    writer.add_video("clip", video, 2, fps=5)
+    writer.add_video("clip_nchwt", video.permute(0, 2, 3, 4, 1), 2, fps=5, dataformats="NCHWT")  # tensorboardX's
     writer.add_text("notes", "**hello**", 3)
     writer.add_tensor("t", torch.arange(6).reshape(2, 3), 4)
     writer.close()
@@ -187,6 +189,7 @@ def test_audio_video_text_tensor(collector: CollectorProcess, run: stepwire.Run)
     assert (clip.kind, clip.step) == ("video", 2)
     gif = Image.open(io.BytesIO(clip.bytes()))
     assert gif.format == "GIF" and gif.n_frames == 3 and gif.size == (18, 8)
+    assert view.media("clip_nchwt")[0].bytes() == clip.bytes()
     assert [(t.name, t.step, t.text) for t in view.texts("notes")] == [("notes", 3, "**hello**")]
     [tensor] = view.texts("t")
     assert json.loads(tensor.text) == {"shape": [2, 3], "dtype": "int64", "values": [[0, 1, 2], [3, 4, 5]]}

@@ -83,16 +83,20 @@ def wav_bytes(tag: str, snd: Any, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-def gif_bytes(tag: str, vid: Any, fps: float) -> bytes:
-    """A video batch (N, T, C, H, W), uint8 or float in [0, 1], as an animated GIF: the N videos side by side in a
-    grid per frame (TensorBoard's layout), ``fps`` frames per second."""
+def gif_bytes(tag: str, vid: Any, fps: float, dataformats: str = "NTCHW") -> bytes:
+    """A video batch (N, T, C, H, W; other orders as ``dataformats`` says, as tensorboardX takes them), uint8 or
+    float in [0, 1], as an animated GIF: the N videos side by side in a grid per frame (TensorBoard's layout),
+    ``fps`` frames per second."""
     from PIL import Image as PILImage
 
     from stepwire.media import make_grid
 
     arr = to_numpy(vid)
-    if arr.ndim != 5:
-        raise ValueError(f"video {tag!r}: expected shape (N, T, C, H, W), got {arr.shape}")
+    fmt = dataformats.upper()
+    if sorted(fmt) != sorted("NTCHW") or arr.ndim != 5:
+        raise ValueError(f"video {tag!r}: expected 5 dimensions in the order {dataformats!r} (letters of NTCHW), "
+                         f"got shape {arr.shape}")
+    arr = np.transpose(arr, [fmt.index(c) for c in "NTCHW"])
     pixels = to_pixels(arr)
     frames = []
     for t in range(pixels.shape[1]):

@@ -181,12 +181,12 @@ class SummaryWriter:
         self.run.log_media(self._names.media(tag, "audio"), wav, self._names.step(global_step), kind="audio")
 
     def add_video(self, tag: str, vid_tensor: Any, global_step: Any = None, fps: float = 4,
-                  walltime: float | None = None) -> None:
+                  walltime: float | None = None, dataformats: str = "NTCHW") -> None:
         """Log a video batch (N, T, C, H, W) as an animated GIF video record ``tag`` (TensorBoard also writes a
-        GIF; no moviepy needed here)."""
+        GIF; no moviepy needed here). ``dataformats`` is tensorboardX's (torch's writer has none)."""
         if not self._live(walltime):
             return
-        gif = convert.gif_bytes(tag, vid_tensor, fps)
+        gif = convert.gif_bytes(tag, vid_tensor, fps, dataformats)
         self.run.log_media(self._names.media(tag, "video"), gif, self._names.step(global_step), kind="video")
 
     def add_text(self, tag: str, text_string: str, global_step: Any = None, walltime: float | None = None) -> None:
