@@ -9,13 +9,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from stepwire.collector.embedded import running_collector
+from stepwire.store.base import Store
+
+PG_URL_ENV = "STEPWIRE_TEST_PG_URL"
+"""A PostgreSQL URL whose role may create databases (``.ci/postgres.sh`` prints one); tests that need PostgreSQL
+skip without it."""
 
 
 @dataclass
@@ -174,3 +180,87 @@ def clearml_task_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     if current is not None:
         current.close()
     assert argparse.ArgumentParser.parse_known_args is parse_known_args
+
+
+def pg_admin_url() -> str:
+    """``$STEPWIRE_TEST_PG_URL``, or skip the test (PostgreSQL tests need a server: see .ci/postgres.sh)."""
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        pytest.skip(f"no PostgreSQL for the test: set ${PG_URL_ENV} (export {PG_URL_ENV}=$(.ci/postgres.sh))")
+    return url
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` naming database ``name`` instead of its own."""
+    head, _, tail = url.partition("?")
+    return head.rsplit("/", 1)[0] + "/" + name + (f"?{tail}" if tail else "")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database of the test's own, dropped afterwards (with any connection left)."""
+    import psycopg
+
+    admin = pg_admin_url()
+    name = f"stepwire_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    yield with_database(admin, name)
+    for _ in range(50):  # a server restarting in the test's last moments refuses connections for a while
+        try:
+            with psycopg.connect(admin, autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            break
+        except psycopg.OperationalError:
+            time.sleep(0.2)
+
+
+STORE_ENGINES = ("duckdb", "postgres")
+
+
+@pytest.fixture(params=STORE_ENGINES)
+def store_engine(request: pytest.FixtureRequest) -> str:
+    """Each store engine in turn: the embedded DuckDB store and the PostgreSQL store (skipped without a server)."""
+    engine: str = request.param
+    return engine
+
+
+@pytest.fixture
+def store_args(store_engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    """``stepwire collector`` arguments selecting the store under test (none for DuckDB)."""
+    if store_engine == "duckdb":
+        return []
+    url: str = request.getfixturevalue("pg_url")
+    return ["--store", url, "--blob-dir", str(tmp_path / "blobs")]
+
+
+@pytest.fixture
+def make_store(store_engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens the store under test, the same store on every call (DuckDB in ``tmp_path``, or a fresh PostgreSQL
+    database with blobs in ``tmp_path/blobs``); every store it opened is closed afterwards."""
+    opened: list[Store] = []
+    if store_engine == "duckdb":
+        from stepwire.store.duckdb_store import DuckDBStore
+
+        def make() -> Store:
+            opened.append(DuckDBStore(tmp_path))
+            return opened[-1]
+    else:
+        from stepwire.store.postgres import PostgresStore
+
+        url: str = request.getfixturevalue("pg_url")
+
+        def make() -> Store:
+            opened.append(PostgresStore(url, tmp_path / "blobs"))
+            return opened[-1]
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store_collector(tmp_path: Path, store_args: list[str]) -> Iterator[CollectorProcess]:
+    """A collector process on loopback over the store under test (each engine in turn)."""
+    c = start_collector(tmp_path / "collector", *store_args)
+    yield c
+    c.stop()

@@ -1,10 +1,12 @@
 """The DuckDB store's memory bound, in-process: its limit is configurable and held to under sustained writes
 (long runs of one series are stored in small rows, row groups are small, the WAL is checkpointed at a quarter of
-the limit); a store that DuckDB invalidates answers ``StoreUnavailable`` and reopens with everything committed."""
+the limit); a store that DuckDB invalidates answers ``StoreUnavailable`` and reopens with everything committed.
+Long runs of one series are cut into small rows in the PostgreSQL store too (that test runs on each store)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 import stepwire.store.duckdb_store as ds
 from stepwire import _core
 from stepwire.collector.decode import DecodedBatch
-from stepwire.store.base import StoreUnavailable
+from stepwire.store.base import Store, StoreUnavailable
 from stepwire.store.duckdb_store import DuckDBStore
 
 
@@ -30,12 +32,13 @@ def batch(stream: str, rank: int, seq: int, series: dict[int, tuple[str, np.ndar
                         values, time.time() + np.arange(len(steps)) * 1e-6)
 
 
-def test_long_runs_of_one_series_are_stored_in_small_rows(tmp_path: Path) -> None:
-    store = DuckDBStore(tmp_path)
+def test_long_runs_of_one_series_are_stored_in_small_rows(make_store: Callable[[], Store]) -> None:
+    store: Any = make_store()  # each store: DuckDB, PostgreSQL
     n = 5 * ds.MAX_CHUNK_POINTS + 17
     values = np.arange(n, dtype=np.float64)
     store.append(batch("s", 0, 0, {0: ("x", np.zeros(n, np.int64), values), 1: ("y", np.arange(n), -values)}, True))
-    rows = store._query("SELECT name, n, octet_length(points) FROM scalar_chunks ORDER BY name, rowid")
+    order = "rowid" if isinstance(store, DuckDBStore) else "id"
+    rows = store._query(f"SELECT name, n, octet_length(points) FROM scalar_chunks ORDER BY name, {order}")
     assert [r[1] for r in rows if r[0] == "x"] == [ds.MAX_CHUNK_POINTS] * 5 + [17]
     assert max(r[2] for r in rows) == 24 * ds.MAX_CHUNK_POINTS
     summary = {e.name: e for e in store.summary("run")}

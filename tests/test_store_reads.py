@@ -1,25 +1,24 @@
-"""Reads in bounded pieces: the DuckDB store's paged reads give exactly what a whole read gives (every rank,
-rank and step ranges, steps out of order, repeated steps), histograms page too, and the dashboard's chart and
-rank skew computed piece by piece equal the same computed over the whole series."""
+"""Reads in bounded pieces: each store's (DuckDB, PostgreSQL) paged reads give exactly what a whole read gives
+(every rank, rank and step ranges, steps out of order, repeated steps), histograms page too, and the dashboard's
+chart and rank skew computed piece by piece equal the same computed over the whole series."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
 import stepwire.store.duckdb_store as ds
+import stepwire.store.postgres.reads as pg_reads
 from stepwire import _core
 from stepwire.api import RunView, _Sample, aggregate
 from stepwire.collector.decode import DecodedBatch
 from stepwire.dashboard.downsample import minmax
 from stepwire.dashboard.panels import Panels, _floats
-from stepwire.store.base import RunRecord, ScalarPoints, SeriesRecord, whole_steps
-from stepwire.store.duckdb_store import DuckDBStore
+from stepwire.store.base import RunRecord, ScalarPoints, SeriesRecord, Store, whole_steps
 from test_store_limits import batch
 
 FIELDS = ("step", "value", "wall_time", "rank")
@@ -30,11 +29,13 @@ def same(a: ScalarPoints, b: ScalarPoints) -> bool:
 
 
 @pytest.fixture
-def random_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[DuckDBStore, dict[str, ScalarPoints]]:
-    """Three ranks, two series, steps ascending or not, repeated steps, rows longer than MAX_CHUNK_POINTS;
-    returns the store and what each series must read back as (sorted by step, rank, logged order)."""
+def random_store(make_store: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
+                 ) -> tuple[Any, dict[str, ScalarPoints]]:
+    """Each store in turn with three ranks, two series, steps ascending or not, repeated steps, rows longer than
+    MAX_CHUNK_POINTS; returns the store and what each series must read back as (sorted by step, rank, logged order)."""
     monkeypatch.setattr(ds, "_KEYS_PER_QUERY", 7)  # the index pass pages too
-    store = DuckDBStore(tmp_path)
+    monkeypatch.setattr(pg_reads, "KEYS_PER_QUERY", 7)
+    store = make_store()
     rng = np.random.default_rng(5)
     logged: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {"a": [], "b": []}
     seqs = [0, 0, 0]
@@ -62,7 +63,7 @@ def random_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[DuckD
     return store, expected
 
 
-def test_paged_reads_give_what_a_whole_read_gives(random_store: tuple[DuckDBStore, dict[str, ScalarPoints]]) -> None:
+def test_paged_reads_give_what_a_whole_read_gives(random_store: tuple[Any, dict[str, ScalarPoints]]) -> None:
     store, expected = random_store
     for name, want in expected.items():
         assert same(store.scalars("run", name), want)
@@ -84,9 +85,10 @@ def test_paged_reads_give_what_a_whole_read_gives(random_store: tuple[DuckDBStor
     assert same(store.scalars("run", "nothing"), ScalarPoints.empty())
 
 
-def test_histograms_are_read_page_by_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_histograms_are_read_page_by_page(make_store: Callable[[], Store], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ds, "_KEYS_PER_QUERY", 3)
-    store = DuckDBStore(tmp_path)
+    monkeypatch.setattr(pg_reads, "KEYS_PER_QUERY", 3)
+    store = make_store()
     m = 10
     hist = {"series_ids": np.zeros(m, np.uint32), "steps": np.arange(m, dtype=np.int64)[::-1].copy(),
             "wall_times": np.arange(m, dtype=np.float64), "k": np.full(m, 3, np.uint8),

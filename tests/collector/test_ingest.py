@@ -35,6 +35,12 @@ def sealed_batches(n_points: int, hist: bool = False) -> list[_core.SealedBatch]
 
 
 @pytest.fixture
+def collector(store_collector: CollectorProcess) -> CollectorProcess:
+    """The collector under test, over each store in turn (DuckDB, PostgreSQL)."""
+    return store_collector
+
+
+@pytest.fixture
 def stub(collector: CollectorProcess):  # type: ignore[no-untyped-def]
     with grpc.insecure_channel(collector.address, options=GRPC_OPTIONS) as channel:
         yield ingest_pb2_grpc.IngestStub(channel)
