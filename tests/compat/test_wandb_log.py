@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from absl import flags
 
 import stepwire
 import stepwire.compat.wandb as wandb
@@ -73,7 +74,7 @@ def test_steps_commit_and_nesting_follow_wandb() -> None:
 def test_define_metric_step_metric_and_summary() -> None:
     # W&B's documented pattern: each group of metrics against its own x-axis
     run = wandb.init(project="wb")
-    wandb.define_metric("train/step")
+    wandb.define_metric("train/step", summary="best", goal="maximize")
     wandb.define_metric("train/*", step_metric="train/step")
     wandb.define_metric("validation/step")
     wandb.define_metric("validation/*", step_metric="validation/step", summary="max")
@@ -102,7 +103,8 @@ def test_define_metric_step_metric_and_summary() -> None:
     assert points(view, "loss") == [(0, 4.0), (1, 3.0), (3, 2.0), (4, 1.0)]
     assert points(view, "hidden") == [(0, 0.0), (1, 1.0), (3, 2.0), (4, 3.0)]   # stored, left out of the summary
     assert view.meta["summary"] == {
-        "best_model": "epoch-3", "final": 1.5, "train/step": 8.0, "train/loss": 0.25, "loss": {"min": 1.0, "mean": 2.5},
+        "best_model": "epoch-3", "final": 1.5, "train/step": {"best": 8.0}, "train/loss": 0.25,
+        "loss": {"min": 1.0, "mean": 2.5},
         "validation/step": 3.0, "validation/acc": {"max": 0.3}}
 
 
@@ -114,6 +116,11 @@ def test_config_from_argparse_and_changes_reach_the_store() -> None:
     run = wandb.init(project="wb", config={"model": {"depth": 4, "act": "relu"}}, tags=["t1"], group="g",
                      job_type="train", notes="first try", entity="me")
     wandb.config.update(args)
+    fv = flags.FlagValues()
+    flags.DEFINE_integer("warmup", 100, "warm-up steps", flag_values=fv)
+    flags.DEFINE_string("data", "mnist", "data set", flag_values=fv)
+    fv(["train.py", "--warmup=50"])
+    wandb.config.update(fv)   # absl flags, as W&B takes them
     wandb.config.epochs = 3
     wandb.config["opt"] = {"name": "sgd", "momentum": np.float64(0.9)}
     wandb.config.setdefaults({"epochs": 99, "seed": 1})
@@ -121,15 +128,16 @@ def test_config_from_argparse_and_changes_reach_the_store() -> None:
         wandb.config.update({"lr": 0.5})
     wandb.config.update({"lr": 0.5}, allow_val_change=True)
     assert wandb.config.lr == 0.5 and wandb.config["batch_size"] == 64 and "seed" in wandb.config
-    assert wandb.config.get("missing") is None and sorted(wandb.config.keys())[:2] == ["batch_size", "epochs"]
+    assert wandb.config.get("missing") is None and sorted(wandb.config.keys())[:3] == ["batch_size", "data", "epochs"]
     assert run.config is wandb.config and run.stepwire_run.config is wandb.config  # one object for both APIs
     run.stepwire_run.config.update({"seed": 1})
     run.name = "renamed"
     run.tags = ("t1", "t2")
     assert run.name == "renamed" and run.tags == ("t1", "t2")
-    expected = {"model": {"depth": 4, "act": "relu"}, "batch_size": 64, "lr": 0.5, "epochs": 3,
+    expected = {"model": {"depth": 4, "act": "relu"}, "batch_size": 64, "lr": 0.5, "warmup": 50, "data": "mnist",
+                "epochs": 3,
                 "opt": {"name": "sgd", "momentum": 0.9}, "seed": 1}
-    assert wandb.config.as_dict() == expected
+    assert wandb.config.as_dict() == expected and type(wandb.config.opt["momentum"]) is float
     run_id = run.id
     wandb.finish()
     view = stepwire.Api().run(run_id)
