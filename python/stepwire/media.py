@@ -253,7 +253,7 @@ def _is_pil(value: object) -> bool:
     import sys
 
     pil = sys.modules.get("PIL.Image")
-    return pil is not None and isinstance(value, pil.Image)
+    return pil is not None and isinstance(value, getattr(pil, "Image", ()))  # the media thread may be importing it
 
 
 def _read_head(data: bytes | Path) -> bytes:
