@@ -17,11 +17,14 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+from ignite.engine import Engine, Events
+from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, TensorboardLogger, WeightsHistHandler
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter, summary
 
 import stepwire
+import torch
 from conftest import CollectorProcess, start_collector
 from stepwire.compat import tensorboard
 from stepwire.compat.tensorboard import unsupported, unsupported_counts
@@ -225,3 +228,25 @@ def test_tensorboardx_writer_captured_too(collector: CollectorProcess, tmp_path:
     assert sorted(s.name for s in view.series()) == ["loss", "pair/a", "weights"]
     assert [h.step for h in view.histograms("weights")] == [3]
     assert [(m.name, m.step) for m in view.media()] == [("sample", 4)]
+
+
+def test_ignite_tensorboard_logger_under_patch(collector: CollectorProcess, tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    trainer = Engine(lambda engine, batch: 0.1 * engine.state.iteration)
+    run = stepwire.init(project="tb", name="ignite", address=collector.address)
+    tensorboard.patch(run)
+    tb_logger = TensorboardLogger(log_dir=str(tmp_path / "ignite"))
+    tb_logger.attach_output_handler(trainer, Events.ITERATION_COMPLETED, tag="training",
+                                    output_transform=lambda loss: {"loss": loss})
+    tb_logger.attach(trainer, OptimizerParamsHandler(optimizer), Events.ITERATION_STARTED)
+    tb_logger.attach(trainer, WeightsHistHandler(model), Events.EPOCH_COMPLETED)
+    trainer.run([0, 1, 2], max_epochs=2)
+    tb_logger.close()
+    run.finish()
+    assert [e.step for e in events(tmp_path / "ignite").Scalars("training/loss")] == [1, 2, 3, 4, 5, 6]
+    view = stepwire.Api(address=collector.address).run(run.id)
+    assert sorted(s.name for s in view.series()) == ["lr/group_0", "training/loss", "weights/bias", "weights/weight"]
+    assert view.scalars("training/loss")["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose(view.scalars("training/loss")["value"], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], rtol=1e-6)
+    assert [h.step for h in view.histograms("weights/weight")] == [1, 2]
