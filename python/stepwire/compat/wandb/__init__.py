@@ -135,7 +135,7 @@ def _current(what: str) -> Run:
     return run
 
 
-def log(data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+def log(data: Mapping[str, Any], step: int | None = None, commit: bool | None = None) -> None:
     """``run.log`` of the current run."""
     _current("wandb.log").log(data, step=step, commit=commit)
 

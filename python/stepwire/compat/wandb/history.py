@@ -9,6 +9,7 @@ last one logged), the others at the W&B step.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,9 @@ class History:
         elif metric.step_metric in self.last and metric.step_sync:
             value = self.last[metric.step_metric]
         else:
+            return step
+        if not math.isfinite(value):
+            unsupported("a step_metric that is NaN or infinite", f"{metric.step_metric}: stored at the W&B step")
             return step
         if value != int(value):
             unsupported("a step_metric that is not a whole number", f"{metric.step_metric}={value!r}: rounded down")

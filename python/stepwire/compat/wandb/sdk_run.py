@@ -15,7 +15,7 @@ import glob
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -149,10 +149,10 @@ class Run:
             raise Error(f"You must call wandb.init() before {what}() (this run is finished)")
 
     # -- logging -----------------------------------------------------------------------------------------------
-    def log(self, data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+    def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool | None = None) -> None:
         """Store ``data`` at the W&B step (module docstring); nested dicts as ``outer.inner`` names."""
         self._check("wandb.log")
-        if not isinstance(data, dict):
+        if not isinstance(data, Mapping):
             raise TypeError("wandb.log must be passed a dictionary")
         if any(not isinstance(key, str) for key in data):
             raise TypeError("Key values passed to `wandb.log` must be strings.")
