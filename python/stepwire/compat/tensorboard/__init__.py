@@ -18,6 +18,11 @@ or keeps torch's writer, whose output is then also stored in a stepwire run::
 Names: the TensorBoard tag (``add_scalars(main, {k: v})``: ``main/k``), steps: ``global_step`` (None is 0, as in
 TensorBoard). docs/compat/tensorboard.md maps every method onto what is stored; what cannot be stored warns
 once and is counted in ``unsupported_counts()``.
+
+Modules: ``writer`` (the SummaryWriter), ``convert`` (tensors, dataformats, WAV, GIF), ``records`` (raw
+histograms, boxes, figures, PR tables, meshes, embeddings), ``events`` (summary protos written to the file writer
+directly), ``patch`` (the capture), ``naming`` (TensorBoard's names, or ClearML's), ``clearml_capture`` (what
+``stepwire.compat.clearml.Task.init``/``close`` call), ``unsupported`` (warn once, count).
 """
 
 from stepwire.compat.tensorboard.patch import is_patched, patch, patched_run, unpatch
