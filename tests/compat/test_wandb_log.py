@@ -146,6 +146,24 @@ def test_config_from_argparse_and_changes_reach_the_store() -> None:
                                   "name": "renamed", "tags": ["t1", "t2"]}
 
 
+def test_init_on_one_rank_of_a_launched_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """W&B scripts often call init on rank 0 only: no collective, a run of its own, the rank in the meta."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("STEPWIRE_RUN_ID", raising=False)
+    for var in ("TORCHELASTIC_RUN_ID", "PMIX_NAMESPACE", "OMPI_MCA_orte_ess_jobid", "SLURM_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(RuntimeError, match="cannot agree on a run id"):
+        stepwire.init(project="wb", quiet=True)  # stepwire's own init wants every rank in one run
+    run = wandb.init(project="wb", group="ddp")
+    wandb.log({"loss": 0.5})
+    assert run.stepwire_run.rank == 0 and run.stepwire_run.world_size == 1
+    wandb.finish()
+    view = stepwire.Api().run(run.id)
+    assert view.meta["wandb"] == {"group": "ddp", "rank": 1, "world_size": 2} and view.status == "finished"
+    assert points(view, "loss") == [(0, 0.5)]
+
+
 def test_stepwire_run_config_and_summary() -> None:
     """The same objects on stepwire's own Run: changes allowed, explicit summary values in the meta."""
     with stepwire.init(project="sw", config={"lr": 0.1}, quiet=True) as run:

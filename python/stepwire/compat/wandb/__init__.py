@@ -5,12 +5,14 @@
 stored where (and what warns once, counted in ``unsupported_counts()``) is tabled in ``docs/compat/wandb.md``:
 
 - ``init(project, name, config, tags, dir, id, mode)``: ``stepwire.init(project, name, config, tags, dir,
-  run_id=id, mode)``; ``project`` defaults to ``$WANDB_PROJECT``, else "uncategorized"; ``mode`` to
-  ``$WANDB_MODE``, else "online" ("offline"/"dryrun": the spool, deliver it with ``stepwire sync``; "disabled":
-  a run whose calls are accepted and discarded, as W&B's). ``entity``, ``group``, ``job_type`` and ``notes`` go
-  to the run's meta as ``{"wandb": {...}}``. ``sync_tensorboard=True`` captures what TensorBoard writers write
-  (``stepwire.compat.tensorboard.patch``). ``resume``, ``reinit``, ``settings``, ``save_code``, ``anonymous``
-  and unknown keyword arguments warn once.
+  run_id=id, mode)`` as a one-process run (W&B makes a run per ``init`` call, and scripts often call it on rank
+  0 only: no collective with other ranks; a launcher's rank and world size go to the meta). ``project``
+  defaults to ``$WANDB_PROJECT``, else "uncategorized"; ``mode`` to ``$WANDB_MODE``, else "online"
+  ("offline"/"dryrun": the spool, deliver it with ``stepwire sync``; "disabled": a run whose calls are accepted
+  and discarded, as W&B's). ``entity``, ``group``, ``job_type`` and ``notes`` go to the run's meta as
+  ``{"wandb": {...}}``. ``sync_tensorboard=True`` captures what TensorBoard writers write
+  (``stepwire.compat.tensorboard.patch``). ``reinit`` follows W&B; ``resume`` without ``id``, ``settings``,
+  ``save_code``, ``anonymous`` and unknown keyword arguments warn once.
 - names: nested dicts flatten with "." (``{"val": {"loss": x}}`` is ``val.loss``), as W&B shows them.
 - steps: W&B's rules (``stepwire.compat.wandb.sdk_run``), except that a step lower than the current one is
   stored instead of dropped.
@@ -35,6 +37,7 @@ from stepwire.compat.wandb.sdk_run import Config, Run, Summary
 from stepwire.compat.wandb.unsupported import Error, UnsupportedWarning, unsupported_counts
 from stepwire.compat.wandb.unsupported import unsupported as _unsupported
 from stepwire.compat.wandb.wandb_metric import Metric
+from stepwire.ranks import detect_ranks
 from stepwire.runconfig import config_dict
 
 __all__ = ["Artifact", "Audio", "Config", "Error", "Histogram", "Html", "Image", "Metric", "Molecule", "Object3D",
@@ -93,11 +96,16 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
     name = name or os.environ.get("WANDB_NAME") or None
     id = id or os.environ.get("WANDB_RUN_ID") or None
     extra: dict[str, Any] = {"log_on_ranks": []} if mode == "disabled" else {}
+    # one run per init call, as W&B: never a collective with other ranks (W&B scripts often init on rank 0 only)
+    ranks = detect_ranks()
     sw = stepwire.init(project=project, name=name, config=values, tags=list(tags) if tags else None, dir=dir,
-                       mode="offline" if mode == "offline" else "online", run_id=id, **extra)
+                       mode="offline" if mode == "offline" else "online", run_id=id, rank=0, world_size=1,
+                       **extra)
     started = Run(sw, entity=entity, group=group, job_type=job_type, notes=notes, mode=mode, tags=tags)
-    meta = {k: v for k, v in (("entity", entity), ("group", group), ("job_type", job_type), ("notes", notes))
-            if v is not None}
+    meta: dict[str, Any] = {k: v for k, v in (("entity", entity), ("group", group), ("job_type", job_type),
+                                              ("notes", notes)) if v is not None}
+    if ranks.world_size > 1:
+        meta.update(rank=ranks.rank, world_size=ranks.world_size)
     if meta and sw.active:
         sw.update_meta({"wandb": meta})
     _adopt(started)
