@@ -74,8 +74,10 @@ def test_watch_logs_wandb_names_every_log_freq_steps() -> None:
             grads[i] = {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
         opt.step()
         wandb.log({"loss": loss.item()})
-    with pytest.warns(wandb.UnsupportedWarning, match="log_graph"):
-        wandb.watch(model, log=None, log_graph=True)
+    with pytest.warns(wandb.UnsupportedWarning) as caught:
+        wandb.watch(model, log=None, log_graph=True)   # a second watch: W&B would name it graph_1
+    assert sorted(str(w.message).split(" is not")[0] for w in caught) == [
+        "stepwire.compat.wandb: watch of several models", "stepwire.compat.wandb: watch(log_graph=True)"]
     run_id = run.id
     wandb.finish()
     view = stepwire.Api().run(run_id)

@@ -52,8 +52,8 @@ class Run:
                  job_type: str | None = None, notes: str | None = None, mode: str = "online",
                  tags: Sequence[str] | None = None) -> None:
         self.stepwire_run = stepwire_run
-        self._tags = tuple(tags or ())
         """The ``stepwire.Run`` this run writes to (for code that mixes both APIs)."""
+        self._tags = tuple(tags or ())
         self.entity, self.group, self.job_type, self.notes = entity, group, job_type, notes
         self.mode = mode
         self.start_time = time.time()
@@ -70,6 +70,7 @@ class Run:
         self._history = History(stepwire_run, self._metrics)
         self._step = 0
         self._watches: list[tuple[torch.nn.Module, WatchHandle]] = []
+        self._watched = 0  # models watched so far (W&B's global watch index)
         self._saved: list[tuple[str, str, str]] = []  # (glob, base path, policy) of save(): stored at finish
         self._finished = False
         self._on_finish: list[Callable[[], None]] = []  # e.g. undoing sync_tensorboard's patch
@@ -202,8 +203,9 @@ class Run:
         if log not in ("gradients", "parameters", "all", None):
             raise ValueError("log must be one of 'gradients', 'parameters', 'all', or None")
         models = list(models) if isinstance(models, (list, tuple)) else [models]
-        if len(models) > 1 or idx:
+        if len(models) > 1 or idx or self._watched:  # W&B names the parameters of a second model graph_{i}...
             unsupported("watch of several models", "their parameters share the names gradients/{param}")
+        self._watched += len(models)
         if log is None:
             return
         for model in models:
