@@ -4,7 +4,11 @@ Measures points/s from the first ``log`` call until every point is acknowledged 
 the collector's peak RSS. Reference measured in the same run: inserting the same number of points into
 DuckDB as one row per point from numpy arrays, in-process (the naive store layout, without any transport).
 
-    python bench/bench_ingest.py [--clients 1 2] [--points 5000000] [--keys 1000]
+    python bench/bench_ingest.py [--clients 1 4 16 64] [--total-points 16000000] [--keys 1000]
+        [--group-commit both|on|off]
+
+Each client count is measured with group commit off ($STEPWIRE_GROUP_COMMIT=0: one transaction per push) and
+on (concurrent pushes stored in one transaction), in the same run; the points are shared among the clients.
 
 With ``--full-speed 16 64`` it measures sustained ingest instead: that many client processes ``log`` as fast as
 they can for ``--duration`` seconds each; figures: points/s acknowledged live (from the first ``log`` call to the
@@ -28,6 +32,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -36,6 +41,7 @@ import psutil
 import stepwire
 from processes import start_collector
 from report import emit
+from stepwire.collector.group_commit import GROUP_COMMIT_ENV
 from stepwire.store.duckdb_store import memory_limit
 
 CLIENT = textwrap.dedent("""
@@ -43,6 +49,8 @@ CLIENT = textwrap.dedent("""
     address, points, keys, batch_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     run = stepwire.init(project="bench", name="ingest", address=address, batch_bytes=batch_bytes)
     data = {f"layer{i}/metric": float(i) for i in range(keys)}
+    print("ready", flush=True)
+    sys.stdin.readline()  # every client starts logging at once, none while others still start
     t0 = time.time()
     for step in range(points // keys):
         run.log(data, step=step)
@@ -144,12 +152,51 @@ def duckdb_rows_reference(points: int) -> float:
     return points / (time.perf_counter() - t)
 
 
+def one_case(clients: int, points: int, keys: int, batch_bytes: int, group_commit: bool) -> dict[str, Any]:
+    """``clients`` processes each logging ``points`` points into one collector process (group commit on or off,
+    by $STEPWIRE_GROUP_COMMIT); figures: points/s acknowledged (committed), collector peak RSS."""
+    directory = Path(tempfile.mkdtemp(prefix="stepwire-ingest-"))
+    os.environ[GROUP_COMMIT_ENV] = "1" if group_commit else "0"  # the collector process inherits it
+    try:
+        collector, address = start_collector(directory)
+    finally:
+        del os.environ[GROUP_COMMIT_ENV]
+    try:
+        with PeakRss(collector.pid) as rss:
+            procs = [subprocess.Popen([sys.executable, "-c", CLIENT, address, str(points), str(keys),
+                                       str(batch_bytes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                     for _ in range(clients)]
+            for p in procs:
+                assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write(b"go\n")
+                p.stdin.flush()
+            outs = [json.loads(p.communicate()[0]) for p in procs]
+    finally:
+        collector.terminate()
+        collector.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+    total = sum(o["stats"]["acknowledged"] for o in outs)
+    assert all(o["stats"]["acknowledged"] == o["stats"]["logged"] for o in outs), outs
+    elapsed = max(o["end"] for o in outs) - min(o["start"] for o in outs)
+    log_elapsed = max(o["logged"] for o in outs) - min(o["start"] for o in outs)
+    return {"case": f"{clients} client(s), log() of {keys} keys, {batch_bytes >> 10} KiB batches",
+            "group commit": "on" if group_commit else "off", "points": total, "seconds": elapsed,
+            "points/s": total / elapsed, "log() points/s": total / log_elapsed,
+            "collector peak RSS MiB": rss.peak / 2**20}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--points", type=int, default=5_000_000, help="points per client")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--points", type=int, default=None,
+                        help="points per client (default: --total-points divided among the clients)")
+    parser.add_argument("--total-points", type=int, default=16_000_000, help="points of all clients together")
     parser.add_argument("--keys", type=int, default=1000, help="keys per log() call")
     parser.add_argument("--batch-bytes", type=int, default=1 << 20, help="the client's batch_bytes")
+    parser.add_argument("--group-commit", choices=["both", "on", "off"], default="both",
+                        help="store concurrent pushes in one transaction (on), one each (off), or compare both")
     parser.add_argument("--full-speed", type=int, nargs="+", metavar="CLIENTS",
                         help="sustained ingest with this many clients logging as fast as they can")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds each --full-speed client logs")
@@ -158,41 +205,22 @@ def main() -> None:
         emit("ingest_full_speed", "stepwire: sustained ingest, clients logging as fast as they can",
              [full_speed(n, args.duration, args.keys, args.batch_bytes) for n in args.full_speed])
         return
-    reference = duckdb_rows_reference(args.points)
+    reference = duckdb_rows_reference(args.total_points)
+    modes = {"both": [False, True], "on": [True], "off": [False]}[args.group_commit]
     rows = []
-    for clients in args.clients:
-        directory = Path(tempfile.mkdtemp(prefix="stepwire-ingest-"))
-        collector, address = start_collector(directory)
-        proc = psutil.Process(collector.pid)
-        peak = [proc.memory_info().rss]
-        stop = threading.Event()
-
-        def sample(proc: psutil.Process = proc, peak: list[int] = peak, stop: threading.Event = stop) -> None:
-            while not stop.wait(0.05):
-                peak[0] = max(peak[0], proc.memory_info().rss)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        procs = [subprocess.Popen([sys.executable, "-c", CLIENT, address, str(args.points), str(args.keys),
-                                   str(args.batch_bytes)],
-                                  stdout=subprocess.PIPE) for _ in range(clients)]
-        outs = [json.loads(p.communicate()[0]) for p in procs]
-        stop.set()
-        sampler.join()
-        collector.terminate()
-        collector.wait()
-        total = sum(o["stats"]["acknowledged"] for o in outs)
-        assert all(o["stats"]["acknowledged"] == o["stats"]["logged"] for o in outs), outs
-        elapsed = max(o["end"] for o in outs) - min(o["start"] for o in outs)
-        log_elapsed = max(o["logged"] for o in outs) - min(o["start"] for o in outs)
-        rate = total / elapsed
-        rows.append({"case": f"{clients} client(s), log() of {args.keys} keys, {args.batch_bytes >> 10} KiB batches",
-                     "points": total,
-                     "seconds": elapsed, "points/s": rate, "log() points/s": total / log_elapsed,
-                     "collector peak RSS MiB": peak[0] / 2**20,
-                     "reference": "DuckDB row-per-point insert, in-process", "ref points/s": reference,
-                     "ratio": rate / reference, "target": ">= 5 M points/s"})
-    emit("ingest", "stepwire: ingest through gRPC into the DuckDB store (acknowledged = committed)", rows)
+    for group_commit in modes:
+        for clients in args.clients:
+            points = args.points or max(args.keys, args.total_points // clients // args.keys * args.keys)
+            row = one_case(clients, points, args.keys, args.batch_bytes, group_commit)
+            row.update({"reference": "DuckDB row-per-point insert, in-process", "ref points/s": reference,
+                        "ratio": row["points/s"] / reference})
+            rows.append(row)
+    one = {r["group commit"]: r["points/s"] for r in rows if r["case"].startswith("1 client")}
+    for r in rows:  # the target: no collapse as clients grow
+        base = one.get(r["group commit"])
+        r["vs 1 client"] = r["points/s"] / base if base else float("nan")
+    emit("ingest", "stepwire: ingest through gRPC into the DuckDB store (acknowledged = committed), group commit "
+         "off and on", rows, {"target": "16 and 64 clients at least the 1-client rate (group commit on)"})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import numpy as np
 
 from stepwire import mediatypes
 from stepwire.collector.decode import BatchError, decode_batch
+from stepwire.collector.group_commit import GroupCommit, QueueFull
+from stepwire.collector.group_commit import enabled as group_commit_enabled
 from stepwire.collector.leases import Activity, mark_crashed
 from stepwire.dashboard.server import Dashboard
 from stepwire.names import check_artifact_name, check_id, check_label, check_name
@@ -128,9 +130,13 @@ def _checked(context: grpc.ServicerContext, check: Callable[..., str], *args: ob
 class IngestService(ingest_pb2_grpc.IngestServicer):
     """Receives runs and batches; a batch is acknowledged only once it is committed to the store."""
 
-    def __init__(self, store: Store, activity: Activity, max_uploads: int = 2) -> None:
+    def __init__(self, store: Store, activity: Activity, max_uploads: int = 2,
+                 group_commit: bool | None = None) -> None:
         self.store = store
         self.activity = activity
+        # concurrent pushes stored in one transaction (None: unless $STEPWIRE_GROUP_COMMIT=0)
+        self.commits = GroupCommit(store) if (group_commit_enabled() if group_commit is None else group_commit) \
+            else None
         self.uploads = threading.BoundedSemaphore(max_uploads)
         self.stalls = StallWatch(UPLOAD_STALL_S)
 
@@ -168,10 +174,17 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
     def Push(self, request: ingest_pb2.Batch, context: grpc.ServicerContext) -> ingest_pb2.Ack:
         self.activity.touch()
         try:
-            batch = decode_batch(request)
-            stored = self.store.append(batch)
+            if self.commits is None:
+                batch = decode_batch(request)
+                stored = self.store.append(batch)
+            else:  # decoded here, in this worker thread, then stored with the pushes queued meanwhile
+                with self.commits.arriving():
+                    batch = decode_batch(request)
+                stored = self.commits.append(batch)
         except BatchError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"rejected batch {request.sequence}: {exc}")
+        except QueueFull as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         self.activity.touch(batch.stream_id, (batch.run_id, batch.rank))
         return ingest_pb2.Ack(sequence=request.sequence, duplicate=not stored, items=batch.items)
 
@@ -402,12 +415,13 @@ class StoreErrors(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
 
 class Collector:
-    """A running collector: store, gRPC server, and (for the embedded default) its address file."""
+    """A running collector: store, gRPC server, and (for the embedded default) its address file. Concurrent
+    pushes are stored in one transaction per group (``group_commit``; None: unless $STEPWIRE_GROUP_COMMIT=0)."""
 
     def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = 8,
                  max_concurrent_rpcs: int = 32, token: str | None = None, tls_cert: str | None = None,
                  tls_key: str | None = None, insecure: bool = False, http: str | None = None,
-                 store: str | None = None, blob_dir: str | None = None) -> None:
+                 store: str | None = None, blob_dir: str | None = None, group_commit: bool | None = None) -> None:
         if not is_loopback(listen) and not token and not insecure:
             raise PermissionError(f"refusing to listen on {listen} (not loopback) without a token: pass --token "
                                   "(or set $STEPWIRE_TOKEN), or --insecure to accept anyone who can connect")
@@ -423,7 +437,8 @@ class Collector:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS,
                                   maximum_concurrent_rpcs=max_concurrent_rpcs,
                                   interceptors=[*([TokenCheck(token)] if token else []), StoreErrors()])
-        ingest_pb2_grpc.add_IngestServicer_to_server(IngestService(self.store, self.activity), self.server)
+        self.ingest = IngestService(self.store, self.activity, group_commit=group_commit)
+        ingest_pb2_grpc.add_IngestServicer_to_server(self.ingest, self.server)
         query_pb2_grpc.add_QueryServicer_to_server(QueryService(self.store, self.activity), self.server)
         if tls_cert is not None and tls_key is not None:
             creds = grpc.ssl_server_credentials([(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])

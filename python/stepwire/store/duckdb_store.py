@@ -456,7 +456,7 @@ class DuckDBStore(Store):
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
-            for stream in touched:  # what _ensure_run_and_stream learnt in the rolled-back transaction
+            for stream in touched:  # streams _ensure_run_and_stream learnt in the rolled-back transaction
                 self._streams.pop(stream, None)
             raise
         self._defs.update(staged)
@@ -485,7 +485,8 @@ class DuckDBStore(Store):
             seen.add(key)
             stored.append(True)
             try:
-                touched.add(batch.stream_id)
+                if batch.stream_id not in self._streams:
+                    touched.add(batch.stream_id)
                 self._ensure_run_and_stream(batch)
                 defs = staged.get(batch.stream_id)
                 if defs is None:
@@ -613,10 +614,12 @@ class DuckDBStore(Store):
     def _ensure_run_and_stream(self, batch: DecodedBatch) -> None:
         known = self._streams.get(batch.stream_id)
         if known is None:
-            row = self._con.execute("SELECT run_id, rank FROM streams WHERE stream_id = ?",
-                                    [batch.stream_id]).fetchone()
+            # fetchall, not fetchone: DuckDB refuses register() while a result is unfinished
+            rows = self._con.execute("SELECT run_id, rank FROM streams WHERE stream_id = ?",
+                                     [batch.stream_id]).fetchall()
+            row = rows[0] if rows else None
             if row is None:
-                if self._con.execute("SELECT 1 FROM runs WHERE run_id = ?", [batch.run_id]).fetchone() is None:
+                if not self._con.execute("SELECT 1 FROM runs WHERE run_id = ?", [batch.run_id]).fetchall():
                     # a batch can outlive its OpenRun (replayed later): keep the data under a placeholder run
                     self._con.execute("INSERT INTO runs VALUES (?, 'default', ?, '[]', '{}', ?, 'running', 0, '{}')",
                                       [batch.run_id, batch.run_id, time.time()])
