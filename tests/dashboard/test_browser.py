@@ -34,7 +34,9 @@ def browser_page():  # type: ignore[no-untyped-def]
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        # WebGL by software (SwiftShader): the parallel-coordinates chart draws with it
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
         page = browser.new_page(viewport={"width": 1600, "height": 1200})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -261,3 +263,124 @@ def test_dashboard_shows_media(dashboard: CollectorProcess, browser_page, pytest
     out.mkdir(exist_ok=True)
     page.screenshot(path=str(out / "dashboard-media.png"), full_page=True)
     run.finish()
+
+
+def _chart(page, metric: str) -> str:  # type: ignore[no-untyped-def]
+    return f'document.querySelector(\'.chart[data-metric="{metric}"]\')'
+
+
+def test_dashboard_compares_groups_and_labels(dashboard: CollectorProcess, browser_page, pytestconfig) -> None:  # type: ignore[no-untyped-def]
+    """Three runs (two of two ranks in group "a", one in group "b" whose histogram holds zeros): every chart has
+    axis titles, each run one colour for its line and its band, the heat map a row labelled "0" on a symmetric-log
+    axis; the comparison draws parallel coordinates of the config against the loss and sorts its table; grouping
+    by "group" draws each group's mean over its runs with their min–max band; a run filtered out is unselected."""
+    page = browser_page
+    made = {}
+    for name, group, lr, ranks in (("a1", "a", 0.1, 2), ("a2", "a", 0.2, 2), ("b1", "b", 0.4, 1)):
+        runs = [stepwire.init(project="cmp", name=name, address=dashboard.address, run_id=f"run-{name}", rank=r,
+                              world_size=ranks, quiet=True, tags=[f"group:{group}"], config={"lr": lr, "opt": "adam"})
+                for r in range(ranks)]
+        for step in range(10):
+            for r, run in enumerate(runs):
+                run.log({"loss": lr * (10 - step) + r, "eval/score": step * lr}, step=step)
+        if name == "b1":
+            values = np.r_[np.zeros(300), np.linspace(-100, 100, 201)[np.linspace(-100, 100, 201) != 0]]
+            runs[0].log_histogram("weights/w", values, step=0)
+        for run in runs:
+            run.finish()
+        made[name] = f"run-{name}"
+    page.set_viewport_size({"width": 1600, "height": 1000})
+    page.goto(dashboard.http + "#run=run-b1")
+    page.locator('#runs-table tbody tr[data-run="run-a1"]').wait_for(timeout=30_000)
+    for name in ("a1", "a2"):
+        page.locator(f'#runs-table tbody tr[data-run="run-{name}"] input').check()
+    page.wait_for_function(f"() => {_chart(page, 'loss')}?.data?.length === 7", timeout=30_000)
+
+    # axis titles (as objects: the served Plotly.js ignores plain strings), drawn
+    titles = page.evaluate(f"""() => [{_chart(page, 'loss')}.querySelector('.xtitle').textContent,
+                                      {_chart(page, 'loss')}.querySelector('.ytitle').textContent]""")
+    assert titles == ["step", "loss"]
+    # one colour per run: the band (translucent) and the mean line of a run share it; runs differ
+    traces = page.evaluate(f"""() => {_chart(page, 'loss')}.data.map((t) => [t.name || '', t.fill || '',
+                                         t.line.color, t.fillcolor || ''])""")
+    lines = {t[0]: t[2] for t in traces if not t[1] and t[0] and "min–max" not in t[0]}
+    assert set(lines) == {"b1 ", "a1 mean of 2 ranks", "a2 mean of 2 ranks"}, traces
+    assert len(set(lines.values())) == 3
+    for band in (t for t in traces if t[1] == "tonexty"):
+        colour = lines[band[0].replace("min–max over ranks", "mean of 2 ranks")]
+        n = int(colour[1:], 16)
+        assert band[3] == f"rgba({n >> 16},{(n >> 8) & 255},{n & 255},0.18)" and band[2] == colour
+    legend = page.evaluate(f"() => {_chart(page, 'loss')}.querySelector('.legend').getBBox().height")
+    assert legend < 40  # a compact legend: one line above a 300 px chart
+    # a section with one chart uses the whole width
+    widths = page.evaluate("""() => { const c = document.querySelector('.chart[data-metric="eval/score"]');
+                                      return [c.getBoundingClientRect().width,
+                                              c.parentElement.getBoundingClientRect().width]; }""")
+    assert widths[0] > 0.95 * widths[1]
+
+    # the heat map: a row labelled "0" at zero, powers of ten on both sides, axis titles
+    heat = '.heatmap[data-metric="weights/w"]'
+    page.wait_for_function(f"() => {{ const d = document.querySelector('{heat}'); return d && d.data; }}",
+                           timeout=30_000)
+    axis = page.evaluate(f"""() => {{ const d = document.querySelector('{heat}');
+        return [d.layout.yaxis.tickvals, d.layout.yaxis.ticktext,
+                [...d.querySelectorAll('.ytick text')].map((t) => t.textContent),
+                d.querySelector('.xtitle').textContent, d.querySelector('.ytitle').textContent]; }}""")
+    assert axis[0][0] == 0 and axis[1][0] == "0" and "0" in axis[2]
+    assert {"1", "10", "10²", "−1", "−10", "−10²"} <= set(axis[1]), axis
+    assert axis[3] == "step" and axis[4].startswith("value")
+    zero_row = page.evaluate(f"""() => {{ const d = document.querySelector('{heat}').data[0];
+        const i = d.text.findIndex((row) => row[0] === '0'); return [d.customdata[i][0], d.y[i], d.y[i + 1]]; }}""")
+    assert zero_row == [300, -0.5, 0.5]
+
+    # comparison: parallel coordinates of the config that differs against the loss, a sortable table
+    page.wait_for_function("() => document.querySelector('#compare-chart')?.dataset?.dimensions", timeout=30_000)
+    chart = page.evaluate("""() => { const d = document.querySelector('#compare-chart');
+        return [JSON.parse(d.dataset.dimensions), d.layout.xaxis.ticktext,
+                d.data.map((t) => [t.name, [...t.customdata], [...t.y], t.line.color]),
+                [...d.querySelectorAll('.xtick text')].map((t) => t.textContent)]; }""")
+    assert chart[0] == chart[1] == chart[3] == ["lr", "loss (last)"]  # "opt" is the same in every run: no axis
+    lines = {name: (values, ys, colour) for name, values, ys, colour in chart[2]}
+    assert {n: v[0] for n, v in lines.items()} == {"a1": [0.1, 0.1], "a2": [0.2, 0.2], "b1": [0.4, 0.4]}
+    assert lines["a1"][1] == [0, 0] and lines["b1"][1] == [1, 1]  # each axis spans its values
+    assert len({v[2] for v in lines.values()}) == 3  # coloured by the loss
+    order = lambda: page.evaluate(  # noqa: E731
+        "[...document.querySelectorAll('#compare-table tbody tr')].map((tr) => tr.cells[0].textContent)")
+    page.locator('#compare-table th[data-column="metric:loss"]').click()
+    assert order() == ["a1", "a2", "b1"]
+    page.locator('#compare-table th[data-column="metric:loss"]').click()
+    assert order() == ["b1", "a2", "a1"]
+    page.screenshot(path=str(_artifacts(pytestconfig) / "dashboard-compare.png"))
+
+    # group by "group": a group's mean over its runs, with their min–max band, one colour per group
+    page.select_option("#group-by", "group")
+    page.wait_for_function(f"() => {_chart(page, 'loss')}.dataset.groups === '2'", timeout=30_000)
+    groups = page.evaluate(f"""() => {_chart(page, 'loss')}.data.map((t) => [t.name || '', t.fill || '',
+                                         [...t.y], t.line.color])""")
+    assert [g[0] for g in groups if not g[1] and g[0]] == ["a: mean of 2 runs", "b: mean of 1 run"]
+    mean_a = next(g for g in groups if g[0] == "a: mean of 2 runs")
+    band_a = next(g for g in groups if g[0] == "a: min–max over runs")
+    assert mean_a[2] == pytest.approx([((0.1 + 0.2) * (10 - s) + 1) / 2 for s in range(10)])  # rank mean: +0.5
+    assert band_a[2] == pytest.approx([0.2 * (10 - s) + 0.5 for s in range(10)]) and band_a[3] == mean_a[3]
+    page.screenshot(path=str(_artifacts(pytestconfig) / "dashboard-groups.png"))
+
+    # a run filtered out is unselected and no longer charted
+    page.select_option("#group-by", "")
+    page.fill("#filter", "a2")
+    page.wait_for_function(f"() => {_chart(page, 'loss')}?.data?.length === 3", timeout=30_000)
+    assert page.evaluate(f"() => {_chart(page, 'loss')}.data.map((t) => t.name)")[2] == "mean of 2 ranks"
+    page.fill("#filter", "")
+    page.wait_for_function("() => document.querySelectorAll('#runs-table tbody tr').length === 3", timeout=30_000)
+    assert page.locator("#runs-table tbody input:checked").count() == 1
+    # at 1000 px the runs table stays in its column (or above the charts), never under them
+    page.set_viewport_size({"width": 1000, "height": 1000})
+    box = page.evaluate("""() => { const t = document.querySelector('#runs').getBoundingClientRect();
+                                   const d = document.querySelector('#details').getBoundingClientRect();
+                                   return [t.right, t.bottom, d.left, d.top, document.documentElement.scrollWidth]; }""")
+    assert (box[0] <= box[2] or box[1] <= box[3]) and box[4] <= 1000
+
+
+def _artifacts(pytestconfig) -> Path:  # type: ignore[no-untyped-def]
+    out = Path(pytestconfig.rootpath) / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    return out

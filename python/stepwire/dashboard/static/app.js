@@ -88,7 +88,15 @@ function chartOrder(a, b) {
 }
 
 // -- refresh loop -------------------------------------------------------------------------------------------
-async function refreshDetails(force = false) {
+// One refresh at a time: two drawing the same chart at once (a poll and a click) can leave it half drawn.
+let queue = Promise.resolve();
+function refreshDetails(force = false) {
+  const next = queue.then(() => drawDetails(force));
+  queue = next.catch(() => {});
+  return next;
+}
+
+async function drawDetails(force) {
   const runs = state.runs.filter((r) => state.selected.has(r.id));
   await drawCompare(visibleRuns(), force);
   const series = new Map();
@@ -100,7 +108,10 @@ async function refreshDetails(force = false) {
   }
   const media = await loadMedia(runs);
   for (const key of mediaKeys(runs, media)) keep.add(key);
-  for (const node of document.querySelectorAll("#details [data-key]")) if (!keep.has(node.dataset.key)) node.remove();
+  // the page's own blocks only (Plotly.js marks elements of its own with data-key too)
+  for (const node of document.querySelectorAll(".grid > [data-key], .media-grid > [data-key]")) {
+    if (!keep.has(node.dataset.key)) node.remove();
+  }
   for (const box of document.querySelectorAll("#charts details, #histograms details, #media details")) {
     if (!box.querySelector("[data-key]")) box.remove();
   }

@@ -10,13 +10,48 @@ function varying(runs, keys) {  // the config keys whose values differ between t
   return keys.filter((k) => new Set(runs.map((r) => JSON.stringify(r.config[k] ?? null))).size > 1);
 }
 
+// Parallel coordinates drawn as SVG lines (one per run) over one vertical axis per dimension: no WebGL needed.
 function dimension(label, values) {
   if (values.every((v) => v === null || typeof v === "number")) {
-    return { label, values: values.map((v) => (v === null ? NaN : v)) };
+    const known = values.filter((v) => v !== null && Number.isFinite(v));
+    const lo = Math.min(...known), hi = Math.max(...known);
+    const at = (v) => (v === null || !Number.isFinite(v) ? null : hi > lo ? (v - lo) / (hi - lo) : 0.5);
+    const ticks = known.length ? (hi > lo ? [lo, (lo + hi) / 2, hi] : [lo]) : [];
+    return { label, values, y: values.map(at), ticks: ticks.map((t) => [at(t), fmtValue(t)]) };
   }
-  const cats = [...new Set(values.map((v) => String(v)))].sort();
-  return { label, values: values.map((v) => cats.indexOf(String(v))), tickvals: cats.map((_, i) => i), ticktext: cats,
-    range: [-0.5, cats.length - 0.5] };
+  const cats = [...new Set(values.filter((v) => v !== null).map(String))].sort();
+  const at = (c) => (cats.length > 1 ? cats.indexOf(c) / (cats.length - 1) : 0.5);
+  return { label, values, y: values.map((v) => (v === null ? null : at(String(v)))),
+    ticks: cats.map((c) => [at(c), c]) };
+}
+
+const VIRIDIS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
+function colourFor(v, lo, hi) {  // a metric value's colour on the Viridis scale (grey where it has none)
+  if (v === null || !Number.isFinite(v)) return "#9ca3af";
+  const f = hi > lo ? (v - lo) / (hi - lo) : 0.5;
+  return VIRIDIS[Math.min(VIRIDIS.length - 1, Math.round(f * (VIRIDIS.length - 1)))];
+}
+
+function parallelFigure(runs, dims, metricValues) {
+  const known = metricValues.filter((v) => v !== null && Number.isFinite(v));
+  const lo = Math.min(...known), hi = Math.max(...known);
+  const x = dims.map((_, i) => i);
+  const traces = runs.map((run, r) => ({
+    type: "scatter", mode: "lines+markers", x, y: dims.map((d) => d.y[r]), name: run.name,
+    line: { color: colourFor(metricValues[r], lo, hi), width: 2 }, marker: { size: 5 },
+    customdata: dims.map((d) => (d.values[r] === null ? "—" : typeof d.values[r] === "number"
+      ? fmtValue(d.values[r]) : String(d.values[r]))),
+    hovertemplate: `${run.name}<br>%{customdata}<extra></extra>`, showlegend: false,
+  }));
+  const shapes = x.map((i) => ({ type: "line", x0: i, x1: i, y0: 0, y1: 1, line: { color: "#6b7280", width: 1 } }));
+  const annotations = dims.flatMap((d, i) => d.ticks.map(([y, text]) => ({
+    x: i, y, text, showarrow: false, xanchor: "right", xshift: -4, font: { size: 10, color: "#374151" } })));
+  return { traces, layout: {
+    margin: { l: 60, r: 20, t: 30, b: 40 }, hovermode: "closest", shapes, annotations,
+    xaxis: { tickvals: x, ticktext: dims.map((d) => d.label), range: [-0.5, dims.length - 0.7], zeroline: false,
+      showgrid: false, side: "bottom", fixedrange: true },
+    yaxis: { visible: false, range: [-0.06, 1.06], fixedrange: true },
+  } };
 }
 
 function fillSelect(select, options, fallback) {
@@ -81,14 +116,14 @@ export async function drawCompare(visible, force) {
   const keys = varying(runs, data.config_keys);
   const values = runs.map((r) => r.metrics[metric]?.[stat] ?? null);
   const dims = keys.map((k) => dimension(k, runs.map((r) => r.config[k] ?? null)));
-  dims.push({ label: `${metric} (${stat})`, values: values.map((v) => (v === null ? NaN : v)) });
+  dims.push(dimension(`${metric} (${stat})`, values));
   const div = $("#compare-chart");
-  await Plotly.react(div, [{
-    type: "parcoords", dimensions: dims, labelfont: { size: 11 }, tickfont: { size: 10 },
-    line: { color: values.map((v) => (v === null ? NaN : v)), colorscale: "Viridis", showscale: true,
-      colorbar: { title: { text: metric, side: "right" }, thickness: 12 } },
-  }], { margin: { l: 60, r: 80, t: 40, b: 20 }, title: { text: `${runs.length} runs: config against ${metric} (${stat})`,
-    font: { size: 13 }, x: 0.01, xanchor: "left", y: 0.98, yanchor: "top" } }, PLOT_CONFIG);
+  const figure = parallelFigure(runs, dims, values);
+  await Plotly.react(div, figure.traces, {
+    ...figure.layout, title: { text: `${runs.length} runs: configuration against ${metric} (${stat}); colour: `
+      + `${metric}, low dark, high bright`, font: { size: 13 }, x: 0.01, xanchor: "left", y: 0.98, yanchor: "top" },
+  }, PLOT_CONFIG);
+  div.dataset.dimensions = JSON.stringify(dims.map((d) => d.label));
   div.dataset.runs = runs.length;
   const shownMetrics = [metric, ...metrics.filter((m) => m !== metric)].slice(0, MAX_METRIC_COLUMNS);
   renderTable(runs, keys, shownMetrics);
