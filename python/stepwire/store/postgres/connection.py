@@ -36,6 +36,7 @@ class Connection:
         self.migrate_schema = migrate_schema
         self.lock = threading.RLock()
         self._conn: Conn | None = None
+        self._connected = False  # once connected, a later connect is a reconnect
         self.reconnected = 0  # times a broken connection was replaced
         self.on_reconnect: Callable[[], None] = lambda: None
 
@@ -47,7 +48,6 @@ class Connection:
     def _live(self) -> Conn:
         if self._conn is not None and not self._conn.closed and not self._conn.broken:
             return self._conn
-        was = self._conn is not None
         self.drop()
         try:
             conn: Conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
@@ -65,9 +65,10 @@ class Connection:
             raise
         self._conn = conn
         self.on_reconnect()
-        if was:
+        if self._connected:
             self.reconnected += 1
             log.warning("reconnected to the store %s", self.masked_url)
+        self._connected = True
         return conn
 
     def run(self, fn: Callable[[Conn], T], transaction: bool = True) -> T:
@@ -108,6 +109,9 @@ class Connection:
         """Close for good (a later call would connect again)."""
         with self.lock:
             self.drop()
+
+    def __del__(self) -> None:  # a reader nobody closed (Api(store=URL)) closes its connection when collected
+        self.drop()
 
 
 def _first_line(exc: BaseException) -> str:
