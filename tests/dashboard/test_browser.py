@@ -273,7 +273,7 @@ def test_dashboard_compares_groups_and_labels(dashboard: CollectorProcess, brows
     """Three runs (two of two ranks in group "a", one in group "b" whose histogram holds zeros): every chart has
     axis titles, each run one colour for its line and its band, the heat map a row labelled "0" on a symmetric-log
     axis; the comparison draws parallel coordinates of the config against the loss and sorts its table; grouping
-    by "group" draws each group's mean over its runs with their min–max band; a run filtered out is unselected."""
+    by "group" draws each group's mean over its runs with their min-max band; a run filtered out is unselected."""
     page = browser_page
     made = {}
     for name, group, lr, ranks in (("a1", "a", 0.1, 2), ("a2", "a", 0.2, 2), ("b1", "b", 0.4, 1)):
@@ -303,11 +303,11 @@ def test_dashboard_compares_groups_and_labels(dashboard: CollectorProcess, brows
     # one colour per run: the band (translucent) and the mean line of a run share it; runs differ
     traces = page.evaluate(f"""() => {_chart(page, 'loss')}.data.map((t) => [t.name || '', t.fill || '',
                                          t.line.color, t.fillcolor || ''])""")
-    lines = {t[0]: t[2] for t in traces if not t[1] and t[0] and "min–max" not in t[0]}
+    lines = {t[0]: t[2] for t in traces if not t[1] and t[0] and "min\u2013max" not in t[0]}
     assert set(lines) == {"b1 ", "a1 mean of 2 ranks", "a2 mean of 2 ranks"}, traces
     assert len(set(lines.values())) == 3
     for band in (t for t in traces if t[1] == "tonexty"):
-        colour = lines[band[0].replace("min–max over ranks", "mean of 2 ranks")]
+        colour = lines[band[0].replace("min\u2013max over ranks", "mean of 2 ranks")]
         n = int(colour[1:], 16)
         assert band[3] == f"rgba({n >> 16},{(n >> 8) & 255},{n & 255},0.18)" and band[2] == colour
     legend = page.evaluate(f"() => {_chart(page, 'loss')}.querySelector('.legend').getBBox().height")
@@ -327,7 +327,7 @@ def test_dashboard_compares_groups_and_labels(dashboard: CollectorProcess, brows
                 [...d.querySelectorAll('.ytick text')].map((t) => t.textContent),
                 d.querySelector('.xtitle').textContent, d.querySelector('.ytitle').textContent]; }}""")
     assert axis[0][0] == 0 and axis[1][0] == "0" and "0" in axis[2]
-    assert {"1", "10", "10²", "−1", "−10", "−10²"} <= set(axis[1]), axis
+    assert {"1", "10", "10\u00b2", "\u22121", "\u221210", "\u221210\u00b2"} <= set(axis[1]), axis
     assert axis[3] == "step" and axis[4].startswith("value")
     zero_row = page.evaluate(f"""() => {{ const d = document.querySelector('{heat}').data[0];
         const i = d.text.findIndex((row) => row[0] === '0'); return [d.customdata[i][0], d.y[i], d.y[i + 1]]; }}""")
@@ -352,14 +352,14 @@ def test_dashboard_compares_groups_and_labels(dashboard: CollectorProcess, brows
     assert order() == ["b1", "a2", "a1"]
     page.screenshot(path=str(_artifacts(pytestconfig) / "dashboard-compare.png"))
 
-    # group by "group": a group's mean over its runs, with their min–max band, one colour per group
+    # group by "group": a group's mean over its runs, with their min-max band, one colour per group
     page.select_option("#group-by", "group")
     page.wait_for_function(f"() => {_chart(page, 'loss')}.dataset.groups === '2'", timeout=30_000)
     groups = page.evaluate(f"""() => {_chart(page, 'loss')}.data.map((t) => [t.name || '', t.fill || '',
                                          [...t.y], t.line.color])""")
     assert [g[0] for g in groups if not g[1] and g[0]] == ["a: mean of 2 runs", "b: mean of 1 run"]
     mean_a = next(g for g in groups if g[0] == "a: mean of 2 runs")
-    band_a = next(g for g in groups if g[0] == "a: min–max over runs")
+    band_a = next(g for g in groups if g[0] == "a: min\u2013max over runs")
     assert mean_a[2] == pytest.approx([((0.1 + 0.2) * (10 - s) + 1) / 2 for s in range(10)])  # rank mean: +0.5
     assert band_a[2] == pytest.approx([0.2 * (10 - s) + 0.5 for s in range(10)]) and band_a[3] == mean_a[3]
     page.screenshot(path=str(_artifacts(pytestconfig) / "dashboard-groups.png"))
@@ -375,8 +375,8 @@ def test_dashboard_compares_groups_and_labels(dashboard: CollectorProcess, brows
     # at 1000 px the runs table stays in its column (or above the charts), never under them
     page.set_viewport_size({"width": 1000, "height": 1000})
     box = page.evaluate("""() => { const t = document.querySelector('#runs').getBoundingClientRect();
-                                   const d = document.querySelector('#details').getBoundingClientRect();
-                                   return [t.right, t.bottom, d.left, d.top, document.documentElement.scrollWidth]; }""")
+        const d = document.querySelector('#details').getBoundingClientRect();
+        return [t.right, t.bottom, d.left, d.top, document.documentElement.scrollWidth]; }""")
     assert (box[0] <= box[2] or box[1] <= box[3]) and box[4] <= 1000
 
 
