@@ -25,6 +25,9 @@ from stepwire.store.base import (
     TextEntry,
 )
 
+BLOB_DIR_ENV = "STEPWIRE_BLOB_DIR"
+"""Where a database store's artifacts and media live unless told otherwise (default ``{data dir}/blobs``)."""
+
 STORE_ENV = "STEPWIRE_STORE"
 """The store a collector writes to (and readers read) unless told otherwise: a ``postgresql://`` URL or a data
 directory."""
@@ -50,14 +53,15 @@ def store_spec(spec: str | os.PathLike[str] | None = None) -> str | None:
 
 def open_store(spec: str | os.PathLike[str] | None, directory: str | os.PathLike[str], read_only: bool = False,
                blob_dir: str | os.PathLike[str] | None = None) -> Store:
-    """The store ``spec`` names: a PostgreSQL URL (blobs in ``blob_dir``, default ``directory/blobs``), else the
-    DuckDB store of the data directory ``spec`` (a path), else of ``directory``."""
+    """The store ``spec`` names: a PostgreSQL URL (blobs in ``blob_dir``, else ``$STEPWIRE_BLOB_DIR``, else
+    ``directory/blobs``), else the DuckDB store of the data directory ``spec`` (a path), else of ``directory``."""
     if spec is not None and is_url(str(spec)):
         try:
             from stepwire.store.postgres import PostgresStore
         except ImportError as exc:
             raise ImportError(f"a PostgreSQL store needs psycopg: pip install 'stepwire[postgres]' ({exc})") from None
-        return PostgresStore(str(spec), blob_dir or Path(directory) / "blobs", read_only=read_only)
+        blobs = blob_dir or os.environ.get(BLOB_DIR_ENV) or Path(directory) / "blobs"
+        return PostgresStore(str(spec), blobs, read_only=read_only)
     from stepwire.store.duckdb_store import DuckDBStore
 
     return DuckDBStore(Path(spec) if spec else Path(directory), read_only=read_only)
@@ -69,6 +73,6 @@ def describe(store: Store) -> str:
     return mask(str(location)) if location is not None else type(store).__name__
 
 
-__all__ = ["STORE_ENV", "ArtifactEntry", "MediaEntry", "Reader", "RunRecord", "ScalarPoints", "SeriesRecord",
-           "Store", "StoreDamaged", "StoreUnavailable", "SummaryEntry", "TextEntry", "describe", "is_url", "mask",
-           "open_store", "store_spec"]
+__all__ = ["BLOB_DIR_ENV", "STORE_ENV", "ArtifactEntry", "MediaEntry", "Reader", "RunRecord", "ScalarPoints",
+           "SeriesRecord", "Store", "StoreDamaged", "StoreUnavailable", "SummaryEntry", "TextEntry", "describe",
+           "is_url", "mask", "open_store", "store_spec"]
