@@ -217,12 +217,15 @@ class WandbMonitor(Monitor):
         super().__init__()
         import wandb
 
-        self.run = wandb.init(project="bench", mode="offline", dir=self.directory, settings=wandb.Settings(
-            console="off", quiet=True, silent=True, x_stats_buffer_size=STATS_BUFFER, **settings))
+        if "x_stats_buffer_size" in wandb.Settings.model_fields:  # else its samples are not counted
+            settings["x_stats_buffer_size"] = STATS_BUFFER
+        self.run = wandb.init(project="bench", mode="offline", dir=self.directory,
+                              settings=wandb.Settings(console="off", quiet=True, silent=True, **settings))
         self.first = self._count()
 
     def _count(self) -> int:
-        return max((len(v) for v in self.run._system_metrics.values()), default=0)
+        metrics = getattr(self.run, "_system_metrics", None) or {}
+        return max((len(v) for v in metrics.values()), default=0)
 
     def cpu(self) -> float:
         return tree_cpu(self.service)
