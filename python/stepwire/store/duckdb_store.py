@@ -7,13 +7,11 @@ and min/max/last, which inserts several times faster than one row per point and 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ from stepwire.store.base import (
     SummaryEntry,
     TextEntry,
 )
+from stepwire.store.blobs import BlobDir
 
 log = logging.getLogger("stepwire.store")
 T = TypeVar("T")
@@ -967,7 +966,7 @@ class DuckDBStore(Store):
 
     def _blob(self, sha256: str) -> Path:
         """Where the content with this digest lives: paths derive from content, never from ids or names."""
-        return self.path.parent / "blobs" / sha256[:2] / sha256
+        return BlobDir(self.path.parent / "blobs").path(sha256)
 
     def _sha256(self, run_id: str, name: str) -> str:
         rows = self._query("SELECT sha256 FROM artifacts WHERE run_id = ? AND name = ?", [run_id, name])
@@ -985,31 +984,8 @@ class DuckDBStore(Store):
 
     def _write_blob(self, chunks: Iterable[bytes], limit: int | None = None,
                     check: Callable[[Path], T] | None = None) -> tuple[str, int, T | None]:
-        """Store content once by its sha256 (the same bytes again replace a blob with identical bytes); returns
-        (sha256, size, what ``check`` said of the complete file before it was put in place). More than ``limit``
-        bytes, or a ``check`` that raises, store nothing (``ValueError``)."""
-        tmp = self.path.parent / "blobs" / f".{uuid.uuid4().hex}.part"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with open(tmp, "wb") as f:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if limit is not None and size > limit:
-                        raise ValueError(f"the content is larger than {limit} bytes")
-                    f.write(chunk)
-                    digest.update(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            checked = check(tmp) if check is not None else None
-            sha256 = digest.hexdigest()
-            blob = self._blob(sha256)
-            blob.parent.mkdir(exist_ok=True)
-            os.replace(tmp, blob)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return sha256, size, checked
+        """Store content once by its sha256 (``BlobDir.write``, shared with the other stores)."""
+        return BlobDir(self.path.parent / "blobs").write(chunks, limit, check)
 
     def put_artifact(self, run_id: str, name: str, step: int, rank: int, wall_time: float,
                      chunks: Iterable[bytes]) -> ArtifactEntry:
