@@ -277,3 +277,12 @@ def test_postgres_restarted_mid_run_loses_and_doubles_nothing(tmp_path: Path, pg
     log = (pg_collector.dir / "test-collector.log").read_text()
     assert "reconnected to the store postgresql://" in log  # the connection did break and was replaced
     assert "stepwire_test:stepwire_test@" not in log
+
+
+def test_a_reader_of_a_database_without_the_schema_finds_no_runs_and_creates_nothing(pg_url: str) -> None:
+    api = stepwire.Api(store=pg_url)
+    assert api.runs() == []
+    with pytest.raises(KeyError, match="no run"):
+        api.run("anything")
+    with psycopg.connect(pg_url) as c:  # read-only: no schema made
+        assert c.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)

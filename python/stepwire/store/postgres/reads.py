@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import psycopg
 
 from stepwire.histogram import Histogram
 from stepwire.store import overview
@@ -48,8 +49,12 @@ class Reads:
     _db: Connection
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of one query, all at once (callers bound what they ask for)."""
-        return self._db.run(lambda c: c.execute(sql, list(params)).fetchall(), transaction=False)
+        """Rows of one query, all at once (callers bound what they ask for); none from a database that has no
+        stepwire schema yet (a reader opened before any collector made it)."""
+        try:
+            return self._db.run(lambda c: c.execute(sql, list(params)).fetchall(), transaction=False)
+        except psycopg.errors.UndefinedTable:
+            return []
 
     def _run(self, run_id: str) -> RunRecord:
         rows = self._query(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s", [run_id])
