@@ -62,36 +62,44 @@ class History:
             unsupported("a step_metric that is not a whole number", f"{metric.step_metric}={value!r}: rounded down")
         return int(value)
 
-    def log(self, flat: Mapping[str, Any], step: int) -> dict[str, Any]:
-        """Store ``flat`` (checked names -> values) at ``step``; returns what the summary sees (numbers, texts)."""
+    @staticmethod
+    def _route(key: str, value: Any, at: int, by_step: dict[int, dict[str, Any]], later: list[tuple[str, Any, int]],
+               seen: dict[str, Any]) -> None:
+        """Put ``value`` where it is stored: a scalar or array in ``by_step[at]``, a text or media in ``later``;
+        numbers and texts also in ``seen`` (for the summary)."""
+        if is_tensor(value):
+            value = value.detach()  # a loss with its graph: the value is what is logged
+        if is_scalar(value):
+            by_step.setdefault(at, {})[key] = value
+            if not is_tensor(value) or value.device.type == "cpu":
+                seen[key] = float(value)
+        elif isinstance(value, np.ndarray) or is_tensor(value):
+            by_step.setdefault(at, {})[key] = value
+        elif isinstance(value, str):
+            later.append((key, value, at))
+            seen[key] = value
+        elif isinstance(value, WBValue):
+            later.append((key, value, at))
+        elif is_media_list(value):
+            later.extend((f"{key}/{i}", v, at) for i, v in enumerate(value))
+        else:
+            unsupported(f"logging a {type(value).__name__} (key {key!r})", "only numbers, arrays, tensors, "
+                        "strings and wandb media types are stored")
+
+    def log(self, flat: Mapping[str, Any], step: int, numbers: bool = False) -> dict[str, Any]:
+        """Store ``flat`` (checked names -> values) at ``step``; returns what the summary sees (numbers, texts).
+        ``numbers``: the caller saw that every value is a Python int or float."""
         by_step: dict[int, dict[str, Any]] = {}
         later: list[tuple[str, Any, int]] = []
         seen: dict[str, Any] = {}
-        for key, value in flat.items():
-            if is_tensor(value):
-                value = value.detach()  # a loss with its graph: the value is what is logged
-            at = self._step_of(key, flat, step)
-            kind = type(value)
-            if kind is float or kind is int:  # the common case first
-                by_step.setdefault(at, {})[key] = value
-                seen[key] = float(value)
-            elif is_scalar(value):
-                by_step.setdefault(at, {})[key] = value
-                if not is_tensor(value) or value.device.type == "cpu":
-                    seen[key] = float(value)
-            elif isinstance(value, np.ndarray) or is_tensor(value):
-                by_step.setdefault(at, {})[key] = value
-            elif isinstance(value, str):
-                later.append((key, value, at))
-                seen[key] = value
-            elif isinstance(value, WBValue):
-                later.append((key, value, at))
-            elif is_media_list(value):
-                later.extend((f"{key}/{i}", v, at) for i, v in enumerate(value))
-            else:
-                unsupported(f"logging a {type(value).__name__} (key {key!r})", "only numbers, arrays, tensors, "
-                            "strings and wandb media types are stored")
-        self.last.update((k, v) for k, v in seen.items() if isinstance(v, float))
+        if numbers and not self.metrics.step_metrics:
+            seen = {k: float(v) for k, v in flat.items()}  # the common case: numbers at the W&B step
+            by_step[step] = dict(flat)
+            self.last.update(seen)
+        else:
+            for key, value in flat.items():
+                self._route(key, value, self._step_of(key, flat, step), by_step, later, seen)
+            self.last.update((k, v) for k, v in seen.items() if type(v) is float)  # for step_sync
         for at, values in sorted(by_step.items()):
             self.run.log(values, step=at)
         for key, value, at in later:

@@ -168,7 +168,7 @@ class Run:
         plain = all(type(v) is float or type(v) is int for v in data.values())  # nothing nested: as it is
         flat = data if plain else flatten(data, sep=".")
         if self.stepwire_run.active:
-            self.summary.observe(self._history.log(flat, at))
+            self.summary.observe(self._history.log(flat, at, numbers=plain))
         if (step is None and commit is None) or commit:
             self._step += 1
 

@@ -67,6 +67,8 @@ class Metrics:
         self.globs: dict[str, Metric] = {}
         self.step_metrics = False
         """Whether any metric has a ``step_metric`` (else every key is stored at the W&B step)."""
+        self.summaries = False
+        """Whether any metric asks for summary aggregates (else every key's summary is its last value)."""
         self._cache: dict[str, Metric | None] = {}
 
     def add(self, metric: Metric) -> None:
@@ -76,6 +78,7 @@ class Metrics:
         else:
             self.exact[metric.name] = metric
         self.step_metrics = any(m.step_metric for m in (*self.exact.values(), *self.globs.values()))
+        self.summaries = any(m.summary for m in (*self.exact.values(), *self.globs.values()))
         self._cache.clear()
 
     def find(self, key: str) -> Metric | None:
@@ -91,6 +94,8 @@ class Metrics:
 
     def summary_modes(self, key: str) -> Sequence[str] | None:
         """What the summary keeps for ``key`` (None: the last value)."""
+        if not self.summaries:
+            return None
         metric = self.find(key)
         return metric.summary if metric is not None else None
 
