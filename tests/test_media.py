@@ -18,8 +18,8 @@ from PIL import Image as PIL
 
 import stepwire
 from conftest import CollectorProcess
-from stepwire import media
-from stepwire.media import GRID_PAD, image_pixels, make_grid, to_hwc, to_uint8
+from stepwire import media_capture, media_images, media_thread
+from stepwire.media_images import GRID_PAD, grid_shape, image_pixels, make_grid, to_hwc, to_uint8
 
 
 def wav_bytes(n: int = 800, rate: int = 8000) -> bytes:
@@ -233,7 +233,7 @@ def test_calls_refuse_bad_input_with_clear_errors(collector: CollectorProcess, t
 
 
 def test_counted_errors_and_limits(collector: CollectorProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(media, "MAX_MEDIA_ITEMS", 2)
+    monkeypatch.setattr(media_thread, "MAX_MEDIA_ITEMS", 2)
     with stepwire.init(project="media", address=collector.address, quiet=True) as run:
         run.log_media("broken", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, step=0)  # claims PNG, does not decode
         run.log_image("ok", np.zeros((2, 2)), step=0)
@@ -254,7 +254,7 @@ def test_conversion_rules() -> None:
     assert to_hwc(np.zeros((3, 5, 7))).shape == (5, 7, 3)
     assert to_hwc(np.zeros((5, 7, 4))).shape == (5, 7, 4)
     assert image_pixels(np.zeros((1, 5, 7))).shape == (5, 7)
-    assert media.grid_shape(5) == (2, 3) and media.grid_shape(1) == (1, 1) and media.grid_shape(9) == (3, 3)
+    assert grid_shape(5) == (2, 3) and grid_shape(1) == (1, 1) and grid_shape(9) == (3, 3)
 
 
 def test_export_writes_images_to_tensorboard(collector: CollectorProcess, tmp_path: Path) -> None:
@@ -334,14 +334,14 @@ def test_a_full_media_queue_drops_and_counts(policy: str, collector: CollectorPr
     import threading
 
     release = threading.Event()
-    encode = media.encode_png
+    encode = media_images.encode_png
 
     def slow_encode(pixels: np.ndarray) -> bytes:
         release.wait(30)
         return encode(pixels)
 
-    monkeypatch.setattr(media, "encode_png", slow_encode)
-    monkeypatch.setattr(media, "QUEUE_BYTES", 100)
+    monkeypatch.setattr(media_capture, "encode_png", slow_encode)
+    monkeypatch.setattr(media_thread, "QUEUE_BYTES", 100)
     with stepwire.init(project="media", address=collector.address, quiet=True, policy=policy,
                        block_timeout=0.2) as run:
         run.log_image("a", np.zeros((8, 8), np.uint8), step=0)  # held while its encoding waits

@@ -12,13 +12,22 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image as PIL
 
-from stepwire.media import GRID_PAD, encode_png, grid_shape, image_layout, image_pixels, make_grid, to_hwc, to_uint8
+from stepwire.media_images import (
+    GRID_PAD,
+    encode_png,
+    grid_shape,
+    image_layout,
+    image_pixels,
+    make_grid,
+    to_hwc,
+    to_uint8,
+)
 
 DTYPES = [np.uint8, np.bool_, np.int16, np.int64, np.uint16, np.float16, np.float32, np.float64]
 
 
 def reference_values(arr: np.ndarray) -> np.ndarray:
-    """The documented value rule, written independently of stepwire.media."""
+    """The documented value rule, written independently of stepwire.media_images."""
     if arr.dtype == np.bool_:
         return np.where(arr, 255, 0).astype(np.uint8)
     if arr.dtype.kind in "iu":
@@ -113,7 +122,7 @@ def test_shapes_outside_the_rules_are_refused(shape: list[int]) -> None:
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "uint8", "bool"])
 def test_torch_tensors_convert_like_numpy_arrays(dtype: str) -> None:
     torch = pytest.importorskip("torch")
-    from stepwire.media import _prepare_image
+    from stepwire.media_capture import prepare_image
 
     gen = torch.Generator().manual_seed(0)
     t = torch.rand((3, 6, 5), generator=gen) * 1.4 - 0.2  # CHW, partly out of [0, 1]
@@ -124,7 +133,7 @@ def test_torch_tensors_convert_like_numpy_arrays(dtype: str) -> None:
     else:
         t = t.to(getattr(torch, dtype))
     expected = reference_image(t.float().numpy() if dtype in ("bfloat16", "float16") else t.numpy())
-    make, _ = _prepare_image("t", t, grid=True, staging=None)
+    make, _ = prepare_image("t", t, grid=True, staging=None)
     t.zero_()  # copied at the call
     (item,) = make("t")
     assert isinstance(item.payload, bytes) and np.array_equal(decode(item.payload), expected)
