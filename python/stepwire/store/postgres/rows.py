@@ -64,13 +64,26 @@ def chunk_rows(batch: DecodedBatch, defs: dict[int, tuple[str, int]]) -> list[tu
         seg = steps[starts[gi]:ends[gi]]
         last_idx[gi] = starts[gi] + len(seg) - 1 - int(np.argmax(seg[::-1]))
     overviews = overview.compute(steps, values, walls, starts, ends)
-    rows = []
-    for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-        packed = np.concatenate([steps[a:b], values[a:b].view(np.int64), walls[a:b].view(np.int64)])
-        rows.append((batch.run_id, batch.rank, row_names[i], batch.stream_id, batch.sequence, b - a,
-                     int(step_min[i]), int(step_max[i]), _nullable(vmin[i]), _nullable(vmax[i]),
-                     _nullable(values[last_idx[i]]), packed.tobytes(), overviews[i]))
-    return rows
+    # every chunk's steps, values and wall times back to back, packed at once; each row's bytes a slice of them
+    counts = (ends - starts).astype(np.int64)
+    packed = np.empty(3 * len(steps), dtype=np.int64)
+    pos = np.arange(len(steps)) + 2 * np.repeat(starts, counts)
+    each = np.repeat(counts, counts)
+    packed[pos] = steps
+    packed[pos + each] = values.view(np.int64)
+    packed[pos + 2 * each] = walls.view(np.int64)
+    raw = packed.tobytes()
+    run_id, rank, stream_id, sequence = batch.run_id, batch.rank, batch.stream_id, batch.sequence
+    return [(run_id, rank, name, stream_id, sequence, n, lo_step, hi_step, lo, hi, last, raw[24 * a:24 * b], ov)
+            for name, n, lo_step, hi_step, lo, hi, last, a, b, ov in zip(
+                row_names, counts.tolist(), step_min.tolist(), step_max.tolist(), _nullables(vmin),
+                _nullables(vmax), _nullables(values[last_idx]), starts.tolist(), ends.tolist(), overviews,
+                strict=True)]
+
+
+def _nullables(v: npt.NDArray[np.float64]) -> list[float | None]:
+    """Floats for PostgreSQL, NaN as NULL (the readers map it back)."""
+    return [None if x != x else x for x in v.tolist()]
 
 
 def _nullable(v: Any) -> float | None:
