@@ -217,7 +217,9 @@ def test_before_init_and_disabled_mode(wandb_state: Path) -> None:
     wandb.summary["s"] = 1
     wandb.log_artifact(__file__, type="code")
     assert run.step == 1 and wandb.config.as_dict() == {"a": 1, "b": 2}
+    Path(run.dir, "x.txt").write_text("discarded")
     wandb.finish()
+    assert not Path(run.dir).exists()
     assert not list(wandb_state.glob(f"spool/{run.id}-*"))
     with pytest.raises(KeyError):
         stepwire.Api().run(run.id)
@@ -241,6 +243,18 @@ def test_offline_run_is_delivered_by_stepwire_sync(collector: CollectorProcess, 
     assert [a.name for a in view.artifacts()] == ["notes.txt"]
     assert view.meta["summary"] == {"loss": 1 / 3}
     stop_embedded(data)
+
+
+def test_remote_collector_run_dir_is_temporary(collector: CollectorProcess) -> None:
+    run = wandb.init(project="wb", address=collector.address)
+    files = Path(run.dir)
+    (files / "ckpt").mkdir()
+    (files / "ckpt" / "last.pt").write_bytes(b"w")
+    wandb.log({"loss": 0.5})
+    wandb.finish()
+    assert not files.exists()  # a temporary directory: removed once its files are stored
+    view = stepwire.Api(address=collector.address).run(run.id)
+    assert [a.name for a in view.artifacts()] == ["ckpt/last.pt"] and points(view, "loss") == [(0, 0.5)]
 
 
 SCRIPT = """

@@ -50,7 +50,11 @@ def test_histograms_exact_and_prebinned() -> None:
     assert len(wh.histogram) == 32 and len(wh.bins) == 33 and sum(wh.histogram) == 1000
     wandb.log({"weights": wh, "pre": wandb.Histogram(np_histogram=(counts, edges))})
     density, dedges = np.histogram(values, bins=4, density=True)
-    wandb.log({"density": wandb.Histogram(np_histogram=(density, dedges)), "torch": torch.arange(6.0)})
+    changed = np.arange(4.0)
+    early = wandb.Histogram(changed)
+    changed[:] = 100.0  # W&B bins at construction: the values then are those stored
+    wandb.log({"density": wandb.Histogram(np_histogram=(density, dedges)), "torch": torch.arange(6.0),
+               "early": early})
     with pytest.raises(ValueError, match="maximum length"):
         wandb.Histogram(values, num_bins=513)
     run_id = run.id
@@ -72,6 +76,7 @@ def test_histograms_exact_and_prebinned() -> None:
     table = view.table("density")
     assert table["bin_start"].tolist() == dedges[:-1].tolist() and table["count"].tolist() == density.tolist()
     assert [(t.step, t.count) for t in view.histograms("torch")] == [(1, 6)]
+    assert [(t.step, t.min, t.max) for t in view.histograms("early")] == [(1, 0.0, 3.0)]
 
 
 def test_images_tables_audio_html(tmp_path: Path) -> None:

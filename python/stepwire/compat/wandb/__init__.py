@@ -12,7 +12,8 @@ stored where (and what warns once, counted in ``unsupported_counts()``) is table
   and discarded, as W&B's). ``entity``, ``group``, ``job_type`` and ``notes`` go to the run's meta as
   ``{"wandb": {...}}``. ``sync_tensorboard=True`` captures what TensorBoard writers write
   (``stepwire.compat.tensorboard.patch``). ``reinit`` follows W&B; ``resume`` without ``id``, ``settings``,
-  ``save_code``, ``anonymous`` and unknown keyword arguments warn once.
+  ``save_code``, ``anonymous`` and unknown keyword arguments warn once; stepwire's ``address``, ``token`` and
+  ``tls_ca`` are passed on (a remote collector).
 - names: nested dicts flatten with "." (``{"val": {"loss": x}}`` is ``val.loss``), as W&B shows them.
 - steps: W&B's rules (``stepwire.compat.wandb.sdk_run``), except that a step lower than the current one is
   stored instead of dropped.
@@ -56,6 +57,10 @@ _MODES = {"online": "online", "offline": "offline", "dryrun": "offline", "disabl
           "run": "online"}
 
 
+_STEPWIRE_ARGS = ("address", "token", "tls_ca")
+"""Keyword arguments of ``init`` that W&B does not have, passed on to ``stepwire.init``: a remote collector."""
+
+
 class Settings:
     """``wandb.Settings(**kwargs)``: accepted and kept; stepwire uses none of them (``init`` warns once)."""
 
@@ -74,6 +79,7 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
     ``"create_new"`` starts another beside it, and otherwise (W&B's default in scripts) it is returned."""
     import stepwire
 
+    remote = {k: unknown.pop(k) for k in _STEPWIRE_ARGS if k in unknown}
     for key in unknown:
         _unsupported(f"wandb.init({key}=...)")
     for what, value in (("resume", resume if id is None else None), ("settings", settings),
@@ -100,7 +106,7 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
     ranks = detect_ranks()
     sw = stepwire.init(project=project, name=name, config=values, tags=list(tags) if tags else None, dir=dir,
                        mode="offline" if mode == "offline" else "online", run_id=id, rank=0, world_size=1,
-                       **extra)
+                       **remote, **extra)
     started = Run(sw, entity=entity, group=group, job_type=job_type, notes=notes, mode=mode, tags=tags)
     meta: dict[str, Any] = {k: v for k, v in (("entity", entity), ("group", group), ("job_type", job_type),
                                               ("notes", notes)) if v is not None}

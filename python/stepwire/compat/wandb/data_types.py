@@ -44,12 +44,18 @@ def _numpy(data: Any) -> npt.NDArray[Any]:
 
 
 class Histogram(WBValue):
-    """``wandb.Histogram(sequence=None, np_histogram=None, num_bins=64)`` (at most 512 bins, as W&B)."""
+    """``wandb.Histogram(sequence=None, np_histogram=None, num_bins=64)`` (at most 512 bins, as W&B). The values
+    are those at construction (copied; a tensor on a GPU is copied there and binned there when logged, never read
+    back unless ``histogram``/``bins`` are asked for)."""
 
     MAX_LENGTH = 512
 
     def __init__(self, sequence: Any = None, np_histogram: tuple[Any, Any] | None = None,
                  num_bins: int = 64) -> None:
+        self._num_bins = num_bins
+        self._binned: tuple[list[float], list[float]] | None = None
+        self.values: Any = None
+        """The raw values (a numpy array, or a tensor on its device), None for ``np_histogram``."""
         if np_histogram is not None:
             if len(np_histogram) != 2:
                 raise ValueError("Expected np_histogram to be a tuple of (values, bin_edges)")
@@ -57,21 +63,38 @@ class Histogram(WBValue):
                              np.asarray(np_histogram[1], dtype=np.float64))
             if len(edges) != len(counts) + 1:
                 raise ValueError("len(bins) must be len(histogram) + 1")
-            self.values: npt.NDArray[Any] | None = None
+            if len(counts) > self.MAX_LENGTH:
+                raise ValueError(f"The maximum length of a histogram is {self.MAX_LENGTH}")
+            self._binned = (counts.tolist(), edges.tolist())
         elif sequence is not None:
-            self.values = _numpy(sequence).ravel()
-            if self.values.dtype.kind not in "biuf":
-                raise TypeError(f"Histogram values must be numbers, got dtype {self.values.dtype}")
-            finite = self.values[np.isfinite(self.values)] if self.values.dtype.kind == "f" else self.values
-            counts, edges = np.histogram(finite, bins=num_bins)
+            if num_bins > self.MAX_LENGTH:
+                raise ValueError(f"The maximum length of a histogram is {self.MAX_LENGTH}")
+            if is_tensor(sequence) and sequence.device.type != "cpu":
+                self.values = sequence.detach().flatten().clone()  # on the device, without a synchronisation
+            else:
+                self.values = np.array(_numpy(sequence), copy=True).ravel()
+                if self.values.dtype.kind not in "biuf":
+                    raise TypeError(f"Histogram values must be numbers, got dtype {self.values.dtype}")
         else:
             raise ValueError("Histogram needs either a sequence or an np_histogram")
-        if len(counts) > self.MAX_LENGTH:
-            raise ValueError(f"The maximum length of a histogram is {self.MAX_LENGTH}")
-        self.histogram: list[float] = counts.tolist()
-        """The bar heights, as W&B keeps them."""
-        self.bins: list[float] = edges.tolist()
+
+    def _bars(self) -> tuple[list[float], list[float]]:
+        if self._binned is None:
+            values = _numpy(self.values)
+            finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+            counts, edges = np.histogram(finite, bins=self._num_bins)
+            self._binned = (counts.tolist(), edges.tolist())
+        return self._binned
+
+    @property
+    def histogram(self) -> list[float]:
+        """The bar heights, as W&B keeps them (``num_bins`` equal bins over the finite values)."""
+        return self._bars()[0]
+
+    @property
+    def bins(self) -> list[float]:
         """The bin edges (one more than ``histogram``)."""
+        return self._bars()[1]
 
     def _log(self, run: Run, name: str, step: int) -> None:
         if self.values is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -74,6 +75,7 @@ class Run:
         self._saved: list[tuple[str, str, str]] = []  # (glob, base path, policy) of save(): stored at finish
         self._finished = False
         self._on_finish: list[Callable[[], None]] = []  # e.g. undoing sync_tensorboard's patch
+        self._tmp_dir = False
         self.dir = self._files_dir()
         """W&B's ``run.dir``: files written here are stored as artifacts of the run at ``finish``, named by their
         path relative to it (``{data dir}/wandb/run-{date}-{id}/files``, or a temporary directory for a run
@@ -82,6 +84,7 @@ class Run:
     def _files_dir(self) -> str:
         run = self.stepwire_run
         if run.dir is None or not run.active:
+            self._tmp_dir = True  # removed at finish, once its files are stored
             return tempfile.mkdtemp(prefix=f"wandb-run-{run.id}-")
         stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(self.start_time))
         path = Path(run.dir) / "wandb" / f"run-{stamp}-{run.id}" / "files"
@@ -293,6 +296,8 @@ class Run:
             self.summary.store()
         self._finished = True
         run.finish("failed" if exit_code else "finished")
+        if self._tmp_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)  # stored above: log_artifact captured each file
         from stepwire.compat import wandb
 
         wandb._forget(self)
