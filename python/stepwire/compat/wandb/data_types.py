@@ -193,9 +193,7 @@ class Table(WBValue):
         else:
             rows = data if data is not None else rows
             self.data = [list(r) for r in rows] if rows is not None else []
-            width = len(self.data[0]) if self.data else 0
-            self.columns = list(columns) if columns is not None else [f"col{i}" for i in range(width)] or \
-                ["Input", "Output", "Expected"]
+            self.columns = list(columns) if columns is not None else ["Input", "Output", "Expected"]  # W&B's
         for row in self.data:
             self._check(row)
 
@@ -239,7 +237,7 @@ class Table(WBValue):
                     cell = cell.item() if getattr(cell, "ndim", 0) == 0 else str(cell)
                 cells.append(cell)
             rows.append(cells)
-        run.log_table(name, rows, step=step, columns=list(self.columns))
+        run.log_table(name, rows, step=step, columns=[str(c) for c in self.columns])
 
 
 class _Media(WBValue):
