@@ -34,9 +34,7 @@ def browser_page():  # type: ignore[no-untyped-def]
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        # WebGL by software (SwiftShader): the parallel-coordinates chart draws with it
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_page(viewport={"width": 1600, "height": 1200})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -121,7 +121,8 @@ export async function drawScalars(name, runs, series, force) {
   }
   if (by) traces.push(...groupTraces(curves, axis, weight));
   const legend = traces.filter((t) => t.showlegend !== false).length > 1;
-  const yTitle = name.includes("/") ? name.slice(name.lastIndexOf("/") + 1) : name;
+  const last = name.slice(name.lastIndexOf("/") + 1);
+  const yTitle = /^[0-9]+$/.test(last) ? name : last;  // "lr/0" (a param group's index) says more whole
   await Plotly.react(div, traces, layout(name, axis === "step" ? "step" : "wall time", yTitle, legend), PLOT_CONFIG);
   div.dataset.total = total;
   div.dataset.groups = by ? String(new Set(curves.map(([g]) => g)).size) : "";
