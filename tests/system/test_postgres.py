@@ -286,3 +286,36 @@ def test_a_reader_of_a_database_without_the_schema_finds_no_runs_and_creates_not
         api.run("anything")
     with psycopg.connect(pg_url) as c:  # read-only: no schema made
         assert c.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+
+
+def test_ui_and_export_read_a_postgres_store(tmp_path: Path, pg_url: str, pg_collector: CollectorProcess) -> None:
+    import json
+    import urllib.request
+
+    run = stepwire.init(project="pg", name="charted", address=pg_collector.address, dir=tmp_path / "client")
+    for i in range(5000):  # long enough for the chart to use the stored block extremes
+        run.log({"loss": float(i % 7)}, step=i)
+    run.finish()
+    with subprocess.Popen([sys.executable, "-m", "stepwire", "ui", "--store", pg_url, "--http", "127.0.0.1:0",
+                           "--dir", str(tmp_path / "ui")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert "stepwire_test:stepwire_test@" not in line
+            url = next(word for word in line.split() if word.startswith("http://"))
+
+            def get(path: str) -> Any:
+                with urllib.request.urlopen(url + path, timeout=30) as r:
+                    return json.loads(r.read())
+
+            assert [r["name"] for r in get("api/runs")] == ["charted"]
+            chart = get(f"api/scalars?run={run.id}&name=loss&points=100")
+            assert chart["total"] == 5000 and min(chart["ranks"][0]["y"]) == 0 and max(chart["ranks"][0]["y"]) == 6
+        finally:
+            proc.terminate()
+    out = subprocess.run([sys.executable, "-m", "stepwire", "export", run.id, "--store", pg_url, "--csv",
+                          str(tmp_path / "csv")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = (tmp_path / "csv" / "scalars.csv").read_text().splitlines()
+    assert len(lines) == 5001
