@@ -319,3 +319,35 @@ def test_ui_and_export_read_a_postgres_store(tmp_path: Path, pg_url: str, pg_col
     assert out.returncode == 0, out.stderr
     lines = (tmp_path / "csv" / "scalars.csv").read_text().splitlines()
     assert len(lines) == 5001
+
+
+def store_all(start: threading.Barrier, store: PostgresStore, group: list[Any], results: list[bool | BatchError],
+              errors: list[BaseException]) -> None:
+    start.wait()
+    try:
+        results += store.append_many(group)
+    except BaseException as exc:  # a deadlock would be StoreUnavailable here
+        errors.append(exc)
+
+
+def test_two_stores_given_one_group_in_opposite_orders_store_each_batch_once(tmp_path: Path, pg_url: str) -> None:
+    stores = [PostgresStore(pg_url, tmp_path / "blobs") for _ in range(2)]
+    one = np.ones(4)
+    for round_ in range(3):
+        group = [batch(f"r{round_}s{k}", k % 3, q, {0: ("x", np.arange(4) + 4 * q, one)}, q == 1)
+                 for k in range(10) for q in range(1, 6)]
+        results: list[list[bool | BatchError]] = [[], []]
+        errors: list[BaseException] = []
+        start = threading.Barrier(2)
+        threads = [threading.Thread(target=store_all, args=(start, stores[i], order, results[i], errors))
+                   for i, order in enumerate((group, group[::-1]))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert [a + b for a, b in zip(results[0], results[1][::-1], strict=True)] == [1] * len(group)
+    x = stores[0].scalars("run", "x")
+    assert len(x) == 3 * 10 * 5 * 4 and np.array_equal(np.bincount(x.rank), [3 * 4 * 20, 3 * 3 * 20, 3 * 3 * 20])
+    for s in stores:
+        s.close()

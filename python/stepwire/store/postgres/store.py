@@ -158,16 +158,18 @@ class PostgresStore(Reads, Store):
         def tx(c: Conn) -> list[bool | BatchError]:
             staged_defs.clear()
             staged_streams.clear()
-            results: list[bool | BatchError] = []
+            results: list[bool | BatchError] = [False] * len(batches)
             chunks: list[tuple[Any, ...]] = []
             hists: list[tuple[Any, ...]] = []
             now = time.time()
-            for batch in batches:
+            # keys taken in one order by every collector: two groups holding the same batches wait for each
+            # other instead of deadlocking
+            for i in sorted(range(len(batches)), key=lambda i: (batches[i].stream_id, batches[i].sequence)):
                 try:
                     with c.transaction():
-                        results.append(self._stage(c, batch, now, chunks, hists, staged_defs, staged_streams))
+                        results[i] = self._stage(c, batches[i], now, chunks, hists, staged_defs, staged_streams)
                 except BatchError as exc:
-                    results.append(exc)
+                    results[i] = exc
             self._copy(c, "scalar_chunks", rows.CHUNK_COLUMNS, rows.CHUNK_TYPES, chunks)
             self._copy(c, "histograms", rows.HIST_COLUMNS, rows.HIST_TYPES, hists)
             return results
