@@ -21,7 +21,7 @@ from stepwire.v1 import ingest_pb2
 
 import stepwire
 from conftest import start_collector
-from stepwire import _core, sender, spool
+from stepwire import _core, collector_link, sender, spool
 from stepwire.retry import Backoff, retry
 from stepwire.spool import Spool, spools
 from stepwire.transport import open_channel
@@ -279,15 +279,15 @@ def test_offline_finish_returns_promptly_with_everything_spooled(tmp_path: Path)
 
 def test_once_the_collector_stops_answering_records_go_straight_to_the_spool(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sender, "QUICK_RETRY_S", 0.3)
+    monkeypatch.setattr(collector_link, "QUICK_RETRY_S", 0.3)
     attempts: list[int] = []
-    real_deliver = sender.deliver
+    real_deliver = collector_link.deliver
 
     def counting_deliver(*args: Any, **kwargs: Any) -> None:
         attempts.append(args[1])
         real_deliver(*args, **kwargs)
 
-    monkeypatch.setattr(sender, "deliver", counting_deliver)
+    monkeypatch.setattr(collector_link, "deliver", counting_deliver)
     port = free_port()
     collector = start_collector(tmp_path / "server", "--listen", f"127.0.0.1:{port}")
     run = stepwire.init(address=f"127.0.0.1:{port}", dir=tmp_path / "client", flush_interval=0.02, quiet=True)
@@ -343,8 +343,8 @@ def test_a_spooled_record_that_is_no_message_is_set_aside_and_replay_goes_on(tmp
 
 UNREACHABLE_THEN_KILLED = textwrap.dedent("""
     import json, sys, time
-    import stepwire, stepwire.sender
-    stepwire.sender.QUICK_RETRY_S = 600.0  # were a record retried before it is spooled, it would wait this long
+    import stepwire, stepwire.collector_link
+    stepwire.collector_link.QUICK_RETRY_S = 600.0  # were a record retried before it is spooled, it would wait this long
     address, data, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     run = stepwire.init(project="killed", address=address, dir=data, connect_timeout=0.5, on_unreachable="spool",
                         flush_interval=0.05)

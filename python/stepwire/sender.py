@@ -1,7 +1,10 @@
 """Hands sealed batches and run updates to the collector over gRPC, on its own thread; never on the training
 thread. What the collector does not acknowledge goes to the spool (``stepwire.spool``) and is replayed in
 order once it answers again, or later by ``stepwire sync``. What can be neither delivered nor spooled (the
-collector does not answer and the disk is full) is counted as lost, never dropped silently."""
+collector does not answer and the disk is full) is counted as lost, never dropped silently.
+
+The wire form and the RPCs are ``stepwire.ingest_rpc``; retries and probes of the collector are
+``stepwire.collector_link``."""
 
 from __future__ import annotations
 
@@ -11,112 +14,25 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import lz4.block
 from google.protobuf.message import DecodeError, Message
 
 from stepwire import _core, spool
+from stepwire.collector_link import MAX_BACKOFF_S, CollectorLink
+from stepwire.ingest_rpc import PAYLOAD_TYPES, batch_items
+from stepwire.ingest_rpc import encode_batch as encode_batch  # also imported from here (tests)
 from stepwire.retry import Backoff
 from stepwire.spool import Spool
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger("stepwire.sender")
 
-HEARTBEAT_S = 2.0
-RPC_TIMEOUT_S = 30.0
-QUICK_RETRY_S = 2.0
-"""How long an RPC to a collector that was answering is retried before its record goes to the spool (and later
-ones after it)."""
-PROBE_TIMEOUT_S = 1.0
-"""How long a probe (a Heartbeat) of a collector that stopped answering may take."""
-MAX_BACKOFF_S = 5.0
-"""The longest pause between probes of a collector that does not answer, or retries of a spool that cannot
-be written."""
 SIDE_QUEUE_BYTES = 8 << 20
 """Run updates, texts and artifact references waiting for the sender (artifact files are staged on disk)."""
 SIDE_WAIT_S = 1.0
 """How long ``submit`` waits for room in a full side queue before it counts the record as lost."""
-PAYLOAD_TYPES: dict[int, type[Message]] = {
-    spool.OPEN_RUN: ingest_pb2.RunInfo, spool.BATCH: ingest_pb2.Batch, spool.UPDATE_RUN: ingest_pb2.RunUpdate,
-    spool.TEXT: ingest_pb2.TextRecord, spool.ARTIFACT: ingest_pb2.ArtifactChunk,
-    spool.DELETE_ARTIFACT: ingest_pb2.ArtifactRef,
-}
-
-
-def _lz4(raw: bytes) -> bytes:
-    return lz4.block.compress(raw, store_size=True) if raw else b""
-
-
-def encode_batch(b: _core.SealedBatch, run_id: str, rank: int, stream_id: str) -> ingest_pb2.Batch:
-    """The wire form of a sealed batch: each column one LZ4 block."""
-    msg = ingest_pb2.Batch(run_id=run_id, rank=rank, stream_id=stream_id, sequence=b.sequence,
-                           compression=ingest_pb2.COMPRESSION_LZ4_BLOCK)
-    for sid, name, kind in b.defs:
-        msg.series.add(id=sid, name=name, kind=kind)
-    if b.point_count:
-        msg.scalars.point_count = b.point_count
-        for key, raw in b.scalar_columns().items():
-            setattr(msg.scalars, key, _lz4(raw))
-    if b.histogram_count:
-        msg.histograms.histogram_count = b.histogram_count
-        for key, raw in b.histogram_columns().items():
-            setattr(msg.histograms, key, _lz4(raw))
-    return msg
-
-
-def batch_items(msg: ingest_pb2.Batch) -> int:
-    """Scalar points plus histograms in a batch."""
-    return int(msg.scalars.point_count + msg.histograms.histogram_count)
-
-
-def artifact_chunks(first: ingest_pb2.ArtifactChunk) -> Iterator[ingest_pb2.ArtifactChunk]:
-    """The upload of a staged file: ``first`` (metadata, ``source_path``) with its first piece, then the rest, the
-    final chunk marked ``last``."""
-    from stepwire.artifacts import ARTIFACT_CHUNK_BYTES
-
-    chunk = ingest_pb2.ArtifactChunk()
-    chunk.CopyFrom(first)
-    chunk.ClearField("source_path")
-    with open(first.source_path, "rb") as f:
-        chunk.data = f.read(ARTIFACT_CHUNK_BYTES)
-        while data := f.read(ARTIFACT_CHUNK_BYTES):
-            yield chunk
-            chunk = ingest_pb2.ArtifactChunk(data=data)
-    chunk.last = True  # the collector stores an upload only once it has seen its end
-    yield chunk
-
-
-def deliver(stub: ingest_pb2_grpc.IngestStub, kind: int, msg: Message, timeout: float = RPC_TIMEOUT_S) -> None:
-    """Make the RPC that ``kind`` stands for (raises ``grpc.RpcError``); replaying is idempotent."""
-    if kind == spool.OPEN_RUN:
-        stub.OpenRun(msg, timeout=timeout)
-    elif kind == spool.BATCH:
-        stub.Push(msg, timeout=timeout)
-    elif kind == spool.UPDATE_RUN:
-        stub.UpdateRun(msg, timeout=timeout)
-    elif kind == spool.TEXT:
-        stub.LogText(msg, timeout=timeout)
-    elif kind == spool.ARTIFACT:
-        assert isinstance(msg, ingest_pb2.ArtifactChunk)
-        stub.PutArtifact(artifact_chunks(msg), timeout=max(timeout, 600.0))
-    elif kind == spool.DELETE_ARTIFACT:
-        try:
-            stub.DeleteArtifact(msg, timeout=timeout)
-        except grpc.RpcError as exc:  # already gone (a replay): nothing to do
-            if not (isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND):
-                raise
-    else:
-        raise ValueError(f"unknown spool record kind {kind}")
-
-
-def refused(exc: grpc.RpcError) -> bool:
-    """The collector understood and refused (retrying cannot help), as opposed to not answering."""
-    code = exc.code() if isinstance(exc, grpc.Call) else None
-    return code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
-                    grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION)
 
 
 class Sender:
@@ -141,14 +57,13 @@ class Sender:
                  stream_id: str, spool_: Spool, offline: bool = False, answering: bool = True,
                  side_bytes: int = SIDE_QUEUE_BYTES, side_wait: float = SIDE_WAIT_S) -> None:
         self._stream = stream
-        self._stub = ingest_pb2_grpc.IngestStub(channel) if channel is not None else None
         self._run_id, self._rank, self._stream_id = run_id, rank, stream_id
         self.spool = spool_
         self._offline = offline or channel is None
-        self.answering = answering and not self._offline
-        """False since an RPC got no answer (or init found no collector), True again once one is answered."""
         self._cv = threading.Condition()
         self._closing = threading.Event()
+        self._link = CollectorLink(ingest_pb2_grpc.IngestStub(channel) if channel is not None else None, stream_id,
+                                   answering and not self._offline, self._closing, spool_.directory)
         self._done = False
         self._abandoned = False
         self.sent = 0          # items (points + histograms) taken from the stream
@@ -165,9 +80,6 @@ class Sender:
         self.spool_error: OSError | None = None
         """Why the last write to the spool failed; None once one succeeds."""
         self._warned: set[str] = set()
-        self._collector = Backoff(cap=MAX_BACKOFF_S)  # probes of a collector that does not answer
-        if not self.answering:
-            self._collector.failed()  # it was just found unreachable: the first probe waits a delay
         self._spool_retry = Backoff(cap=MAX_BACKOFF_S)  # writes to a spool that failed
         self._carry_defs: dict[int, tuple[str, int]] = {}  # series defined in batches that were lost
         self._carry_open: Message | None = None  # the OpenRun record, if it was lost
@@ -229,6 +141,11 @@ class Sender:
                     "side_lost": self.side_lost, "sender_errors": self.errors}
 
     @property
+    def answering(self) -> bool:
+        """False since an RPC got no answer (or init found no collector), True again once one is answered."""
+        return self._link.answering
+
+    @property
     def offline(self) -> bool:
         """True when everything goes to the spool (offline mode, or no collector address)."""
         return self._offline
@@ -258,18 +175,12 @@ class Sender:
 
     # -- the sender thread ------------------------------------------------------------------------------------
     def _loop(self) -> None:
-        last_beat = time.monotonic()
         try:
             while not self._abandoned:
                 try:
                     if not self._iterate():
                         break
-                    if self._stub is not None and self.answering and time.monotonic() - last_beat > HEARTBEAT_S:
-                        last_beat = time.monotonic()
-                        try:
-                            self._stub.Heartbeat(ingest_pb2.Lease(client_id=self._stream_id), timeout=5.0)
-                        except grpc.RpcError:
-                            pass  # only keeps an idle collector alive; delivery has its own retries
+                    self._link.heartbeat()
                 except Exception as exc:  # never let the thread die: the record in hand was counted already
                     self._error(exc)
                     self._closing.wait(0.05)
@@ -355,8 +266,8 @@ class Sender:
 
     def _send(self, kind: int, msg: Message) -> tuple[str, str]:
         """(outcome, why it was lost): delivered to a collector that answers, else spooled, else lost."""
-        if not self._offline and not self.backlog and self._collector_answers():
-            outcome = self._deliver_now(kind, msg)
+        if not self._offline and not self.backlog and self._link.answers():
+            outcome = self._link.deliver_now(kind, msg)
             if outcome != "unanswered":
                 return outcome, ""
         if self._spool_write(kind, msg):
@@ -366,59 +277,6 @@ class Sender:
         if self._offline:
             return "lost", f"the spool {self.spool.directory} cannot be written ({why}) and the run is offline"
         return "lost", f"the spool {self.spool.directory} cannot be written ({why}) and the collector does not answer"
-
-    def _collector_answers(self) -> bool:
-        """Whether to send to the collector now: it answered the last RPC, or a probe (made at most on the
-        backoff schedule) finds it answering."""
-        if self._stub is None:
-            return False
-        if self.answering:
-            return True
-        if not self._collector.ready():
-            return False
-        try:
-            self._stub.Heartbeat(ingest_pb2.Lease(client_id=self._stream_id), timeout=PROBE_TIMEOUT_S)
-            answered = True
-        except grpc.RpcError as exc:
-            answered = refused(exc)
-        if not answered:
-            self._collector.failed()
-            return False
-        log.info("the collector answers again")
-        self.answering = True
-        self._collector.succeeded()
-        return True
-
-    def _deliver_now(self, kind: int, msg: Message) -> str:
-        """Try ``msg`` for up to ``QUICK_RETRY_S`` (once when closing): acknowledged, refused or unanswered."""
-        backoff = Backoff(cap=MAX_BACKOFF_S, deadline=QUICK_RETRY_S)
-        while True:
-            outcome = self._try(kind, msg)
-            if outcome != "unanswered":
-                return outcome
-            if self._closing.is_set() or not backoff.wait(self._closing):
-                self._collector.failed()
-                log.warning("collector does not answer: spooling to %s (replayed when it answers again, or by "
-                            "stepwire sync)", self.spool.directory)
-                return outcome
-
-    def _try(self, kind: int, msg: Message) -> str:
-        assert self._stub is not None
-        try:
-            deliver(self._stub, kind, msg)
-            self.answering = True
-            return "acknowledged"
-        except grpc.RpcError as exc:
-            if refused(exc):
-                self.answering = True
-                log.error("collector refused %s: %s", spool.KIND_NAMES[kind],
-                          exc.details() if isinstance(exc, grpc.Call) else exc)
-                return "refused"
-            self.answering = False
-            return "unanswered"
-        except OSError as exc:  # a staged artifact that vanished: report it, never kill the thread
-            log.error("%s failed: %s", spool.KIND_NAMES[kind], exc)
-            return "refused"
 
     def _spool_write(self, kind: int, msg: Message) -> bool:
         """Append ``msg`` to the spool; False if that failed (now, or recently: retried with backoff)."""
@@ -522,10 +380,10 @@ class Sender:
         Not once closing: what is left stays for ``stepwire sync``, and later records follow it into the spool."""
         if self._offline or not self.backlog:
             return
-        while self.backlog and not self._abandoned and not self._closing.is_set() and self._collector_answers():
+        while self.backlog and not self._abandoned and not self._closing.is_set() and self._link.answers():
             record = self.spool.peek()
             if record is None and self.spool.error is not None:  # a damaged record could not be set aside (a
-                self._collector.failed()  # full disk): the rest stays in the spool; try again with backoff
+                self._link.failed()  # full disk): the rest stays in the spool; try again with backoff
                 return
             if record is None:  # the rest was damaged on disk (set aside by the spool): it will not come
                 with self._cv:
@@ -541,7 +399,7 @@ class Sender:
                 try:
                     self.spool.reject(f"not a {spool.KIND_NAMES[kind]} message")
                 except OSError:  # it stays in the spool for stepwire sync; try again with backoff
-                    self._collector.failed()
+                    self._link.failed()
                     return
                 log.error("spool %s: a record is no %s message: set aside", self.spool.directory,
                           spool.KIND_NAMES[kind])
@@ -549,9 +407,9 @@ class Sender:
                     self.backlog -= 1
                     self.side_failed += 1
                 continue
-            outcome = self._try(kind, msg)
+            outcome = self._link.attempt(kind, msg)
             if outcome == "unanswered":
-                self._collector.failed()
+                self._link.failed()
                 return
             try:
                 self.spool.pop()

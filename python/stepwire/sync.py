@@ -19,8 +19,8 @@ from rich.progress import Progress
 
 from stepwire import spool
 from stepwire.collector.embedded import local_collector
+from stepwire.ingest_rpc import PAYLOAD_TYPES, batch_items, deliver, refused
 from stepwire.retry import retry
-from stepwire.sender import PAYLOAD_TYPES, batch_items, deliver, refused
 from stepwire.spool import Spool
 from stepwire.transport import open_channel
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc

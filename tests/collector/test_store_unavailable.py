@@ -18,7 +18,7 @@ import pytest
 
 import stepwire
 from stepwire.collector.server import Collector
-from stepwire.sender import refused
+from stepwire.ingest_rpc import refused
 from stepwire.store.base import StoreUnavailable
 
 

@@ -17,7 +17,7 @@ import pytest
 
 import stepwire
 from conftest import CollectorProcess, start_collector
-from stepwire.sender import QUICK_RETRY_S
+from stepwire.collector_link import QUICK_RETRY_S
 from stepwire.spool import Spool, spools
 
 

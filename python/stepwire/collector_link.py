@@ -1,0 +1,120 @@
+"""The sender's link to the collector: whether it answers, delivery with quick retries while it does, probes with
+backoff and jitter once it stops, and the heartbeat that keeps an idle collector's lease alive."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from google.protobuf.message import Message
+
+from stepwire import spool
+from stepwire.ingest_rpc import deliver, refused
+from stepwire.retry import Backoff
+from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
+
+log = logging.getLogger("stepwire.sender")
+
+HEARTBEAT_S = 2.0
+"""How often an idle link to a collector that answers sends a Heartbeat."""
+QUICK_RETRY_S = 2.0
+"""How long an RPC to a collector that was answering is retried before its record goes to the spool (and later
+ones after it)."""
+PROBE_TIMEOUT_S = 1.0
+"""How long a probe (a Heartbeat) of a collector that stopped answering may take."""
+MAX_BACKOFF_S = 5.0
+"""The longest pause between probes of a collector that does not answer, or retries of a spool that cannot
+be written."""
+
+
+class CollectorLink:
+    """Delivery to the collector behind ``stub`` for the stream ``stream_id``, as seen from the sender thread.
+
+    ``answering`` is False since an RPC got no answer (or, given so, since init found no collector) and True again
+    once one is answered; meanwhile ``answers`` probes the collector at most on the backoff schedule. ``closing``
+    set: a record is tried once, not retried. ``spool_dir`` only names where unanswered records go, in a warning.
+    """
+
+    def __init__(self, stub: ingest_pb2_grpc.IngestStub | None, stream_id: str, answering: bool,
+                 closing: threading.Event, spool_dir: Path) -> None:
+        self.stub = stub
+        self.answering = answering
+        """False since an RPC got no answer (or init found no collector), True again once one is answered."""
+        self._stream_id = stream_id
+        self._closing = closing
+        self._spool_dir = spool_dir
+        self._probes = Backoff(cap=MAX_BACKOFF_S)  # probes of a collector that does not answer
+        if not answering:
+            self._probes.failed()  # it was just found unreachable: the first probe waits a delay
+        self._last_beat = time.monotonic()
+
+    def failed(self) -> None:
+        """Note that the collector did not answer: the next probe waits for the backoff."""
+        self._probes.failed()
+
+    def heartbeat(self) -> None:
+        """Keep an idle collector's lease alive: a Heartbeat every ``HEARTBEAT_S`` while it answers (a failure
+        is ignored: delivery has its own retries)."""
+        if self.stub is not None and self.answering and time.monotonic() - self._last_beat > HEARTBEAT_S:
+            self._last_beat = time.monotonic()
+            try:
+                self.stub.Heartbeat(ingest_pb2.Lease(client_id=self._stream_id), timeout=5.0)
+            except grpc.RpcError:
+                pass
+
+    def answers(self) -> bool:
+        """Whether to send to the collector now: it answered the last RPC, or a probe (made at most on the
+        backoff schedule) finds it answering."""
+        if self.stub is None:
+            return False
+        if self.answering:
+            return True
+        if not self._probes.ready():
+            return False
+        try:
+            self.stub.Heartbeat(ingest_pb2.Lease(client_id=self._stream_id), timeout=PROBE_TIMEOUT_S)
+            answered = True
+        except grpc.RpcError as exc:
+            answered = refused(exc)
+        if not answered:
+            self._probes.failed()
+            return False
+        log.info("the collector answers again")
+        self.answering = True
+        self._probes.succeeded()
+        return True
+
+    def deliver_now(self, kind: int, msg: Message) -> str:
+        """Try ``msg`` for up to ``QUICK_RETRY_S`` (once when closing): acknowledged, refused or unanswered."""
+        backoff = Backoff(cap=MAX_BACKOFF_S, deadline=QUICK_RETRY_S)
+        while True:
+            outcome = self.attempt(kind, msg)
+            if outcome != "unanswered":
+                return outcome
+            if self._closing.is_set() or not backoff.wait(self._closing):
+                self._probes.failed()
+                log.warning("collector does not answer: spooling to %s (replayed when it answers again, or by "
+                            "stepwire sync)", self._spool_dir)
+                return outcome
+
+    def attempt(self, kind: int, msg: Message) -> str:
+        """One delivery of ``msg``: "acknowledged", "refused" (also a staged file that vanished) or "unanswered"."""
+        assert self.stub is not None
+        try:
+            deliver(self.stub, kind, msg)
+            self.answering = True
+            return "acknowledged"
+        except grpc.RpcError as exc:
+            if refused(exc):
+                self.answering = True
+                log.error("collector refused %s: %s", spool.KIND_NAMES[kind],
+                          exc.details() if isinstance(exc, grpc.Call) else exc)
+                return "refused"
+            self.answering = False
+            return "unanswered"
+        except OSError as exc:  # a staged artifact that vanished: report it, never kill the thread
+            log.error("%s failed: %s", spool.KIND_NAMES[kind], exc)
+            return "refused"
