@@ -221,7 +221,7 @@ def test_before_init_and_disabled_mode(wandb_state: Path) -> None:
     wandb.finish()
     assert not Path(run.dir).exists()
     assert not list(wandb_state.glob(f"spool/{run.id}-*"))
-    with pytest.raises(KeyError):
+    with pytest.raises((KeyError, FileNotFoundError)):  # no such run (no store at all when run alone)
         stepwire.Api().run(run.id)
 
 
