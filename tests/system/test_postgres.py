@@ -162,7 +162,7 @@ def terminate_backends(admin_url: str, database: str) -> int:
                              "AND pid <> pg_backend_pid()", [database]).fetchall())
 
 
-def test_a_lost_connection_is_unavailable_once_then_reconnects(tmp_path: Path, pg_url: str) -> None:
+def test_a_lost_connection_fails_a_write_once_then_reconnects(tmp_path: Path, pg_url: str) -> None:
     store = PostgresStore(pg_url, tmp_path / "blobs")
     store.open_run(RunRecord("run", "p", "n"))
     values = np.arange(10, dtype=np.float64)
@@ -173,7 +173,9 @@ def test_a_lost_connection_is_unavailable_once_then_reconnects(tmp_path: Path, p
     assert store.append(batch("s", 0, 2, {0: ("x", np.arange(10, 20), values)}, False))  # reconnected
     assert not store.append(batch("s", 0, 1, {0: ("x", np.arange(10), values)}, True))  # still known: duplicate
     assert store.reconnected == 1
-    assert np.array_equal(store.scalars("run", "x").step, np.arange(20))
+    assert terminate_backends(pg_url, pg_url.rsplit("/", 1)[1]) == 1
+    assert np.array_equal(store.scalars("run", "x").step, np.arange(20))  # a read reconnects at once
+    assert store.reconnected == 2
     store.close()
 
 

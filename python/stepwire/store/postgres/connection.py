@@ -74,7 +74,8 @@ class Connection:
     def run(self, fn: Callable[[Conn], T], transaction: bool = True) -> T:
         """``fn(connection)`` in one transaction (committed when it returns); a failure of the database raises
         ``StoreUnavailable`` with nothing committed (unless the connection broke during COMMIT: then the
-        transaction may have committed, which exactly-once keys make safe to retry)."""
+        transaction may have committed, which exactly-once keys make safe to retry). Without ``transaction``
+        (reads), a connection found broken is replaced and ``fn`` tried once more on the new one."""
         with self.lock:
             conn = self._live()
             try:
@@ -82,6 +83,13 @@ class Connection:
                     return fn(conn)
                 with conn.transaction():
                     return fn(conn)
+            except psycopg.Error as exc:
+                if transaction or not conn.broken:
+                    self._fail(exc)
+            # a read on a connection found broken (the server restarted since its last use): once more, anew
+            self.drop()
+            try:
+                return fn(self._live())
             except psycopg.Error as exc:
                 self._fail(exc)
 
