@@ -209,9 +209,12 @@ def pg_url() -> Iterator[str]:
     for _ in range(50):  # a server restarting in the test's last moments refuses connections for a while
         try:
             with psycopg.connect(admin, autocommit=True) as c:
-                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                # connections the test left (a killed collector's); DROP itself stops autovacuum there
+                c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                          "AND usename = current_user AND pid <> pg_backend_pid()", [name])
+                c.execute(f'DROP DATABASE IF EXISTS "{name}"')
             break
-        except psycopg.OperationalError:
+        except psycopg.OperationalError:  # refused, or the database still in use for a moment
             time.sleep(0.2)
 
 
