@@ -55,7 +55,8 @@ def _slowest(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not timed:
         return max(rows, key=lambda r: r["lag"])
     longest = max(r["step_time"] for r in timed)
-    return max((r for r in timed if r["step_time"] >= (1 - SKEW_TIE) * longest), key=lambda r: r["lag"])
+    near = longest - SKEW_TIE * abs(longest)  # the longest is always among them, whatever its sign
+    return max((r for r in timed if r["step_time"] >= near), key=lambda r: r["lag"])
 
 
 class _Sample:
