@@ -4,6 +4,9 @@
 import { $, api, el, fmtValue, PLOT_CONFIG, state } from "./util.js";
 
 const MAX_METRIC_COLUMNS = 12;
+const MAX_RUNS = 500;  // the most /api/compare answers for at once
+const REFETCH_MS = 10_000;
+const fetched = { ids: null, at: 0, data: null };
 const sortBy = { column: null, descending: false };
 
 function varying(runs, keys) {  // the config keys whose values differ between the runs
@@ -104,7 +107,13 @@ export async function drawCompare(visible, force) {
     panel.hidden = true;
     return;
   }
-  const data = await api("compare", { runs: visible.map((r) => r.id).join(",") });
+  // the summaries of many runs: fetched again when the runs shown change, when asked, or every REFETCH_MS
+  const ids = visible.slice(0, MAX_RUNS).map((r) => r.id).join(",");
+  if (force || ids !== fetched.ids || Date.now() - fetched.at > REFETCH_MS) {
+    fetched.data = await api("compare", { runs: ids });
+    Object.assign(fetched, { ids, at: Date.now() });
+  }
+  const data = fetched.data;
   panel.hidden = false;
   const metrics = data.metrics.filter((m) => !m.startsWith("system/"));
   fillSelect($("#compare-metric"), metrics, metrics.find((m) => /loss/.test(m)));
