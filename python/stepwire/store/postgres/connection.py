@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from stepwire.store import mask
 from stepwire.store.base import StoreUnavailable
@@ -25,6 +26,13 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 _RETRYABLE_CLASSES = ("08", "40", "53", "57", "58")
 """SQLSTATE classes worth a retry: connection, transaction rollback (serialisation, deadlock), insufficient
 resources, operator intervention (shutdown, restart), system error."""
+
+
+LINK_DEFAULTS = {"keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2", "keepalives_count": "3",
+                 "tcp_user_timeout": "15000"}
+"""libpq settings unless the URL says otherwise: a link to the database that goes silent (a network partition)
+fails a query within about 15 s, instead of after the kernel's retransmissions (~15 min): the collector answers
+UNAVAILABLE meanwhile and reconnects once the link is back."""
 
 
 class Connection:
@@ -50,8 +58,11 @@ class Connection:
             return self._conn
         self.drop()
         try:
-            conn: Conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
-                                         application_name="stepwire")
+            given = conninfo_to_dict(self.url)
+            settings = {k: v for k, v in {**LINK_DEFAULTS, "application_name": "stepwire",
+                                          "connect_timeout": str(max(1, int(self.connect_timeout)))}.items()
+                        if k not in given}
+            conn: Conn = psycopg.connect(make_conninfo(self.url, **settings), autocommit=True)
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot connect to {self.masked_url}: {mask(_first_line(exc))}") from None
         try:
