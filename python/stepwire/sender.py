@@ -38,10 +38,10 @@ SIDE_WAIT_S = 1.0
 class Sender:
     """Drains ``stream``'s sealed batches and submitted run updates to the collector, in order.
 
-    While the collector answers, each record is tried for up to ``QUICK_RETRY_S``; if it does not answer the
-    record goes to ``spool``, as does every later record while the spool holds anything or the collector does
-    not answer, and the spool is replayed in order once a probe (with backoff and jitter) finds it answering
-    again. ``answering=False`` starts in that state (init could not reach the collector); ``offline`` sends
+    While the collector answers, each record is tried for up to ``QUICK_RETRY_S`` (``CollectorLink``); if it does
+    not answer the record goes to ``spool``, as does every later record while the spool holds anything or the
+    collector does not answer, and the spool is replayed in order once a probe (with backoff and jitter) finds it
+    answering again. ``answering=False`` starts in that state (init could not reach the collector); ``offline`` sends
     everything to the spool. A record that can be neither delivered nor spooled (the collector does not answer
     and the spool cannot be written, e.g. a full disk) is counted in ``lost`` with the reason in
     ``lost_reasons``; the spool is tried again with backoff, so spooling resumes once there is room. The
@@ -415,8 +415,7 @@ class Sender:
                 self.spool.pop()
             except OSError as exc:  # the cursor is kept in memory: a crash may replay a few (deduplicated)
                 log.warning("spool %s: cannot record the delivery (%s)", self.spool.directory, exc)
-            if kind == spool.ARTIFACT:
-                self._discard_staged(kind, msg)
+            self._discard_staged(kind, msg)  # an artifact's staged copy is done with
             with self._cv:
                 self.backlog -= 1
                 if kind == spool.BATCH and not self._abandoned:
