@@ -79,6 +79,7 @@ def fill(store: Store) -> None:
     for i, (name, step, rank) in enumerate([("notes", 3, 1), ("notes", 1, 0), ("b", 1, 0), ("notes", 3, 0)]):
         assert store.add_text("r1", TextEntry(name, step, rank, 100.0 + i, f"text {i} ü"), dedup=("txt", i + 1))
     assert not store.add_text("r1", TextEntry("notes", 9, 0, 1.0, "again"), dedup=("txt", 1))
+    assert store.add_text("r1", TextEntry("console", 4, 2, 105.0, "a NUL \x00 and \u2028 kept"))
     store.put_artifact("r1", "model.bin", 3, 0, 7.0, [b"abc", b"def"])
     store.put_artifact("r1", "B.txt", 1, 1, 8.0, [b"same"])
     store.put_artifact("r1", "a.txt", 2, 2, 9.0, [b"same"])
@@ -118,6 +119,7 @@ def test_both_stores_answer_the_same(tmp_path: Path, pg_url: str) -> None:
     for project in (None, "proj", "nothing"):
         assert same(d.runs(project), p.runs(project))
     assert [r.status for r in p.runs()] == ["failed", "running"]  # r2 was created first
+    assert p.texts("r1", "console")[0].text == "a NUL \x00 and \u2028 kept"
     for run in ("r1", "r2", "none"):
         assert same(d.series(run), p.series(run)), run
         assert same(d.summary(run), p.summary(run)), run

@@ -228,7 +228,7 @@ class Reads:
         where, params = (" AND name = %s", [name]) if name else ("", [])
         rows = self._query(f"SELECT name, step, rank, wall_time, text FROM texts WHERE run_id = %s{where} "
                            "ORDER BY step, rank, wall_time, id", [run_id, *params])
-        return [TextEntry(*r) for r in rows]
+        return [TextEntry(r[0], r[1], r[2], r[3], bytes(r[4]).decode()) for r in rows]
 
     def artifacts(self, run_id: str) -> list[ArtifactEntry]:
         """Files stored for a run, by name."""

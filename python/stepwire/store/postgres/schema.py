@@ -49,7 +49,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX histograms_by_series ON histograms (run_id, name, step, rank, wall_time, id);
     CREATE TABLE texts (
         id BIGSERIAL PRIMARY KEY, run_id TEXT NOT NULL, rank INTEGER NOT NULL, name TEXT NOT NULL,
-        step BIGINT NOT NULL, wall_time DOUBLE PRECISION NOT NULL, text TEXT NOT NULL);
+        step BIGINT NOT NULL, wall_time DOUBLE PRECISION NOT NULL,
+        text BYTEA NOT NULL);  -- UTF-8: a text may hold NUL, which PostgreSQL's TEXT cannot
     CREATE INDEX texts_by_run ON texts (run_id, step, rank, wall_time);
     CREATE TABLE artifacts (
         run_id TEXT NOT NULL, name TEXT NOT NULL, rank INTEGER NOT NULL, step BIGINT NOT NULL,

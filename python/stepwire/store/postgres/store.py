@@ -258,7 +258,7 @@ class PostgresStore(Reads, Store):
                     [f"{dedup[0]}/text", dedup[1], time.time()]).rowcount != 1:
                 return False
             c.execute("INSERT INTO texts (run_id, rank, name, step, wall_time, text) VALUES (%s, %s, %s, %s, %s, %s)",
-                      [run_id, entry.rank, entry.name, entry.step, entry.wall_time, entry.text])
+                      [run_id, entry.rank, entry.name, entry.step, entry.wall_time, entry.text.encode()])
             return True
         return self._db.run(tx)
 
