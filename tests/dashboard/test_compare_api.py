@@ -16,7 +16,7 @@ import pytest
 import stepwire
 from conftest import CollectorProcess
 from stepwire.api import Api
-from stepwire.dashboard.server import plotly_js
+from stepwire.dashboard.bundle import plotly_js
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:

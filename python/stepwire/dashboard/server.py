@@ -54,14 +54,13 @@ import threading
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import grpc
 import numpy as np
 
+from stepwire.dashboard.bundle import BUNDLE_CACHE, PLOTLY_BUNDLE, STATIC, etag_matches, page
 from stepwire.dashboard.compare import CompareError, compare
 from stepwire.dashboard.panels import CONSOLE_LINES, TABLE_ROWS, PanelError, Panels
 from stepwire.store.base import Reader, StoreUnavailable
@@ -69,7 +68,6 @@ from stepwire.transport import is_loopback
 
 log = logging.getLogger("stepwire.dashboard")
 
-STATIC = resources.files("stepwire.dashboard") / "static"
 ALLOWED_HOSTS_ENV = "STEPWIRE_HTTP_ALLOWED_HOSTS"
 REQUEST_TIMEOUT_S = 10.0
 """Socket timeout of every dashboard connection: a client silent this long while sending its request is cut off."""
@@ -92,53 +90,6 @@ PAGES = ("/", "/index.html")
 INT64 = (-(2**63), 2**63 - 1)
 RANKS = (0, 2**31 - 1)
 _TOKEN_IN_TEXT = re.compile(r"(?i)(token(?:=|%3d))[^&\s'\"]*")
-
-
-def plotly_js() -> Path:
-    """The Plotly.js bundle shipped inside the ``plotly`` Python package."""
-    try:
-        import plotly
-    except ImportError as exc:
-        raise RuntimeError("the dashboard draws with Plotly.js from the plotly package: pip install plotly") from exc
-    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-
-
-class _Bundle:
-    """Plotly.js read once (on first use), with its ETag: the 4.8 MB bundle is not read from disk per request."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._data: tuple[bytes, str] | None = None
-
-    def get(self) -> tuple[bytes, str]:
-        """The bundle's bytes and its (strong) ETag."""
-        with self._lock:
-            if self._data is None:
-                data = plotly_js().read_bytes()
-                self._data = (data, f'"{hashlib.sha256(data).hexdigest()[:32]}"')
-            return self._data
-
-
-PLOTLY_BUNDLE = _Bundle()
-BUNDLE_CACHE = "public, max-age=31536000, immutable"
-
-
-def _page() -> bytes:
-    """The page, loading Plotly.js at an address that names its version (so that a year's caching is safe)."""
-    tag = PLOTLY_BUNDLE.get()[1].strip('"')
-    return (STATIC / "index.html").read_bytes().replace(b'src="/static/plotly.min.js"',
-                                                          f'src="/static/plotly.min.js?v={tag}"'.encode())
-
-
-def etag_matches(header: str | None, etag: str) -> bool:
-    """Whether an ``If-None-Match`` header names ``etag`` (weak or strong) or is ``*``."""
-    if not header:
-        return False
-    for part in header.split(","):
-        tag = part.strip()
-        if tag == "*" or tag.removeprefix("W/") == etag:
-            return True
-    return False
 
 
 def without_query(text: str) -> str:
@@ -446,7 +397,7 @@ def _handler(panels: Panels, token: str | None, on_request: Callable[[], None], 
                 return
             try:
                 if path in PAGES:
-                    self._send(200, _page(), "text/html; charset=utf-8")
+                    self._send(200, page(), "text/html; charset=utf-8")
                 elif path.startswith("/static/"):
                     name = path[len("/static/"):]
                     if name not in static_files:
