@@ -334,9 +334,9 @@ class Api:
 
     With ``dir`` (else ``$STEPWIRE_DIR``, else ``./stepwire-data``) it asks the directory's running collector,
     or reads the store file directly when none runs. A remote collector may want a bearer ``token`` (default
-    ``$STEPWIRE_TOKEN``) and TLS (``tls_ca``: the PEM file of the CA that signed its certificate). ``store`` (else
-    ``$STEPWIRE_STORE``) a database URL reads that database directly (artifacts and media from ``blob_dir``, else
-    ``$STEPWIRE_BLOB_DIR``, else ``{dir}/blobs``); a path there is taken as ``dir``.
+    ``$STEPWIRE_TOKEN``) and TLS (``tls_ca``: the PEM file of the CA that signed its certificate). ``store``
+    (else, without ``dir``, ``$STEPWIRE_STORE``) a database URL reads that database directly (artifacts and media
+    from ``blob_dir``, else ``$STEPWIRE_BLOB_DIR``, else ``{dir}/blobs``); a path there is taken as ``dir``.
     """
 
     def __init__(self, dir: str | os.PathLike[str] | None = None, address: str | None = None,
@@ -345,7 +345,7 @@ class Api:
         if address is not None:
             self._reader: Reader = RemoteReader(address, token=token, tls_ca=tls_ca)
             return
-        spec = store_spec(store)
+        spec = store_spec(store) if store is not None or dir is None else None  # a dir given is read as given
         if is_url(spec):
             self._reader = open_store(spec, data_dir(dir), read_only=True, blob_dir=blob_dir)
             return

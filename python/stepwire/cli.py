@@ -119,7 +119,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     directory = data_dir(args.dir)
-    store = store_spec(args.store)
+    store = store_spec(args.store) if args.store or not args.dir else None  # --dir alone: that directory
     if is_url(store):  # a shared database: a dashboard over it in this process, read-only, whoever writes there
         from stepwire.store import open_store
 

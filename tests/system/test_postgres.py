@@ -97,6 +97,8 @@ def test_the_embedded_collector_writes_to_STEPWIRE_STORE(tmp_path: Path, pg_url:
     x = view.scalars("x")
     assert len(x["step"]) == 1000 and sorted(set(x["rank"].tolist())) == [0, 1]
     assert np.array_equal(view.scalars("x", agg="mean")["value"], np.arange(500) + 50.0)
+    with pytest.raises(FileNotFoundError):  # a directory given is read as given: it holds no store file
+        stepwire.Api(dir=data_dir)
 
 
 def sealed_batches(n_points: int) -> list[_core.SealedBatch]:
