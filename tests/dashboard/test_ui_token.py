@@ -108,12 +108,11 @@ def test_ui_prints_the_url_with_the_token_of_a_collectors_dashboard(tmp_path: Pa
     c = start_collector(tmp_path / "c", "--http", "127.0.0.1:0", "--token", TOKEN)
     try:
         run_id = logged_run(c)
-        done = subprocess.run([sys.executable, "-m", "stepwire", "ui", "--dir", str(c.dir)], capture_output=True,
-                              text=True, timeout=60, env=env(TOKEN))
-        printed = next(word for word in done.stdout.split() if word.startswith("http://"))
-        assert printed == c.http + f"?token={TOKEN}"
-        landed, runs = browse(printed)
-        assert landed == c.http and [r["id"] for r in runs] == [run_id]
+        with ui(c.dir, token=TOKEN) as (proc, printed):  # holds a lease on that collector: the token is needed
+            assert printed == c.http + f"?token={TOKEN}"
+            landed, runs = browse(printed)
+            assert landed == c.http and [r["id"] for r in runs] == [run_id]
+            assert proc.poll() is None  # still up: its heartbeats carry the token
     finally:
         c.stop()
 
