@@ -146,6 +146,15 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     stop_embedded(d)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_data_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``$STEPWIRE_DIR`` in a temporary directory for the whole session too: module-scoped fixtures run before
+    the per-test ``_data_in_tmp`` and would otherwise spool into the working directory's ``./stepwire-data``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STEPWIRE_DIR", str(tmp_path_factory.mktemp("session") / "stepwire-data"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _data_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``$STEPWIRE_DIR`` in the test's temporary directory, so that runs logging to a collector's address spool
