@@ -289,8 +289,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     ranks = sorted({r for s in series.values() for r in s.ranks})
     if len(ranks) > 1:
         skew = run.step_skew()
-        st = Table(title=f"per-rank step timing ({skew['series']}); slowest rank {skew['slowest']}, "
-                         f"{skew['lag']:.3f} s behind the median, step time x{skew['step_time_ratio']:.2f}")
+        behind = (f"; furthest behind: rank {skew['most_behind']}, {skew['most_behind_lag']:.3f} s"
+                  if skew["most_behind"] not in (None, skew["slowest"]) else "")
+        st = Table(title=f"per-rank step timing ({skew['series']}); slowest rank {skew['slowest']} (step time "
+                         f"x{skew['step_time_ratio']:.2f} the median, {skew['lag']:.3f} s behind it){behind}")
         for col in ("rank", "steps", "step time s", "lag s"):
             st.add_column(col, justify="right")
         for row in skew["ranks"]:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -130,3 +133,7 @@ def test_slowest_rank_is_named_by_step_time(dashboard: CollectorProcess) -> None
     assert skew["lag"] == next(r["lag"] for r in skew["ranks"] if r["rank"] == 1)
     view = Api(address=dashboard.address).run("by-step-time").step_skew()
     assert (view["slowest"], view["most_behind"]) == (1, 0)
+    out = subprocess.run([sys.executable, "-m", "stepwire", "show", "by-step", "--address", dashboard.address],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=60)
+    said = " ".join(out.stdout.split())
+    assert out.returncode == 0 and "slowest rank 1 (step time x" in said and "furthest behind: rank 0," in said
