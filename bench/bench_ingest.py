@@ -8,7 +8,9 @@ DuckDB as one row per point from numpy arrays, in-process (the naive store layou
         [--group-commit both|on|off]
 
 Each client count is measured with group commit off ($STEPWIRE_GROUP_COMMIT=0: one transaction per push) and
-on (concurrent pushes stored in one transaction), in the same run; the points are shared among the clients.
+on (concurrent pushes stored in one transaction), in the same run; the points are shared among the clients, each
+logging at least ``--min-points``. Columns "collector CPU s" and "clients CPU s" (from the start signal) show
+where the 2 cores went: client processes share the machine with the collector here, unlike on a cluster.
 
 With ``--full-speed 16 64`` it measures sustained ingest instead: that many client processes ``log`` as fast as
 they can for ``--duration`` seconds each; figures: points/s acknowledged live (from the first ``log`` call to the
@@ -47,16 +49,17 @@ from stepwire.store.duckdb_store import memory_limit
 CLIENT = textwrap.dedent("""
     import json, sys, time, stepwire
     address, points, keys, batch_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    run = stepwire.init(project="bench", name="ingest", address=address, batch_bytes=batch_bytes)
+    run = stepwire.init(project="bench", name="ingest", address=address, batch_bytes=batch_bytes, quiet=True)
     data = {f"layer{i}/metric": float(i) for i in range(keys)}
     print("ready", flush=True)
     sys.stdin.readline()  # every client starts logging at once, none while others still start
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     for step in range(points // keys):
         run.log(data, step=step)
     t1 = time.time()
     run.finish()
-    print(json.dumps({"start": t0, "logged": t1, "end": time.time(), "stats": run.stats()}))
+    print(json.dumps({"start": t0, "logged": t1, "end": time.time(), "stats": run.stats(),
+                      "cpu": time.process_time() - cpu0}))
 """)
 
 FULL_SPEED_CLIENT = textwrap.dedent("""
@@ -154,17 +157,20 @@ def duckdb_rows_reference(points: int) -> float:
 
 def one_case(clients: int, points: int, keys: int, batch_bytes: int, group_commit: bool) -> dict[str, Any]:
     """``clients`` processes each logging ``points`` points into one collector process (group commit on or off,
-    by $STEPWIRE_GROUP_COMMIT); figures: points/s acknowledged (committed), collector peak RSS."""
+    by $STEPWIRE_GROUP_COMMIT); figures: points/s stored (from the first ``log`` call until every point is
+    acknowledged, i.e. committed; what the collector pushed back on and the clients spooled counts once
+    ``stepwire sync`` delivered it), collector peak RSS, and a check that every point is stored once."""
     directory = Path(tempfile.mkdtemp(prefix="stepwire-ingest-"))
     os.environ[GROUP_COMMIT_ENV] = "1" if group_commit else "0"  # the collector process inherits it
     try:
-        collector, address = start_collector(directory)
+        collector, address = start_collector(directory / "collector")
     finally:
         del os.environ[GROUP_COMMIT_ENV]
+    env = {**os.environ, "STEPWIRE_DIR": str(directory / "clients")}  # where a client would spool
     try:
         with PeakRss(collector.pid) as rss:
             procs = [subprocess.Popen([sys.executable, "-c", CLIENT, address, str(points), str(keys),
-                                       str(batch_bytes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                       str(batch_bytes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
                      for _ in range(clients)]
             for p in procs:
                 assert p.stdout is not None and p.stdout.readline() == b"ready\n"
@@ -173,18 +179,29 @@ def one_case(clients: int, points: int, keys: int, batch_bytes: int, group_commi
                 p.stdin.write(b"go\n")
                 p.stdin.flush()
             outs = [json.loads(p.communicate()[0]) for p in procs]
+            stats = [o["stats"] for o in outs]
+            spooled = sum(s["logged"] - s["acknowledged"] for s in stats)
+            if spooled:
+                subprocess.run([sys.executable, "-m", "stepwire", "sync", str(directory / "clients"), "--address",
+                                address], check=True, capture_output=True)
+            end = time.time()
+        cpu = psutil.Process(collector.pid).cpu_times()
+        api = stepwire.Api(address=address)
+        stored = sum(sum(s.items for s in r.series()) for r in api.runs(project="bench"))
     finally:
         collector.terminate()
         collector.wait()
         shutil.rmtree(directory, ignore_errors=True)
-    total = sum(o["stats"]["acknowledged"] for o in outs)
-    assert all(o["stats"]["acknowledged"] == o["stats"]["logged"] for o in outs), outs
-    elapsed = max(o["end"] for o in outs) - min(o["start"] for o in outs)
-    log_elapsed = max(o["logged"] for o in outs) - min(o["start"] for o in outs)
+    total = sum(s["logged"] for s in stats)
+    assert stored == total and not any(s["lost"] + s["dropped"] for s in stats), (stored, total)
+    start = min(o["start"] for o in outs)
+    elapsed = (end if spooled else max(o["end"] for o in outs)) - start
+    log_elapsed = max(o["logged"] for o in outs) - start
     return {"case": f"{clients} client(s), log() of {keys} keys, {batch_bytes >> 10} KiB batches",
             "group commit": "on" if group_commit else "off", "points": total, "seconds": elapsed,
-            "points/s": total / elapsed, "log() points/s": total / log_elapsed,
-            "collector peak RSS MiB": rss.peak / 2**20}
+            "points/s": total / elapsed, "log() points/s": total / log_elapsed, "spooled": spooled,
+            "collector peak RSS MiB": rss.peak / 2**20, "collector CPU s": cpu.user + cpu.system,
+            "clients CPU s": sum(o["cpu"] for o in outs)}
 
 
 def main() -> None:
@@ -193,6 +210,9 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=None,
                         help="points per client (default: --total-points divided among the clients)")
     parser.add_argument("--total-points", type=int, default=16_000_000, help="points of all clients together")
+    parser.add_argument("--min-points", type=int, default=1_000_000,
+                        help="points per client at least (steady ingest: each client's fixed costs, its run, "
+                             "its 1,000 series, its first and last RPCs, stay small beside its points)")
     parser.add_argument("--keys", type=int, default=1000, help="keys per log() call")
     parser.add_argument("--batch-bytes", type=int, default=1 << 20, help="the client's batch_bytes")
     parser.add_argument("--group-commit", choices=["both", "on", "off"], default="both",
@@ -210,7 +230,8 @@ def main() -> None:
     rows = []
     for group_commit in modes:
         for clients in args.clients:
-            points = args.points or max(args.keys, args.total_points // clients // args.keys * args.keys)
+            share = max(args.min_points, args.total_points // clients)
+            points = args.points or max(args.keys, share // args.keys * args.keys)
             row = one_case(clients, points, args.keys, args.batch_bytes, group_commit)
             row.update({"reference": "DuckDB row-per-point insert, in-process", "ref points/s": reference,
                         "ratio": row["points/s"] / reference})
