@@ -6,7 +6,8 @@ Start a run with :func:`init`, log with ``Run.log``/``log_scalar``/``log_histogr
 from stepwire.api import Api, MediaItem, RunView
 from stepwire.histogram import Histogram
 from stepwire.media import Image
-from stepwire.run import Run, init
+from stepwire.run import Run
+from stepwire.start import init
 
 __version__ = "0.1.0"
 

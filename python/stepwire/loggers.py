@@ -67,7 +67,8 @@ from stepwire.logger_base import (
 )
 from stepwire.logger_kinds import KINDS, STORE, LogContext
 from stepwire.ranks import detect_ranks
-from stepwire.run import Run, init
+from stepwire.run import Run
+from stepwire.start import init
 
 log = logging.getLogger("stepwire")
 

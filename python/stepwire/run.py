@@ -6,40 +6,34 @@ import functools
 import json
 import logging
 import os
-import shutil
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
-import numpy as np
 import numpy.typing as npt
 from google.protobuf.message import Message
 
 from stepwire import _core, spool
-from stepwire.binning import BACKGROUND_MIN_VALUES, Binner, Job, idle_stats, private_copy
-from stepwire.collector.embedded import data_dir, local_collector, reachable
-from stepwire.console import IDLE_STATS as CONSOLE_IDLE_STATS
+from stepwire.artifacts import stage_file
+from stepwire.binning import BACKGROUND_MIN_VALUES, Binner, Job, private_copy
+from stepwire.collector.embedded import data_dir
 from stepwire.console import ConsoleCapture
-from stepwire.console import enabled as console_enabled
-from stepwire.histogram import DEFAULT_K
-from stepwire.lifecycle import install_signal_handlers, live_runs
-from stepwire.media import Image
+from stepwire.lifecycle import live_runs
 from stepwire.names import check_artifact_name, check_label, check_name
-from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
-from stepwire.retry import Backoff
+from stepwire.ranks import RankInfo
+from stepwire.run_connect import open_run
+from stepwire.run_stats import collect_stats, report_finish
 from stepwire.sender import Sender
 from stepwire.spool import Spool
-from stepwire.system import MIN_INTERVAL, SystemSampler
-from stepwire.system import enabled as system_enabled
+from stepwire.system import SystemSampler
 from stepwire.tensors import check_tensor, cpu_view, is_tensor
-from stepwire.transport import TOKEN_ENV, check_token, open_channel
+from stepwire.transport import open_channel
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
-from stepwire.values import count_text, flatten, float_array, to_float
+from stepwire.values import float_array, sort_values, to_float
 
 if TYPE_CHECKING:
     import torch
@@ -140,7 +134,8 @@ class Run(_core.Producer):
         self._channel: grpc.Channel | None = None
         if not offline:
             try:
-                self.address, self._channel = self._open(info, address, connect_timeout)
+                self.address, self._channel = open_run(info, address, self.dir, connect_timeout, token, tls_ca)
+                self._opened = True
             except ConnectionError as exc:
                 if on_unreachable == "raise":
                     raise
@@ -161,35 +156,6 @@ class Run(_core.Producer):
             self._system = SystemSampler(self, system_interval)
 
     _opened = False
-
-    def _open(self, info: ingest_pb2.RunInfo, address: str | None, timeout: float) -> tuple[str, grpc.Channel]:
-        """Connect and open the run within ``timeout`` seconds. A busy collector (RESOURCE_EXHAUSTED, as when
-        many ranks start at once) is retried with backoff; an embedded collector that exited on idle just
-        then is started again."""
-        backoff = Backoff(initial=0.05, cap=1.0, deadline=timeout)
-        while True:
-            if address is None:
-                assert self.dir is not None
-                try:
-                    target = local_collector(self.dir)
-                except RuntimeError as exc:
-                    raise ConnectionError(str(exc)) from None
-            elif not reachable(address, max(0.1, backoff.remaining()), self._tls_ca):
-                raise ConnectionError(f"cannot reach a stepwire collector at {address} within {timeout:g} s")
-            else:
-                target = address
-            channel = open_channel(target, self._token if address is not None else None, self._tls_ca)
-            try:
-                ingest_pb2_grpc.IngestStub(channel).OpenRun(info, timeout=max(0.1, backoff.remaining()))
-                self._opened = True
-                return target, channel
-            except grpc.RpcError as exc:
-                channel.close()
-                code = exc.code() if isinstance(exc, grpc.Call) else None
-                retry = code == grpc.StatusCode.RESOURCE_EXHAUSTED or (
-                    address is None and code == grpc.StatusCode.UNAVAILABLE)
-                if not retry or not backoff.wait():
-                    raise ConnectionError(f"stepwire collector at {target} did not open the run: {exc}") from None
 
     def _submit(self, kind: int, msg: Message) -> None:
         """Have the sender thread deliver ``msg`` (nothing on a rank that does not log)."""
@@ -236,46 +202,24 @@ class Run(_core.Producer):
         self._check_open()
         if not isinstance(data, Mapping):
             raise TypeError(f"log() takes a dict of name -> value, got {type(data).__name__}")
-        scalars: dict[str, float] = {}
-        hists: list[tuple[str, npt.NDArray[Any], bool]] = []
-        hist_sources: list[tuple[str, object]] = []
-        device_scalars: dict[str, torch.Tensor] = {}
-        device_hists: dict[str, torch.Tensor] = {}
-        images: dict[str, Any] = {}
-        for key, value in flatten(data).items():
-            name = check_name(key)
-            if isinstance(value, Image):
-                images[name] = value
-                continue
-            if is_tensor(value):
-                check_tensor(name, value)
-            if is_tensor(value) and value.device.type != "cpu":
-                (device_scalars if value.ndim == 0 else device_hists)[name] = value
-            elif is_tensor(value) and value.ndim > 0:
-                hists.append((name, *cpu_view(name, value)))
-                hist_sources.append((name, value))
-            elif isinstance(value, np.ndarray) and value.ndim > 0:
-                hists.append((name, float_array(name, value), False))
-                hist_sources.append((name, value))
-            else:
-                scalars[name] = to_float(name, value)
-        for name in [*scalars, *device_scalars]:
+        v = sort_values(data)
+        for name in [*v.scalars, *v.device_scalars]:
             self._define(name, _core.KIND_SCALAR)
-        hist_ids = [(self._define(name, _core.KIND_HISTOGRAM), arr, bf16) for name, arr, bf16 in hists]
-        for name in device_hists:
+        hist_ids = [(self._define(name, _core.KIND_HISTOGRAM), arr, bf16) for name, arr, bf16 in v.hists]
+        for name in v.device_hists:
             self._define(name, _core.KIND_HISTOGRAM)
         resolved = self._take_step(step)  # type: ignore[arg-type]
-        super().log(scalars, resolved)
-        for (sid, arr, bf16), (name, source) in zip(hist_ids, hist_sources, strict=True):
+        super().log(v.scalars, resolved)
+        for (sid, arr, bf16), (name, source) in zip(hist_ids, v.hist_sources, strict=True):
             self._push_histogram(sid, name, resolved, arr, bf16, source)
-        if device_scalars or device_hists:
+        if v.device_scalars or v.device_hists:
             from stepwire.torch.device import log_device_values
 
-            log_device_values(self, device_scalars, device_hists, resolved)
-        if images and self.active:
+            log_device_values(self, v.device_scalars, v.device_hists, resolved)
+        if v.images and self.active:
             from stepwire.media import log_images
 
-            log_images(self, images, resolved)
+            log_images(self, v.images, resolved)
 
     # -- public API ---------------------------------------------------------------------------------------
     @_accounted
@@ -362,12 +306,7 @@ class Run(_core.Producer):
         name = check_artifact_name(name or source.name)
         if not self.active:
             return name
-        self._staging.mkdir(parents=True, exist_ok=True)
-        staged = self._staging / uuid.uuid4().hex
-        try:
-            os.link(source, staged)
-        except OSError:
-            shutil.copyfile(source, staged)
+        staged = stage_file(source, self._staging)
         self._submit(spool.ARTIFACT, ingest_pb2.ArtifactChunk(
             run_id=self.id, rank=self.rank, name=name, step=self._take_step(step), wall_time=time.time(),
             source_path=str(staged)))
@@ -463,14 +402,6 @@ class Run(_core.Producer):
             self._waiter = DeviceWaiter(drop=self._drop)
         return self._waiter
 
-    def _device_stats(self) -> dict[str, Any]:
-        w = self._waiter
-        if w is None:
-            return {"device_dropped": 0, "device_waited": 0, "device_waited_s": 0.0, "device_errors": 0,
-                    "device_error": ""}
-        return {"device_dropped": w.dropped, "device_waited": w.waited, "device_waited_s": w.waited_s,
-                "device_errors": w.errors, "device_error": w.first_error}
-
     def flush(self, timeout: float | None = None) -> bool:
         """Seal everything logged so far and wait until the collector acknowledged it (spool included; for an
         offline run, until it is in the spool); False on timeout (default ``finish_timeout``)."""
@@ -528,21 +459,7 @@ class Run(_core.Producer):
         if not self._sender.join(timeout=max(1.0, deadline - time.monotonic())):
             self._sender.abandon(int(self._stream.stats()["logged"]), f"still in memory when finish() gave up "
                                  f"after finish_timeout={self._finish_timeout:g} s")
-        stats = self.stats()
-        if not self._quiet:
-            timed_out = f" ({stats['timed_out']} after waiting block_timeout)" if stats["timed_out"] else ""
-            lost = f" ({stats['lost_reason']})" if stats["lost_reason"] else ""
-            who = f"run {self.id} rank {self.rank}/{self.world_size}" if self.world_size > 1 else f"run {self.id}"
-            print(f"stepwire: {who} finished ({status}): logging cost {stats['logging_fraction']:.1%} of "
-                  f"wall time, {count_text(stats['logged'])} points, {int(stats['dropped'])} dropped{timed_out}; "
-                  f"{count_text(stats['acknowledged'])} stored, {count_text(stats['spooled'])} in the spool, "
-                  f"{count_text(stats['lost'])} lost{lost}", file=sys.stderr)
-        if stats["spooled"] or self._sender.backlog:
-            log.warning("run %s: %d items (%d records) wait in the spool %s; deliver them with: stepwire sync %s",
-                        self.id, stats["spooled"], self._sender.backlog, self.spool_dir, self.spool_dir.parent.parent)
-        if stats["rejected"] or stats["side_failed"]:
-            log.warning("run %s: the collector refused %d items and %d other records as invalid", self.id,
-                        stats["rejected"], stats["side_failed"])
+        report_finish(self, status, self.stats())
         if self._channel is not None:
             if self._sender.answering:
                 try:
@@ -578,38 +495,7 @@ class Run(_core.Producer):
         ``logging_s``, the seconds calling threads spent inside stepwire's logging calls, and
         ``logging_fraction``, that time over the wall time since ``init`` (approximate while several threads
         log at once)."""
-        core = self._stream.stats()
-        busy = self._busy_ns / 1e9
-        cost = {"logging_s": busy, "logging_fraction": busy / max(time.time() - self._t0, 1e-9),
-                **self._capture_stats()}
-        if not self.active:
-            return {"logged": 0, "dropped": 0, "timed_out": 0, "blocked": 0, "sent": 0, "acknowledged": 0,
-                    "rejected": 0, "spooled": 0, "spooled_total": 0, "lost": 0, "lost_reason": "", "side_failed": 0,
-                    "side_lost": 0, "sender_errors": 0, **self._device_stats(), **idle_stats(), **self._media_stats(),
-                    **cost}
-        return {**cost,
-            "logged": core["logged"],
-            "dropped": core["dropped"],
-            "timed_out": core["timed_out"],
-            "blocked": core["blocked"],
-            **self._sender.counts(),
-            **self._device_stats(),
-            **(self._binner.stats() if self._binner is not None else idle_stats()),
-            **self._media_stats(),
-        }
-
-    def _media_stats(self) -> dict[str, Any]:
-        from stepwire.media import IDLE_STATS
-
-        return self._media.stats() if self._media is not None else dict(IDLE_STATS)
-
-    def _capture_stats(self) -> dict[str, Any]:
-        """``console_*`` (``stepwire.console``: ``console_lines`` shipped, ``console_bytes`` of their text,
-        ``console_dropped`` lines beyond the limits, ``console_truncated`` lines cut at 16 KiB) and
-        ``system_samples`` (``stepwire.system``: samples logged)."""
-        out: dict[str, Any] = dict(self._console.stats() if self._console is not None else CONSOLE_IDLE_STATS)
-        out["system_samples"] = self._system.samples if self._system is not None else 0
-        return out
+        return collect_stats(self)
 
     @property
     def config(self) -> RunConfig:
@@ -641,69 +527,3 @@ class Run(_core.Producer):
 
     def __repr__(self) -> str:
         return f"<stepwire.Run {self.id} project={self.project!r} name={self.name!r}>"
-
-
-def init(project: str = "default", name: str | None = None, config: Mapping[str, Any] | None = None,
-         tags: list[str] | None = None, address: str | None = None, dir: str | os.PathLike[str] | None = None,
-         mode: str = "online", *, run_id: str | None = None, rank: int | None = None,
-         world_size: int | None = None, log_on_ranks: Iterable[int] | None = None, on_unreachable: str = "spool",
-         token: str | None = None, tls_ca: str | os.PathLike[str] | None = None, quiet: bool = False,
-         policy: str = "block",
-         batch_bytes: int = 1 << 20, flush_interval: float = 0.1, ring_capacity: int = 1 << 16, k: int = DEFAULT_K,
-         finish_timeout: float = 60.0, connect_timeout: float = 10.0, block_timeout: float = 60.0,
-         system_metrics: bool | None = None, system_interval: float = 2.0, console: bool | None = None) -> Run:
-    """Start a run and return it.
-
-    With no ``address`` the run goes to the local collector of the data directory (``dir``, else
-    ``$STEPWIRE_DIR``, else ``./stepwire-data``), started on demand and shared by every process using that
-    directory; it exits by itself once idle. With ``address`` (``host:port``) the run goes to that collector.
-
-    Nothing is lost when the collector is away: what it does not acknowledge goes to the spool in
-    ``{dir}/spool/`` and is replayed when it answers again, or by ``stepwire sync``. If no collector answers
-    within ``connect_timeout`` seconds at ``init``, the run starts on the spool (``on_unreachable="spool"``)
-    or raises ``ConnectionError`` (``"raise"``). ``mode="offline"`` (or ``$STEPWIRE_MODE=offline``) writes only
-    to the spool. A remote collector may want a bearer ``token`` (default ``$STEPWIRE_TOKEN``) and TLS:
-    ``tls_ca`` is the PEM file of the CA that signed its certificate. ``finish`` prints a one-line summary of
-    what logging cost to stderr unless ``quiet``.
-
-    ``policy`` says what a full ring does: ``"block"`` waits (lossless while delivery keeps moving, but never
-    longer than ``block_timeout`` seconds: then the call drops and counts, with one warning), ``"drop"`` drops
-    and counts. Batches are sealed every ``flush_interval`` seconds or at ``batch_bytes``. A point that can be
-    neither delivered nor spooled (no collector answers and the disk is full) is counted in
-    ``stats()["lost"]``, never dropped silently.
-
-    Distributed jobs: rank and world size come from ``rank=``/``world_size=``, an initialized
-    ``torch.distributed``, or the launcher (torchrun, Open MPI, MPICH, SLURM); every rank joins one run whose id
-    comes from ``run_id=``, ``$STEPWIRE_RUN_ID``, rank 0 through ``torch.distributed``, or the launcher's job id.
-    Ranks not in ``log_on_ranks`` (default: all) get a run whose logging calls are accepted and discarded.
-
-    System metrics and console: unless ``system_metrics=False`` (default: ``$STEPWIRE_SYSTEM_METRICS``, on unless
-    ``0``), a daemon thread logs process, host (on local rank 0) and GPU figures every ``system_interval`` seconds
-    as series under ``system/`` (``stepwire.system``); unless ``console=False`` (default: ``$STEPWIRE_CONSOLE``,
-    on unless ``0``), what the process prints to ``sys.stdout``/``sys.stderr`` is kept with the run, still printed
-    as before (``stepwire.console``; read with ``RunView.console``).
-    """
-    mode = os.environ.get("STEPWIRE_MODE", mode)
-    if mode not in ("online", "offline"):
-        raise ValueError(f"mode (or $STEPWIRE_MODE) must be 'online' or 'offline', got {mode!r}")
-    if token or os.environ.get(TOKEN_ENV):
-        check_token(token or os.environ[TOKEN_ENV])
-    if on_unreachable not in ("spool", "raise"):
-        raise ValueError(f"on_unreachable must be 'spool' or 'raise', got {on_unreachable!r}")
-    if not system_interval >= MIN_INTERVAL:
-        raise ValueError(f"system_interval must be at least {MIN_INTERVAL} s, got {system_interval!r}")
-    ranks = detect_ranks(rank, world_size)
-    agreed = agree_run_id(ranks, run_id)
-    logging_ranks = set(range(ranks.world_size)) if log_on_ranks is None else set(log_on_ranks)
-    active = ranks.rank in logging_ranks
-    # the run is finished once every rank that logs has finished
-    ranks = RankInfo(ranks.rank, ranks.world_size, ranks.local_rank, ranks.source,
-                     len(logging_ranks & set(range(ranks.world_size))))
-    install_signal_handlers()
-    return Run(project=project, name=name, config=config, tags=tags, address=address, dir=dir, ranks=ranks,
-               run_id=agreed, active=active, offline=mode == "offline", on_unreachable=on_unreachable,
-               token=token, tls_ca=tls_ca, quiet=quiet,
-               policy=policy, batch_bytes=batch_bytes, flush_interval=flush_interval,
-               ring_capacity=ring_capacity, k=k, finish_timeout=finish_timeout, connect_timeout=connect_timeout,
-               block_timeout=block_timeout, system_metrics=system_enabled(system_metrics),
-               system_interval=system_interval, console=console_enabled(console))

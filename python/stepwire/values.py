@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from stepwire.names import MAX_NAME_BYTES, check_name
-from stepwire.tensors import check_tensor, is_tensor
+from stepwire.tensors import check_tensor, cpu_view, is_tensor
 
 HIST_DTYPES = (np.float16, np.float32, np.float64)
 """Float dtypes the core bins as they are (integers are widened to float64)."""
@@ -91,4 +92,44 @@ def flatten(data: Mapping[Any, Any], prefix: str = "", *, sep: str = "/", sequen
             raise ValueError(f"names under {name[:60]!r}... would be longer than {MAX_NAME_BYTES} bytes")
         out.update(flatten(nested, f"{name}{sep}", sep=sep, sequences=sequences, keep_empty=keep_empty,
                            key_check=key_check, ancestors=(*ancestors, id(value))))
+    return out
+
+
+@dataclass
+class SortedValues:
+    """The values of one ``log()`` call by where they go: ``scalars`` as floats, ``hists`` (name, array to bin,
+    bfloat16 flag) with ``hist_sources`` (name, what was passed) for CPU arrays and tensors, ``device_scalars`` and
+    ``device_hists`` for tensors on a device, ``images`` for ``stepwire.Image`` values."""
+
+    scalars: dict[str, float] = field(default_factory=dict)
+    hists: list[tuple[str, npt.NDArray[Any], bool]] = field(default_factory=list)
+    hist_sources: list[tuple[str, object]] = field(default_factory=list)
+    device_scalars: dict[str, Any] = field(default_factory=dict)
+    device_hists: dict[str, Any] = field(default_factory=dict)
+    images: dict[str, Any] = field(default_factory=dict)
+
+
+def sort_values(data: Mapping[Any, Any]) -> SortedValues:
+    """``data`` (nested dicts flattened) checked and sorted by kind; raises ``TypeError``/``ValueError`` naming the
+    first bad key, before anything is logged."""
+    from stepwire.media import Image
+
+    out = SortedValues()
+    for key, value in flatten(data).items():
+        name = check_name(key)
+        if isinstance(value, Image):
+            out.images[name] = value
+            continue
+        if is_tensor(value):
+            check_tensor(name, value)
+        if is_tensor(value) and value.device.type != "cpu":
+            (out.device_scalars if value.ndim == 0 else out.device_hists)[name] = value
+        elif is_tensor(value) and value.ndim > 0:
+            out.hists.append((name, *cpu_view(name, value)))
+            out.hist_sources.append((name, value))
+        elif isinstance(value, np.ndarray) and value.ndim > 0:
+            out.hists.append((name, float_array(name, value), False))
+            out.hist_sources.append((name, value))
+        else:
+            out.scalars[name] = to_float(name, value)
     return out
