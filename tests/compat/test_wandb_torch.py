@@ -219,3 +219,18 @@ def test_sync_tensorboard_captures_summary_writers(tmp_path: Path) -> None:
     again.add_scalar("after", 1.0, 0)
     again.close()
     assert [r.project for r in stepwire.Api().runs() if r.project == "tensorboard"] == []
+
+
+def test_finish_leaves_a_later_capture_for_another_run_alone() -> None:
+    from stepwire.compat import tensorboard
+
+    wandb.init(project="wbt", sync_tensorboard=True)
+    other = stepwire.init(project="other", quiet=True)
+    try:
+        tensorboard.patch(run=other)  # someone captures for another run after init
+        wandb.finish()
+        assert tensorboard.patched_run() is other
+    finally:
+        tensorboard.unpatch()
+        other.finish()
+    assert not tensorboard.is_patched()

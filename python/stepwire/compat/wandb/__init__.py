@@ -120,7 +120,12 @@ def init(project: str | None = None, entity: str | None = None, config: Any = No
         from stepwire.compat import tensorboard  # type: ignore[attr-defined,unused-ignore]
 
         tensorboard.patch(run=sw)
-        started._on_finish.append(tensorboard.unpatch)
+
+        def stop_capture() -> None:  # only this run's capture: a later patch() for another run stays
+            if tensorboard.patched_run() is sw:
+                tensorboard.unpatch()
+
+        started._on_finish.append(stop_capture)
     return started
 
 
