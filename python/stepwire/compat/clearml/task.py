@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import enum
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
@@ -16,15 +15,12 @@ from stepwire.api import Api, RunView
 from stepwire.compat.clearml import args, offline, queries, reports
 from stepwire.compat.clearml.artifacts import TaskArtifacts
 from stepwire.compat.clearml.configuration import TaskConfiguration
+from stepwire.compat.clearml.hyperparameters import TaskHyperparameters
 from stepwire.compat.clearml.logger import Logger
-from stepwire.compat.clearml.model import OutputModel
 from stepwire.compat.clearml.outputs import TaskOutputs
 from stepwire.compat.clearml.parameters import (
-    DEFAULT_SECTION,
     Connected,
-    cast_value,
     flatten,
-    pairs_from_args,
     sectioned,
 )
 from stepwire.compat.clearml.reports import NAMES_META, ScalarGraphs, split_name, title_map
@@ -60,7 +56,7 @@ class TaskTypes(enum.Enum):
 _TaskType = TaskTypes  # for annotations inside Task, where TaskTypes names the class attribute
 
 
-class Task(TaskConfiguration, TaskOutputs):
+class Task(TaskConfiguration, TaskHyperparameters, TaskOutputs):
     """A ClearML-style task on a stepwire run: ``Task.init`` starts one, ``Task.get_task`` reads one back.
 
     Not meant to be constructed directly. Tasks from ``get_task``/``get_tasks`` are read-only.
@@ -382,58 +378,10 @@ class Task(TaskConfiguration, TaskOutputs):
             self._logger = Logger(self, run)
         return self._logger
 
-    def _update_params(self, params: dict[str, str], replace: bool = False) -> None:
-        run = self._writable()
-        if replace:
-            self._params = dict(params)
-        else:
-            self._params.update(params)
-        run.log_params(params, replace=replace)
-
     @property
     def logger(self) -> Logger:
         """The task's ``Logger`` (as ``get_logger()``)."""
         return self.get_logger()
-
-    def _record_args(self, values: dict[str, Any]) -> None:
-        """Record parsed argparse arguments into ``Args`` (the capture ``Task.init`` installs)."""
-        if self._closed or self._run is None:
-            return
-        chosen = args.selected(values, self._arg_switches)
-        if chosen:
-            self._update_params(sectioned(chosen, args.ARGS_SECTION))
-
-    def connect(self, mutable: Any, name: str | None = None, ignore_remote_overrides: bool = False) -> Any:
-        """Record a dict's items (nested dicts flattened with "/"), an ``argparse.Namespace``'s or
-        ``ArgumentParser``'s arguments (section ``Args``), or a class's/instance's public attributes.
-
-        They become parameters ``"<name or General>/<key>"`` with string values; returns ``mutable`` itself.
-        Changes made to it later are recorded at every ``flush`` and at ``close`` (ClearML records the final
-        values); a parser's defaults are recorded and its ``parse_args`` result is captured. An
-        ``OutputModel`` is already the task's: returned as it is.
-        """
-        self._writable()
-        if isinstance(mutable, OutputModel):
-            return mutable
-        if isinstance(mutable, argparse.ArgumentParser):
-            self._update_params(sectioned(args.parser_defaults(mutable), name or args.ARGS_SECTION))
-            if not self._arg_switches:
-                self._arg_switches = True
-                args.install(self._record_args)
-            return mutable
-        section = name or (args.ARGS_SECTION if isinstance(mutable, argparse.Namespace) else DEFAULT_SECTION)
-        self._update_params(self._connected.add(mutable, section))
-        return mutable
-
-    def _sync_connected(self) -> None:
-        """Record what changed in connected objects and the registered DataFrames' current state."""
-        if self._run is None or self._closed:
-            return
-        changed = self._connected.changes()
-        if changed:
-            self._update_params(changed)
-        if self._artifacts is not None:
-            self._artifacts.sync()
 
     # -- iterations ---------------------------------------------------------------------------------------
     def set_initial_iteration(self, offset: int = 0) -> int:
@@ -448,44 +396,6 @@ class Task(TaskConfiguration, TaskOutputs):
     def get_last_iteration(self) -> int:
         """The highest iteration reported (stored) so far, 0 if none."""
         return queries.last_iteration(self._view()) or 0
-
-    def set_parameters(self, *args: Mapping[str, Any] | Iterable[tuple[str, Any]], **kwargs: Any) -> None:
-        """Replace all parameters with ``{"Section/name": value}`` (keys without a section go under General)."""
-        self._update_params(sectioned(pairs_from_args(args, kwargs)), replace=True)
-
-    def set_parameters_as_dict(self, dictionary: Mapping[str, Any]) -> None:
-        """Add or update parameters from a dict (nested dicts flattened with "/"); the others stay."""
-        self._update_params(sectioned(flatten(dictionary)))
-
-    def set_parameter(self, name: str, value: Any, description: str | None = None,
-                      value_type: Any = None) -> None:
-        """Add or update one parameter ``"Section/name"`` (``description``/``value_type`` are not stored)."""
-        self._update_params(sectioned({name: value}))
-
-    def get_parameters(self) -> dict[str, str]:
-        """All parameters, flat: ``{"Section/name": "value"}``."""
-        if self._run is not None:
-            return dict(self._params)
-        return sectioned(flatten(self._view().config))
-
-    def get_parameters_as_dict(self, cast: bool = False) -> dict[str, Any]:
-        """The parameters nested at every ``"/"``: ``{"General": {"lr": "0.1"}, "Args": {...}}``; ``cast``
-        turns values that read as JSON (numbers, booleans as ``true``/``True``, lists, dicts) into them."""
-        out: dict[str, Any] = {}
-        for key, value in self.get_parameters().items():
-            *parents, leaf = key.split("/")
-            node = out
-            for part in parents:
-                child = node.setdefault(part, {})
-                if not isinstance(child, dict):
-                    child = node[part] = {"": child}
-                node = child
-            node[leaf] = cast_value(value) if cast else value
-        return out
-
-    def get_parameter(self, name: str, default: Any = None) -> Any:
-        """The parameter ``"Section/name"`` as a string, or ``default``."""
-        return self.get_parameters().get(name, default)
 
     def set_progress(self, progress: int) -> None:
         """Set the progress (an int 0..100; anything else is logged as a warning and ignored, as in ClearML)."""
