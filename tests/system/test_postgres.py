@@ -355,3 +355,26 @@ def test_two_stores_given_one_group_in_opposite_orders_store_each_batch_once(tmp
     assert len(x) == 3 * 10 * 5 * 4 and np.array_equal(np.bincount(x.rank), [3 * 4 * 20, 3 * 3 * 20, 3 * 3 * 20])
     for s in stores:
         s.close()
+
+
+def test_a_second_collector_leaves_ranks_it_never_served_alone(tmp_path: Path, pg_url: str) -> None:
+    """Two nodes' collectors on one store: the one a rank does not log to never hears its lease, and must not mark
+    it crashed (nor flip it back) while the rank lives on the other node; the rank's own collector still would."""
+    from stepwire.collector.leases import LEASE_TTL_S
+
+    a = start_collector(tmp_path / "a", "--store", pg_url, "--blob-dir", str(tmp_path / "blobs"))
+    b = start_collector(tmp_path / "b", "--store", pg_url, "--blob-dir", str(tmp_path / "blobs"))
+    try:
+        run = stepwire.init(project="nodes", address=a.address, run_id="two-nodes", quiet=True)
+        api = stepwire.Api(store=pg_url, blob_dir=tmp_path / "blobs")
+        deadline = time.monotonic() + LEASE_TTL_S + 5  # past the lease time-out, checked every half second
+        while time.monotonic() < deadline:
+            run.log({"loss": 1.0})
+            assert api.run("two-nodes").meta["ranks"] == {"0": "running"}
+            time.sleep(0.5)
+        run.finish()
+        assert api.run("two-nodes").status == "finished"
+    finally:
+        a.stop()
+        b.stop()
+    assert "marked crashed" not in (tmp_path / "b" / "test-collector.log").read_text()

@@ -59,6 +59,11 @@ class Activity:
             self._prune(now)
             return 0.0 if self._leases else now - self.last_rpc
 
+    def heard_of(self, run: tuple[str, int]) -> bool:
+        """True if a client of ``run`` (run id, rank) has held a lease here since this collector started."""
+        with self._lock:
+            return run in self._seen or run in self._owners.values()
+
     def silent(self, run: tuple[str, int]) -> bool:
         """True once no lease has spoken for ``run`` (run id, rank) for ``LEASE_TTL_S``, counting from this
         collector's start for a run rank it has not heard of (its client may reconnect after a restart)."""
@@ -72,12 +77,15 @@ class Activity:
 
 def mark_crashed(store: Store, activity: Activity) -> list[tuple[str, int]]:
     """Mark "crashed" every rank of a running run that no client has renewed a lease for in ``LEASE_TTL_S``,
-    with the time of its last data as the run's end; a rank whose client speaks again is running again.
-    Returns the (run, rank) pairs marked."""
+    with the time of its last data as the run's end; a rank whose client speaks again is running again. On a
+    store other collectors share, only the ranks whose clients this collector has served are judged: another
+    node's live rank never renews a lease here. Returns the (run, rank) pairs marked."""
     marked = []
     for run in store.runs():
         for rank_key, status in dict(run.meta.get("ranks", {})).items():
             key = (run.id, int(rank_key))
+            if store.shared and not activity.heard_of(key):
+                continue
             if status == "crashed" and not activity.silent(key):
                 store.update_run(run.id, status="running", rank=key[1])
             elif status == "running" and activity.silent(key):

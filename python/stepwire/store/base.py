@@ -221,6 +221,10 @@ class Reader(Protocol):
 class Store(ABC):
     """A writable store. Implementations serialise writes themselves; every method is thread-safe."""
 
+    shared: bool = False
+    """True when other collectors write to the same store (PostgreSQL): then a collector judges only the run ranks
+    whose clients it has served, and leaves the others to their own node's collector (``leases.mark_crashed``)."""
+
     @abstractmethod
     def open_run(self, run: RunRecord, rank: int = 0, world_size: int = 1) -> RunRecord:
         """Create the run, or join it (another rank, or a resume): rank 0's project, name, tags and config win;

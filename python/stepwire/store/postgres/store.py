@@ -38,6 +38,8 @@ class PostgresStore(Reads, Store):
     """A store in the PostgreSQL database at ``url`` (``postgresql://user@host/db``; credentials from the URL or
     libpq's variables and ``~/.pgpass``), with blobs under ``blob_dir``. ``read_only`` never changes the schema."""
 
+    shared = True
+
     def __init__(self, url: str, blob_dir: str | os.PathLike[str], read_only: bool = False,
                  connect_timeout: float = 10.0) -> None:
         self.url = url
