@@ -184,6 +184,56 @@ def _concat(parts: list[dict[str, npt.NDArray[Any]]]) -> dict[str, npt.NDArray[A
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def _pack_chunks(batch: DecodedBatch) -> dict[str, Any]:
+    """The scalar chunk rows of a batch with scalars, all columns but the names (``parts``: rows per group of
+    the batch where a group is longer than ``MAX_CHUNK_POINTS``, else None). Needs nothing of the store."""
+    group_ends = np.cumsum(batch.group_lengths, dtype=np.int64)
+    group_starts = group_ends - batch.group_lengths
+    # a group longer than MAX_CHUNK_POINTS becomes several rows, in order (readers order rows by rowid)
+    parts = -(-batch.group_lengths.astype(np.int64) // MAX_CHUNK_POINTS)
+    g = len(batch.group_series)
+    split = int(parts.sum()) != g
+    if split:
+        first = np.repeat(np.cumsum(parts) - parts, parts)
+        starts = np.repeat(group_starts, parts) + (np.arange(int(parts.sum())) - first) * MAX_CHUNK_POINTS
+        ends = np.minimum(starts + MAX_CHUNK_POINTS, np.repeat(group_ends, parts))
+    else:
+        starts, ends = group_starts, group_ends
+    lengths_g = (ends - starts).astype(np.uint32)
+    steps, values, walls = batch.steps, batch.values, batch.wall_times
+    step_max = np.maximum.reduceat(steps, starts)
+    with np.errstate(invalid="ignore"):
+        vmin = np.fmin.reduceat(values, starts)
+        vmax = np.fmax.reduceat(values, starts)
+    last_idx = ends - 1
+    # "last" is the value at the highest step; logged steps are usually ascending, so check before searching
+    for gi in np.flatnonzero(steps[last_idx] != step_max).tolist():
+        seg = steps[starts[gi]:ends[gi]]
+        last_idx[gi] = starts[gi] + len(seg) - 1 - int(np.argmax(seg[::-1]))
+    # one blob per chunk: its steps, values and wall times back to back (one object per row, not three)
+    packed = np.empty(3 * len(steps), dtype=np.int64)
+    pos = np.arange(len(steps)) + 2 * np.repeat(starts, lengths_g)
+    lengths = np.repeat(lengths_g.astype(np.int64), lengths_g)
+    packed[pos] = steps
+    packed[pos + lengths] = values.view(np.int64)
+    packed[pos + 2 * lengths] = walls.view(np.int64)
+    raw = packed.view(np.uint8).data
+    blobs = np.array([bytes(raw[24 * a:24 * b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)],
+                     dtype=object)
+    overviews = np.array(overview.compute(steps, values, walls, starts, ends), dtype=object)
+    return {
+        "parts": parts if split else None,
+        "n": lengths_g.astype(np.int32),
+        "step_min": np.minimum.reduceat(steps, starts),
+        "step_max": step_max,
+        "vmin": vmin,
+        "vmax": vmax,
+        "last": values[last_idx],
+        "points": blobs,
+        "overview": overviews,
+    }
+
+
 def _nan_if_none(v: float | None) -> float:
     return float("nan") if v is None else float(v)
 
@@ -651,62 +701,36 @@ class DuckDBStore(Store):
             names[i] = d[0]
         return names
 
+    @staticmethod
+    def prepare(batch: DecodedBatch) -> None:
+        """Compute the batch's chunk rows ahead (all but their series names), in the caller's thread and outside
+        the store's lock: the collector calls it in each push's own worker thread, so that this work (numpy,
+        mostly without the GIL) runs for several pushes at once and beside the commit in progress."""
+        if "duckdb.chunks" not in batch.prepared:
+            batch.prepared["duckdb.chunks"] = _pack_chunks(batch)
+
     def _scalar_rows(self, batch: DecodedBatch, defs: dict[int, tuple[str, int]]) -> dict[str, npt.NDArray[Any]]:
         """The batch's scalar chunk rows as columns of ``scalar_chunks`` (none if it has no scalars)."""
-        g = len(batch.group_series)
-        if g == 0:
+        if len(batch.group_series) == 0:
             return {}
         names = self._names(batch.group_series, defs, _core.KIND_SCALAR)
-        group_ends = np.cumsum(batch.group_lengths, dtype=np.int64)
-        group_starts = group_ends - batch.group_lengths
-        # a group longer than MAX_CHUNK_POINTS becomes several rows, in order (readers order rows by rowid)
-        parts = -(-batch.group_lengths.astype(np.int64) // MAX_CHUNK_POINTS)
-        if int(parts.sum()) != g:
-            first = np.repeat(np.cumsum(parts) - parts, parts)
-            starts = np.repeat(group_starts, parts) + (np.arange(int(parts.sum())) - first) * MAX_CHUNK_POINTS
-            ends = np.minimum(starts + MAX_CHUNK_POINTS, np.repeat(group_ends, parts))
+        chunks: dict[str, npt.NDArray[Any]] | None = batch.prepared.get("duckdb.chunks")
+        if chunks is None:
+            chunks = _pack_chunks(batch)
+        parts = chunks["parts"]
+        if parts is not None:
             names = np.repeat(names, parts)
-            g = len(starts)
-        else:
-            starts, ends = group_starts, group_ends
-        lengths_g = (ends - starts).astype(np.uint32)
-        steps, values, walls = batch.steps, batch.values, batch.wall_times
-        step_max = np.maximum.reduceat(steps, starts)
-        with np.errstate(invalid="ignore"):
-            vmin = np.fmin.reduceat(values, starts)
-            vmax = np.fmax.reduceat(values, starts)
-        last_idx = ends - 1
-        # "last" is the value at the highest step; logged steps are usually ascending, so check before searching
-        for gi in np.flatnonzero(steps[last_idx] != step_max).tolist():
-            seg = steps[starts[gi]:ends[gi]]
-            last_idx[gi] = starts[gi] + len(seg) - 1 - int(np.argmax(seg[::-1]))
-        # one blob per chunk: its steps, values and wall times back to back (one object per row, not three)
-        packed = np.empty(3 * len(steps), dtype=np.int64)
-        pos = np.arange(len(steps)) + 2 * np.repeat(starts, lengths_g)
-        lengths = np.repeat(lengths_g.astype(np.int64), lengths_g)
-        packed[pos] = steps
-        packed[pos + lengths] = values.view(np.int64)
-        packed[pos + 2 * lengths] = walls.view(np.int64)
-        raw = packed.view(np.uint8).data
-        blobs = np.array([bytes(raw[24 * a:24 * b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)],
-                         dtype=object)
-        overviews = np.array(overview.compute(steps, values, walls, starts, ends), dtype=object)
+        g = len(names)
         rows = {
             "run_id": np.full(g, batch.run_id, dtype=object),
             "rank": np.full(g, batch.rank, dtype=np.int32),
             "name": names,
             "stream_id": np.full(g, batch.stream_id, dtype=object),
             "sequence": np.full(g, batch.sequence, dtype=np.uint64),
-            "n": lengths_g.astype(np.int32),
-            "step_min": np.minimum.reduceat(steps, starts),
-            "step_max": step_max,
-            "vmin": vmin,
-            "vmax": vmax,
-            "last": values[last_idx],
-            "points": blobs,
-            "overview": overviews,
         }
+        rows.update({k: v for k, v in chunks.items() if k != "parts"})
         return rows
+
 
     def scalar_blocks(self, run_id: str, name: str, min_points: int = 0
                       ) -> tuple[int, int, dict[str, np.ndarray]] | None:
