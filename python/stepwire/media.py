@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy.typing as npt
 
 from stepwire import mediatypes
-from stepwire.media_capture import capture, prepare_encoded, prepare_image
+from stepwire.artifacts import stage_file
+from stepwire.media_capture import prepare_encoded, prepare_image
 from stepwire.media_images import make_grid as make_grid
 from stepwire.media_tables import encode_parquet, plot_json, table_columns
 from stepwire.media_thread import IDLE_STATS as IDLE_STATS
@@ -116,7 +117,7 @@ def log_table(run: Run, name: str, data: Any, step: int | None = None, columns: 
         path = Path(data)
         if not path.is_file():
             raise FileNotFoundError(f"no CSV file at {path} (for table {name!r})")
-        source = capture(path, run._staging)
+        source = stage_file(path, run._staging)
         nbytes = 0
     else:
         source = table_columns(name, data, columns)

@@ -5,8 +5,6 @@ referenced), with the function the media thread runs later to convert and encode
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stepwire import mediatypes
+from stepwire.artifacts import stage_file
 from stepwire.media_images import (
     GRID_PAD,
     drop_single_channel,
@@ -146,7 +145,7 @@ def prepare_encoded(name: str, data: Any, kind: str | None, staging: Path | None
         mime = sniffed
     mediatypes.check_info(kind, mime, "")
     if isinstance(payload, Path):  # captured now: the caller may change or delete the file after the call
-        payload = capture(payload, staging) if staging is not None else payload.read_bytes()
+        payload = stage_file(payload, staging) if staging is not None else payload.read_bytes()
     final_kind = kind
     held = payload
 
@@ -154,14 +153,3 @@ def prepare_encoded(name: str, data: Any, kind: str | None, staging: Path | None
         return [Encoded(n, final_kind, mime, held, False)]
 
     return make, size if isinstance(payload, bytes) else 0
-
-
-def capture(source: Path, staging: Path) -> Path:
-    """``source`` as it is now: hard linked, else copied, into ``staging`` (the run's spool staging directory)."""
-    staging.mkdir(parents=True, exist_ok=True)
-    staged = staging / uuid.uuid4().hex
-    try:
-        os.link(source, staged)
-    except OSError:
-        shutil.copyfile(source, staged)
-    return staged
