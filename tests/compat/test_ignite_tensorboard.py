@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch.nn.functional as F
 from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
 from ignite.handlers import ModelCheckpoint
 from ignite.metrics import Accuracy, Loss
+from ignite_mnist import Net, batches
 from torch.optim import SGD
 
 import stepwire
@@ -30,30 +30,6 @@ from stepwire.compat.ignite.tensorboard_logger import (
     global_step_from_engine,
 )
 from torch import nn
-
-
-class Net(nn.Module):
-    """The layers of Ignite's MNIST example, sized for 12x12 images."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, kernel_size=3)
-        self.conv2 = nn.Conv2d(4, 8, kernel_size=3)
-        self.conv2_drop = nn.Dropout2d()
-        self.fc1 = nn.Linear(8, 16)
-        self.fc2 = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
-        x = x.view(-1, 8)
-        x = F.relu(self.fc1(x))
-        return F.log_softmax(self.fc2(x), dim=-1)
-
-
-def batches(n: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(8, 1, 12, 12, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(n)]
 
 
 def test_mnist_example_stores_what_tensorboard_would(tmp_path: Path) -> None:
