@@ -276,3 +276,26 @@ def store_collector(tmp_path: Path, store_args: list[str]) -> Iterator[Collector
     c = start_collector(tmp_path / "collector", *store_args)
     yield c
     c.stop()
+
+
+@pytest.fixture(scope="module")
+def wandb_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """For the W&B mirror's tests: one data directory (and embedded collector) per test module."""
+    d = tmp_path_factory.mktemp("wandb-data")
+    yield d
+    stop_embedded(d)
+
+
+@pytest.fixture
+def wandb_state(wandb_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """For the W&B mirror's tests: the embedded default in ``wandb_dir``, no warning given yet, and no run of the
+    test's left running after it (yields the data directory)."""
+    import stepwire.compat.wandb as wandb
+    from stepwire.compat.wandb import unsupported
+
+    monkeypatch.setenv("STEPWIRE_DIR", str(wandb_dir))
+    unsupported._counts.clear()
+    yield wandb_dir
+    for live in list(wandb._live):
+        live.finish()
+

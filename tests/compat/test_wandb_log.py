@@ -7,7 +7,6 @@ import argparse
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +17,8 @@ from absl import flags
 import stepwire
 import stepwire.compat.wandb as wandb
 from conftest import CollectorProcess, stop_embedded
-from stepwire.compat.wandb import unsupported
 
-
-@pytest.fixture(scope="module")
-def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One data directory (and embedded collector) for the tests of this module: each starts its own runs."""
-    d = tmp_path_factory.mktemp("wandb-data")
-    yield d
-    stop_embedded(d)
-
-
-@pytest.fixture(autouse=True)
-def wandb_state(shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh module state per test (no run left, warnings not yet given), with the embedded default in
-    ``shared_dir``."""
-    monkeypatch.setenv("STEPWIRE_DIR", str(shared_dir))
-    unsupported._counts.clear()
-    yield shared_dir
-    for live in list(wandb._live):
-        live.finish()
+pytestmark = pytest.mark.usefixtures("wandb_state")
 
 
 def points(view: stepwire.RunView, name: str) -> list[tuple[int, float]]:

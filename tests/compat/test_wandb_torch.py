@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,26 +14,9 @@ import pytest
 import stepwire
 import stepwire.compat.wandb as wandb
 import torch
-from conftest import stop_embedded
-from stepwire.compat.wandb import unsupported
 from torch import nn
 
-
-@pytest.fixture(scope="module")
-def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One data directory (and embedded collector) for the tests of this module."""
-    d = tmp_path_factory.mktemp("wandb-torch")
-    yield d
-    stop_embedded(d)
-
-
-@pytest.fixture(autouse=True)
-def wandb_state(shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh module state per test, with the embedded default in ``shared_dir``."""
-    monkeypatch.setenv("STEPWIRE_DIR", str(shared_dir))
-    unsupported._counts.clear()
-    yield shared_dir
-    wandb.finish()
+pytestmark = pytest.mark.usefixtures("wandb_state")
 
 
 class Net(nn.Module):
