@@ -419,8 +419,8 @@ class Collector:
     """A running collector: store, gRPC server, and (for the embedded default) its address file. Concurrent
     pushes are stored in one transaction per group (``group_commit``; None: unless $STEPWIRE_GROUP_COMMIT=0)."""
 
-    def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = 16,
-                 max_concurrent_rpcs: int = 128, token: str | None = None, tls_cert: str | None = None,
+    def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = 8,
+                 max_concurrent_rpcs: int = 32, token: str | None = None, tls_cert: str | None = None,
                  tls_key: str | None = None, insecure: bool = False, http: str | None = None,
                  store: str | None = None, blob_dir: str | None = None, group_commit: bool | None = None) -> None:
         if not is_loopback(listen) and not token and not insecure:
@@ -434,10 +434,11 @@ class Collector:
         # answering UNAVAILABLE meanwhile (see DuckDBStore); a postgresql:// ``store`` is shared by collectors
         self.store = open_store(store, self.directory, blob_dir=blob_dir)
         self.activity = Activity()
-        # RPCs beyond max_concurrent_rpcs get RESOURCE_EXHAUSTED, which clients retry: memory stays bounded (at
-        # most that many requests held, 1 MiB each at the clients' default batch_bytes; decoded batches waiting
-        # for a group commit at most group_commit.MAX_QUEUED_BYTES). Each client has one push in flight: 64
-        # clients into one collector are served without pushing any back
+        # RPCs beyond max_concurrent_rpcs get RESOURCE_EXHAUSTED, which clients retry (spooling meanwhile): memory
+        # stays bounded by the requests held (a batch grows to 16 MiB while its sender waits) and the batches the
+        # workers decode, which are also all a group commit can hold. More workers and RPCs let 64 clients push at
+        # once without being turned back, but raise that bound past the README's (DuckDB's limit + 512 MiB): a cap
+        # in bytes rather than in RPCs is the way to both
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS,
                                   maximum_concurrent_rpcs=max_concurrent_rpcs,
                                   interceptors=[*([TokenCheck(token)] if token else []), StoreErrors()])
