@@ -65,10 +65,11 @@ for step in range(steps):
         run.log_histogram("w", values, step=step)
     if step >= gate:
         time.sleep(0.01)
+delivered = run.flush(timeout=120)  # a training loop goes on: what waits in the spool is replayed meanwhile
 run.finish()
 stats = run.stats()
-print(json.dumps({"rank": rank, "lost": stats["lost"]}))
-sys.exit(1 if stats["lost"] else 0)
+print(json.dumps({"rank": rank, "delivered": delivered, "lost": stats["lost"], "spooled": stats["spooled"]}))
+sys.exit(0 if delivered and not stats["lost"] and not stats["spooled"] else 1)
 """
 
 
