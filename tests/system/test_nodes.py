@@ -246,29 +246,32 @@ class Job:
     def node_dir(self, i: int) -> Path:
         return self.root / f"node{i}"
 
-    def start_collector(self, i: int) -> None:
-        """Start node ``i``'s collector (again) and wait until it serves."""
+    def launch_collector(self, i: int) -> None:
+        """Start node ``i``'s collector (again); ``wait_collector`` waits until it serves."""
         node, d = self.nodes[i], self.node_dir(i) / "collector"
         d.mkdir(parents=True, exist_ok=True)
         proc = node.popen([sys.executable, "-m", "stepwire", "collector", "--listen",
                            f"127.0.0.1:{COLLECTOR_PORT}", "--dir", str(d), "--store", node.url(self.pg_url),
                            "--blob-dir", str(self.root / "blobs")], d / "test-collector.log")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if json.loads((d / "collector.json").read_text())["pid"] == proc.pid:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError((d / "test-collector.log").read_text())
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"node {i}'s collector did not start: " + (d / "test-collector.log").read_text())
         if len(self.collectors) > i:
             self.collectors[i] = proc
         else:
             self.collectors.append(proc)
+
+    def wait_collector(self, i: int) -> None:
+        """Wait until node ``i``'s collector serves (it wrote its address file)."""
+        proc, d = self.collectors[i], self.node_dir(i) / "collector"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if json.loads((d / "collector.json").read_text())["pid"] == proc.pid:
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"node {i}'s collector did not start: " + (d / "test-collector.log").read_text())
 
     def start(self) -> None:
         """Every node's collector, then its 4 ranks, which log steps [0, GATE) and wait for ``go()``."""
@@ -276,7 +279,9 @@ class Job:
         script.write_text(RANK_SCRIPT)
         (self.root / "marks").mkdir(parents=True)
         for i in range(NODES):
-            self.start_collector(i)
+            self.launch_collector(i)
+        for i in range(NODES):
+            self.wait_collector(i)
         for i, node in enumerate(self.nodes):
             for local in range(RANKS_PER_NODE):
                 rank = i * RANKS_PER_NODE + local
@@ -394,8 +399,9 @@ def test_a_nodes_collector_sigkilled_mid_run_and_restarted(job: Job, pg_url: str
     job.collectors[0].kill()  # node 0's collector dies while its ranks log their second half: they spool
     job.collectors[0].wait()
     job.go()
-    time.sleep(3)
-    job.start_collector(0)  # the same address: the ranks replay what they spooled
+    time.sleep(2)
+    job.launch_collector(0)  # the same address: the ranks replay what they spooled
+    job.wait_collector(0)
     job.finish()
     assert_whole(pg_url, job.run_id)
     for rank in range(RANKS_PER_NODE):  # node 0's ranks did spool
@@ -425,7 +431,7 @@ def test_a_nodes_link_cut_for_seconds(job: Job, pg_url: str) -> None:
     try:
         before = stored_per_rank(pg_url, job.run_id)[its_ranks]
         job.go()
-        time.sleep(4)
+        time.sleep(3)
         during = stored_per_rank(pg_url, job.run_id)[its_ranks]
     finally:
         run_ip("link", "set", node.veth, "up")
