@@ -13,7 +13,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -24,22 +23,19 @@ import numpy.typing as npt
 from stepwire import _core, mediatypes
 from stepwire.artifacts import read_file_chunks
 from stepwire.collector.decode import BatchError, DecodedBatch
-from stepwire.histogram import Histogram
 from stepwire.names import check_artifact_name, check_id, check_name
 from stepwire.store import overview
 from stepwire.store.base import (
     ArtifactEntry,
     MediaEntry,
     RunRecord,
-    ScalarPoints,
-    SeriesRecord,
     Store,
     StoreDamaged,
     StoreUnavailable,
-    SummaryEntry,
     TextEntry,
 )
 from stepwire.store.blobs import BlobDir
+from stepwire.store.chunk_reads import ChunkReads
 
 log = logging.getLogger("stepwire.store")
 T = TypeVar("T")
@@ -65,9 +61,6 @@ ROW_GROUP_ROWS = 16384
 """Rows per DuckDB row group (its default is 122,880): a checkpoint that fills a row group needs memory growing
 with it, which at DuckDB's default size and rows of 24 KiB took more than 64 MiB; at 16,384 rows (at most 400 MB
 of points) it stays within ``MIN_MEMORY_LIMIT``, and checkpoints rewrite less."""
-
-PAGE_POINTS = 1 << 18
-"""Points per page of a paged read (about 7 MiB of points, read in one query)."""
 
 _KEYS_PER_QUERY = 16384
 """Chunk rows per query of a paged read's index pass (about 0.5 MiB of keys)."""
@@ -139,12 +132,6 @@ CREATE TABLE IF NOT EXISTS histograms (
 """
 
 _KIND_NAMES = {_core.KIND_SCALAR: "scalar", _core.KIND_HISTOGRAM: "histogram"}
-
-
-def _rank_filter(ranks: Sequence[int] | None) -> tuple[str, list[Any]]:
-    if not ranks:
-        return "", []
-    return f" AND rank IN ({','.join('?' * len(ranks))})", [int(r) for r in ranks]
 
 
 _memory_limit = memory_limit  # DuckDBStore.__init__ has a parameter of that name
@@ -234,67 +221,6 @@ def _pack_chunks(batch: DecodedBatch) -> dict[str, Any]:
     }
 
 
-def _nan_if_none(v: float | None) -> float:
-    return float("nan") if v is None else float(v)
-
-
-@dataclass
-class _Loaded:
-    points: ScalarPoints
-    order: npt.NDArray[np.int64]  # logged order: rowid << 24 | position in the row
-
-
-class _Pending:
-    """Points of a paged read that were read but not given out yet, sorted by (step, rank, logged order)."""
-
-    def __init__(self) -> None:
-        self.points = ScalarPoints.empty()
-        self.order = np.empty(0, np.int64)
-
-    def add(self, loaded: _Loaded, start_step: int | None, end_step: int | None) -> None:
-        pts, order = loaded.points, loaded.order
-        if start_step is not None or end_step is not None:
-            keep = np.ones(len(pts), dtype=bool)
-            if start_step is not None:
-                keep &= pts.step >= start_step
-            if end_step is not None:
-                keep &= pts.step < end_step
-            pts, order = pts[keep], order[keep]
-        pts, order = ScalarPoints.join([self.points, pts]), np.concatenate([self.order, order])
-        if not _in_order(pts, order):
-            idx = np.lexsort((order, pts.rank, pts.step))
-            pts, order = pts[idx], order[idx]
-        self.points, self.order = pts, order
-
-    def take_before(self, frontier: int | None, page_points: int) -> Iterator[ScalarPoints]:
-        """The points at steps before ``frontier`` (all with None), in pieces of ``page_points`` cut between
-        steps (a piece is longer only where one step has more points)."""
-        pts = self.points
-        n = len(pts) if frontier is None else int(np.searchsorted(pts.step, frontier, side="left"))
-        self.points, self.order = pts[n:], self.order[n:]
-        a = 0
-        while a < n:
-            b = a + page_points
-            if b < n:
-                at = pts.step[b]
-                cut = int(np.searchsorted(pts.step, at, side="left"))
-                b = cut if cut > a else int(np.searchsorted(pts.step, at, side="right"))
-            else:
-                b = n
-            yield pts[a:b]
-            a = b
-
-
-def _in_order(pts: ScalarPoints, order: npt.NDArray[np.int64]) -> bool:
-    d = np.diff(pts.step)
-    if np.all(d > 0):
-        return True
-    if np.any(d < 0):
-        return False
-    r = np.diff(pts.rank.astype(np.int64))
-    return bool(np.all((d > 0) | (r > 0) | ((r == 0) & (np.diff(order) > 0))))
-
-
 def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for table, column in con.execute("SELECT table_name, column_name FROM information_schema.columns "
@@ -316,8 +242,22 @@ def _check_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
                                f"{sorted(columns - found[table])}")
 
 
-class DuckDBStore(Store):
+class DuckDBStore(ChunkReads, Store):
     """A store in ``directory/stepwire.duckdb``. ``read_only`` opens an existing file without writing."""
+
+    _ID_RANGE = True
+    _SERIES_SQL = """SELECT name, 'scalar', list(DISTINCT rank ORDER BY rank), sum(n) FROM scalar_chunks
+                         WHERE run_id = ? GROUP BY name
+                     UNION ALL
+                     SELECT name, 'histogram', list(DISTINCT rank ORDER BY rank), count(*) FROM histograms
+                         WHERE run_id = ? GROUP BY name
+                     ORDER BY 1"""
+    _SUMMARY_SQL = """SELECT name,
+                             arg_max(last, [step_max, -rank, sequence, rowid]) AS last,
+                             min(vmin) FILTER (WHERE NOT isnan(vmin)),
+                             max(vmax) FILTER (WHERE NOT isnan(vmax)),
+                             sum(n), max(step_max)
+                      FROM scalar_chunks WHERE run_id = ? GROUP BY name ORDER BY name"""
 
     def __init__(self, directory: str | Path, read_only: bool = False, open_timeout: float = 10.0,
                  memory_limit: int | str | None = None) -> None:
@@ -731,59 +671,6 @@ class DuckDBStore(Store):
         rows.update({k: v for k, v in chunks.items() if k != "parts"})
         return rows
 
-
-    def scalar_blocks(self, run_id: str, name: str, min_points: int = 0
-                      ) -> tuple[int, int, dict[str, np.ndarray]] | None:
-        """(rank, points, block extremes in step order) of series ``name`` when one rank logged it, it has at
-        least ``min_points`` points, and its steps and wall times ascend; else None, having read no points.
-        Chunks stored without block extremes (short ones) get them computed here."""
-        ((ranks, total),) = self._query("SELECT count(DISTINCT rank), coalesce(sum(n), 0) FROM scalar_chunks "
-                                        "WHERE run_id = ? AND name = ?", [run_id, name]) or [(0, 0)]
-        if ranks != 1 or total < max(min_points, 1):
-            return None
-        base, params = self._series_filter(run_id, name)
-        parts: list[bytes] = []
-        rank = 0
-
-        def read(group: list[tuple[Any, ...]]) -> bool:
-            # block extremes where stored; the points (only) of rows stored without (short ones, or out of order)
-            stored = {r[0]: r[1] for r in self._fetch(f"{base} AND overview IS NOT NULL", params, group, "overview",
-                                                      ordered=False)} if not all(k[4] for k in group) else {}
-            short = {r[0]: r[1:] for r in self._fetch(f"{base} AND overview IS NULL", params, group, "n, points",
-                                                      ordered=False)} if any(k[4] for k in group) else {}
-            for key in group:
-                ov = stored.get(key[2])
-                if ov is None and key[2] in short:
-                    n, blob = short[key[2]]
-                    packed = np.frombuffer(blob, np.int64).reshape(3, n)
-                    (ov,) = overview.compute(packed[0], packed[1].view(np.float64), packed[2].view(np.float64),
-                                             np.zeros(1, np.int64), np.full(1, n, np.int64), min_points=1)
-                    if ov is None:
-                        return False
-                if ov is not None:
-                    parts.append(ov)
-            return True
-
-        # a page at a time, by what it reads: block extremes take ~1/70 of the bytes of the points they stand for
-        group: list[tuple[Any, ...]] = []
-        size = 0
-        for key in self._chunk_keys(base, params, ", overview IS NULL"):
-            cost = 24 * key[3] if key[4] else 8 * len(overview.FIELDS) * key[3] // overview.BLOCK + 1  # bytes
-            if group and size + cost > 24 * PAGE_POINTS:
-                if not read(group):
-                    return None
-                group, size = [], 0
-            group.append(key)
-            size += cost
-            rank = key[1]
-        if group and not read(group):
-            return None
-        cols = overview.unpack(parts)
-        for x in ("step", "wall"):  # chunk after chunk, the series must go on ascending
-            if np.any(cols[f"first_{x}"][1:] < cols[f"last_{x}"][:-1]):
-                return None
-        return int(rank), int(total), cols
-
     def _histogram_rows(self, batch: DecodedBatch, defs: dict[int, tuple[str, int]]
                         ) -> dict[str, npt.NDArray[Any]]:
         """The batch's histogram rows as columns of ``histograms`` (none if it has no histograms)."""
@@ -808,18 +695,7 @@ class DuckDBStore(Store):
         }
         return rows
 
-    # -- reads --------------------------------------------------------------------------------------------
-    def _run(self, run_id: str) -> RunRecord:
-        rows = self._query("SELECT * FROM runs WHERE run_id = ?", [run_id])
-        if not rows:
-            raise KeyError(f"no run {run_id!r}")
-        return self._run_record(rows[0])
-
-    @staticmethod
-    def _run_record(r: tuple[Any, ...]) -> RunRecord:
-        return RunRecord(id=r[0], project=r[1], name=r[2], tags=json.loads(r[3]), config=json.loads(r[4]),
-                         created=r[5], status=r[6], finished=r[7], meta=json.loads(r[8] or "{}"))
-
+    # -- reads ----------------------------------------------------------------------------------------------
     def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Rows of one query, all at once: every caller bounds what it asks for (paged reads ask page by page,
         never holding the lock between pages, so that writes go on meanwhile)."""
@@ -833,133 +709,18 @@ class DuckDBStore(Store):
             except duckdb.Error as exc:
                 self._fail(exc)
 
+    def _keys_per_query(self) -> int:
+        return _KEYS_PER_QUERY
+
+    def _media_readable(self) -> bool:
+        with self._lock:
+            return self._has_media_table(self._live())
+
     def _has_schema(self, con: duckdb.DuckDBPyConnection) -> bool:
         if not self._schema:  # once there, it stays
             self._schema = bool(con.execute(
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'").fetchone()[0])
         return self._schema
-
-    def runs(self, project: str | None = None) -> list[RunRecord]:
-        where, params = ("WHERE project = ?", [project]) if project else ("", [])
-        rows = self._query(f"SELECT * FROM runs {where} ORDER BY created, run_id", params)
-        return [self._run_record(r) for r in rows]
-
-    def series(self, run_id: str) -> list[SeriesRecord]:
-        rows = self._query(
-            """SELECT name, 'scalar', list(DISTINCT rank ORDER BY rank), sum(n) FROM scalar_chunks
-                   WHERE run_id = ? GROUP BY name
-               UNION ALL
-               SELECT name, 'histogram', list(DISTINCT rank ORDER BY rank), count(*) FROM histograms
-                   WHERE run_id = ? GROUP BY name
-               ORDER BY 1""", [run_id, run_id])
-        return [SeriesRecord(r[0], r[1], [int(x) for x in r[2]], int(r[3])) for r in rows]
-
-    def scalars(self, run_id: str, name: str, ranks: Sequence[int] | None = None, start_step: int | None = None,
-                end_step: int | None = None) -> ScalarPoints:
-        return ScalarPoints.join(list(self.scalar_pages(run_id, name, ranks, start_step, end_step)))
-
-    def scalar_pages(self, run_id: str, name: str, ranks: Sequence[int] | None = None,
-                     start_step: int | None = None, end_step: int | None = None,
-                     page_points: int = PAGE_POINTS) -> Iterator[ScalarPoints]:
-        """Points in (step, rank, logged order) as pieces of about ``page_points``, no step in two pieces.
-
-        Chunk rows are read in step order, ``page_points`` at a time; a point is given out once no unread row
-        can hold its step (every unread row starts at a later step). Memory: a page, plus the points of rows
-        read but not given out yet (those of other ranks' rows overlapping the current step: one row per rank
-        of at most ``MAX_CHUNK_POINTS`` points when steps ascend)."""
-        base, params = self._series_filter(run_id, name, ranks, start_step, end_step)
-        pending = _Pending()
-        group: list[tuple[Any, ...]] = []
-        points = 0
-        for key in self._chunk_keys(base, params):
-            if group and points + key[3] > page_points:
-                pending.add(self._load(base, params, group), start_step, end_step)
-                yield from pending.take_before(key[0], page_points)
-                group, points = [], 0
-            group.append(key)
-            points += key[3]
-        if group:
-            pending.add(self._load(base, params, group), start_step, end_step)
-        yield from pending.take_before(None, page_points)
-
-    @staticmethod
-    def _series_filter(run_id: str, name: str, ranks: Sequence[int] | None = None, start_step: int | None = None,
-                       end_step: int | None = None) -> tuple[str, list[Any]]:
-        where, params = _rank_filter(ranks)
-        if start_step is not None:
-            where += " AND step_max >= ?"
-            params.append(int(start_step))
-        if end_step is not None:
-            where += " AND step_min < ?"
-            params.append(int(end_step))
-        return f"FROM scalar_chunks WHERE run_id = ? AND name = ?{where}", [run_id, name, *params]
-
-    def _chunk_keys(self, base: str, params: list[Any], extra: str = "") -> Iterator[tuple[Any, ...]]:
-        """``(step_min, rank, rowid, n[, extra columns])`` of the chunk rows ``base`` selects, in that order,
-        ``_KEYS_PER_QUERY`` rows per query (no blob is read)."""
-        after: list[Any] = []
-        while True:
-            more = " AND (step_min, rank, rowid) > (?, ?, ?)" if after else ""
-            rows = self._query(f"SELECT step_min, rank, rowid, n{extra} {base}{more} "
-                               f"ORDER BY step_min, rank, rowid LIMIT {_KEYS_PER_QUERY}", [*params, *after])
-            yield from rows
-            if len(rows) < _KEYS_PER_QUERY:
-                return
-            after = list(rows[-1][:3])
-
-    def _fetch(self, base: str, params: list[Any], keys: list[tuple[Any, ...]], columns: str, ordered: bool = True
-               ) -> list[tuple[Any, ...]]:
-        """``rowid, columns`` of the rows whose keys run from ``keys[0]`` to ``keys[-1]`` (in key order if
-        ``ordered``); the rowid range lets DuckDB skip the rest of the table."""
-        ids = [k[2] for k in keys]
-        return self._query(f"SELECT rowid, {columns} {base} AND rowid BETWEEN ? AND ? "
-                           "AND (step_min, rank, rowid) >= (?, ?, ?) AND (step_min, rank, rowid) <= (?, ?, ?)"
-                           + (" ORDER BY step_min, rank, rowid" if ordered else ""),
-                           [*params, min(ids), max(ids), *keys[0][:3], *keys[-1][:3]])
-
-    def _load(self, base: str, params: list[Any], keys: list[tuple[Any, ...]]) -> _Loaded:
-        rows = self._fetch(base, params, keys, "rank, n, points")
-        lengths = np.array([r[2] for r in rows], dtype=np.int64)
-        packed = [np.frombuffer(r[3], np.int64).reshape(3, r[2]) for r in rows]
-        cat = (lambda i: np.concatenate([p[i] for p in packed])) if packed else (lambda i: np.empty(0, np.int64))
-        # logged order across rows and within one: rowid, then position in the row
-        starts = np.cumsum(lengths) - lengths
-        position = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths)
-        order = np.repeat(np.array([r[0] for r in rows], dtype=np.int64) << 24, lengths) + position
-        pts = ScalarPoints(cat(0), cat(1).view(np.float64), cat(2).view(np.float64),
-                           np.repeat(np.array([r[1] for r in rows], dtype=np.uint32), lengths))
-        return _Loaded(pts, order)
-
-    def histograms(self, run_id: str, name: str, ranks: Sequence[int] | None = None) -> list[Histogram]:
-        where, params = _rank_filter(ranks)
-        rows: list[tuple[Any, ...]] = []
-        after: list[Any] = []
-        while True:  # page by page: DuckDB holds one page of the answer, not the whole series
-            more = " AND (step, rank, wall_time, rowid) > (?, ?, ?, ?)" if after else ""
-            page = self._query(
-                f"""SELECT rank, step, wall_time, k, count, sum, min, max, nan, pos_inf, neg_inf, indices, counts,
-                           rowid
-                    FROM histograms WHERE run_id = ? AND name = ?{where}{more}
-                    ORDER BY step, rank, wall_time, rowid LIMIT {_KEYS_PER_QUERY}""", [run_id, name, *params, *after])
-            rows += page
-            if len(page) < _KEYS_PER_QUERY:
-                break
-            after = [page[-1][1], page[-1][0], page[-1][2], page[-1][13]]
-        return [Histogram(step=r[1], k=r[3], indices=np.frombuffer(r[11], np.int32),
-                          counts=np.frombuffer(r[12], np.int64), count=r[4], sum=r[5], min=_nan_if_none(r[6]),
-                          max=_nan_if_none(r[7]), nan=r[8], pos_inf=r[9], neg_inf=r[10], rank=r[0], wall_time=r[2])
-                for r in rows]
-
-    def summary(self, run_id: str) -> list[SummaryEntry]:
-        rows = self._query(
-            """SELECT name,
-                      arg_max(last, [step_max, -rank, sequence, rowid]) AS last,
-                      min(vmin) FILTER (WHERE NOT isnan(vmin)),
-                      max(vmax) FILTER (WHERE NOT isnan(vmax)),
-                      sum(n), max(step_max)
-               FROM scalar_chunks WHERE run_id = ? GROUP BY name ORDER BY name""", [run_id])
-        return [SummaryEntry(r[0], _nan_if_none(r[1]), _nan_if_none(r[2]), _nan_if_none(r[3]), int(r[4]), int(r[5]))
-                for r in rows]
 
     # -- texts and artifacts -------------------------------------------------------------------------------
     def add_text(self, run_id: str, entry: TextEntry, dedup: tuple[str, int] | None = None) -> bool:
@@ -981,12 +742,6 @@ class DuckDBStore(Store):
                 con.execute("ROLLBACK")
                 raise
             return True
-
-    def texts(self, run_id: str, name: str | None = None) -> list[TextEntry]:
-        where, params = (" AND name = ?", [name]) if name else ("", [])
-        rows = self._query(f"SELECT name, step, rank, wall_time, text FROM texts WHERE run_id = ?{where} "
-                           "ORDER BY step, rank, wall_time", [run_id, *params])
-        return [TextEntry(*r) for r in rows]
 
     def _blob(self, sha256: str) -> Path:
         """Where the content with this digest lives: paths derive from content, never from ids or names."""
@@ -1030,11 +785,6 @@ class DuckDBStore(Store):
             sha256 = self._sha256(run_id, name)
             self._con.execute("DELETE FROM artifacts WHERE run_id = ? AND name = ?", [run_id, name])
             self._release_blob(sha256)
-
-    def artifacts(self, run_id: str) -> list[ArtifactEntry]:
-        rows = self._query("SELECT name, size, step, rank, wall_time, sha256 FROM artifacts WHERE run_id = ? "
-                           "ORDER BY name", [run_id])
-        return [ArtifactEntry(*r) for r in rows]
 
     def artifact_path(self, run_id: str, name: str) -> Path:
         """The file holding artifact ``name`` of ``run_id`` (``KeyError`` if there is none)."""
@@ -1081,20 +831,6 @@ class DuckDBStore(Store):
             except duckdb.Error as exc:
                 self._fail(exc)
         return stored
-
-    def media(self, run_id: str, name: str | None = None, step: int | None = None,
-              kind: str | None = None) -> list[MediaEntry]:
-        with self._lock:
-            if not self._has_media_table(self._live()):
-                return []
-        where, params = "", []
-        for column, value in (("name", name), ("step", step), ("kind", kind)):
-            if value is not None:
-                where += f" AND {column} = ?"
-                params.append(value)
-        rows = self._query("SELECT name, step, rank, wall_time, kind, mime, caption, width, height, size, sha256 "
-                           f"FROM media WHERE run_id = ?{where} ORDER BY name, step, rank", [run_id, *params])
-        return [MediaEntry(*r) for r in rows]
 
     def media_path(self, run_id: str, sha256: str) -> Path:
         """The file holding a media record's content (``KeyError`` unless the run has one with ``sha256``)."""
