@@ -136,6 +136,7 @@ class Relay:
                 pass
 
     def close(self) -> None:
+        """Stop accepting and close every connection relayed."""
         self.closed.set()
         self.server.close()
         self.thread.join(timeout=5)
@@ -178,6 +179,7 @@ class Node:
         return proc
 
     def kill_all(self) -> None:
+        """Kill what the test started in this namespace (and close its pipes)."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
@@ -244,6 +246,7 @@ class Job:
     ranks: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def node_dir(self, i: int) -> Path:
+        """Node ``i``'s own directory (its collector's and its ranks' data)."""
         return self.root / f"node{i}"
 
     def launch_collector(self, i: int) -> None:
@@ -300,6 +303,7 @@ class Job:
             time.sleep(0.05)
 
     def go(self) -> None:
+        """Let the ranks log their second half."""
         (self.root / "marks" / "go").touch()
 
     def finish(self) -> None:
@@ -312,6 +316,7 @@ class Job:
                 p.wait(timeout=30)
 
     def logs(self) -> str:
+        """The tail of every log of the job, for a failure's message."""
         return "\n".join(f"== {p.name}\n{p.read_text()[-2000:]}" for p in sorted(self.root.rglob("*.log")))
 
 
@@ -363,6 +368,7 @@ def stored_per_rank(pg_url: str, run_id: str) -> npt.NDArray[np.int64]:
 
 
 def get_json(url: str, token: str | None = "node-token") -> Any:
+    """GET ``url`` (with the dashboard's token unless None) as JSON."""
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     with urllib.request.urlopen(request, timeout=30) as r:
         return json.loads(r.read())
