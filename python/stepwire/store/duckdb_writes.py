@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from stepwire import _core
 from stepwire.collector.decode import BatchError, DecodedBatch
-from stepwire.store import overview
+from stepwire.store import overview, run_merge
 from stepwire.store.base import RunRecord
 
 MAX_SERIES_PER_STREAM = 1_000_000
@@ -110,6 +110,18 @@ def _pack_chunks(batch: DecodedBatch) -> dict[str, Any]:
     }
 
 
+def _key_columns(batch: DecodedBatch, names: npt.NDArray[Any]) -> dict[str, npt.NDArray[Any]]:
+    """The columns that every data row of ``batch`` begins with (run, rank, series name, stream, sequence)."""
+    g = len(names)
+    return {
+        "run_id": np.full(g, batch.run_id, dtype=object),
+        "rank": np.full(g, batch.rank, dtype=np.int32),
+        "name": names,
+        "stream_id": np.full(g, batch.stream_id, dtype=object),
+        "sequence": np.full(g, batch.sequence, dtype=np.uint64),
+    }
+
+
 class DuckDBWrites:
     """The write side of ``DuckDBStore`` (which supplies the connection, its lock and its failure handling)."""
 
@@ -144,30 +156,12 @@ class DuckDBWrites:
                     "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [run.id, run.project, run.name, json.dumps(run.tags), json.dumps(run.config), run.created,
                      "running", 0.0, json.dumps(run.meta)])
-                current = self._run(run.id)
-            else:
-                current = self._run(run.id)
-                current.meta.update(run.meta)
-                if rank == 0:  # the other ranks join; rank 0 describes the run
-                    current.project, current.name, current.tags = run.project, run.name, run.tags
-                    current.config.update(run.config)
-                current.created = min(current.created, run.created)
-            current.meta["world_size"] = max(int(current.meta.get("world_size", 1)), world_size)
-            current.meta.setdefault("ranks", {})[str(rank)] = "running"
+            current = self._run(run.id)
+            run_merge.join(current, run, rank, world_size, created=row is None)
             self._save_run(current)
             return self._run(run.id)
 
     def _save_run(self, r: RunRecord) -> None:
-        ranks = r.meta.get("ranks", {})
-        statuses = list(ranks.values())
-        if "failed" in statuses:
-            r.status = "failed"
-        elif "crashed" in statuses:
-            r.status = "crashed"
-        elif statuses and all(v == "finished" for v in statuses) and len(statuses) >= r.meta.get("world_size", 1):
-            r.status = "finished"
-        elif statuses:
-            r.status = "running"
         self._con.execute(
             "UPDATE runs SET project = ?, name = ?, tags = ?, config = ?, created = ?, status = ?, finished = ?,"
             " meta = ? WHERE run_id = ?",
@@ -179,20 +173,7 @@ class DuckDBWrites:
                    meta: dict[str, Any] | None = None, rank: int = 0) -> None:
         with self._lock:
             current = self._run(run_id)
-            if replace_config:
-                current.config = dict(config or {})
-            elif config:
-                current.config.update(config)
-            for key, value in (meta or {}).items():  # one level deep, so ranks add to a dict, not replace it
-                if isinstance(value, dict) and isinstance(current.meta.get(key), dict):
-                    current.meta[key].update(value)
-                else:
-                    current.meta[key] = value
-            if status:
-                current.meta.setdefault("ranks", {})[str(rank)] = status
-                current.status = status
-            if finished is not None:
-                current.finished = max(current.finished, finished)
+            run_merge.update(current, config, status, finished, replace_config, meta, rank)
             self._save_run(current)
 
     def last_data(self, run_id: str, rank: int) -> float:
@@ -400,14 +381,7 @@ class DuckDBWrites:
         parts = chunks["parts"]
         if parts is not None:
             names = np.repeat(names, parts)
-        g = len(names)
-        rows = {
-            "run_id": np.full(g, batch.run_id, dtype=object),
-            "rank": np.full(g, batch.rank, dtype=np.int32),
-            "name": names,
-            "stream_id": np.full(g, batch.stream_id, dtype=object),
-            "sequence": np.full(g, batch.sequence, dtype=np.uint64),
-        }
+        rows = _key_columns(batch, names)
         rows.update({k: v for k, v in chunks.items() if k != "parts"})
         return rows
 
@@ -423,11 +397,7 @@ class DuckDBWrites:
         starts = ends - h["bucket_lengths"]
         idx, cnt = h["bucket_indices"], h["bucket_counts"]
         rows = {
-            "run_id": np.full(m, batch.run_id, dtype=object),
-            "rank": np.full(m, batch.rank, dtype=np.int32),
-            "name": names,
-            "stream_id": np.full(m, batch.stream_id, dtype=object),
-            "sequence": np.full(m, batch.sequence, dtype=np.uint64),
+            **_key_columns(batch, names),
             "step": h["steps"], "wall_time": h["wall_times"], "k": h["k"], "count": h["count"], "sum": h["sum"],
             "min": h["min"], "max": h["max"], "nan": h["nan"], "pos_inf": h["pos_inf"], "neg_inf": h["neg_inf"],
             "indices": np.array([idx[a:b].tobytes() for a, b in zip(starts, ends, strict=True)], dtype=object),

@@ -20,6 +20,7 @@ from stepwire import mediatypes
 from stepwire.artifacts import read_file_chunks
 from stepwire.collector.decode import BatchError, DecodedBatch
 from stepwire.names import check_artifact_name, check_name
+from stepwire.store import run_merge
 from stepwire.store.base import ArtifactEntry, MediaEntry, RunRecord, Store, TextEntry
 from stepwire.store.blobs import BlobDir, Staged
 from stepwire.store.postgres import rows
@@ -74,14 +75,7 @@ class PostgresStore(Reads, Store):
                 [run.id, run.project, run.name, json.dumps(run.tags), json.dumps(run.config), run.created,
                  json.dumps(run.meta)]).rowcount == 1
             current = self._locked_run(c, run.id)
-            if not created:
-                current.meta.update(run.meta)
-                if rank == 0:
-                    current.project, current.name, current.tags = run.project, run.name, run.tags
-                    current.config.update(run.config)
-                current.created = min(current.created, run.created)
-            current.meta["world_size"] = max(int(current.meta.get("world_size", 1)), world_size)
-            current.meta.setdefault("ranks", {})[str(rank)] = "running"
+            run_merge.join(current, run, rank, world_size, created)
             self._save_run(c, current)
             return self._locked_run(c, run.id)
         return self._db.run(tx)
@@ -95,15 +89,6 @@ class PostgresStore(Reads, Store):
 
     @staticmethod
     def _save_run(c: Conn, r: RunRecord) -> None:
-        statuses = list(r.meta.get("ranks", {}).values())
-        if "failed" in statuses:
-            r.status = "failed"
-        elif "crashed" in statuses:
-            r.status = "crashed"
-        elif statuses and all(v == "finished" for v in statuses) and len(statuses) >= r.meta.get("world_size", 1):
-            r.status = "finished"
-        elif statuses:
-            r.status = "running"
         c.execute("UPDATE runs SET project = %s, name = %s, tags = %s, config = %s, created = %s, status = %s, "
                   "finished = %s, meta = %s WHERE run_id = %s",
                   [r.project, r.name, json.dumps(r.tags), json.dumps(r.config), r.created, r.status, r.finished,
@@ -115,20 +100,7 @@ class PostgresStore(Reads, Store):
         """Merge config/meta and ``rank``'s status into the run (as ``Store.update_run``), its row locked."""
         def tx(c: Conn) -> None:
             current = self._locked_run(c, run_id)
-            if replace_config:
-                current.config = dict(config or {})
-            elif config:
-                current.config.update(config)
-            for key, value in (meta or {}).items():
-                if isinstance(value, dict) and isinstance(current.meta.get(key), dict):
-                    current.meta[key].update(value)
-                else:
-                    current.meta[key] = value
-            if status:
-                current.meta.setdefault("ranks", {})[str(rank)] = status
-                current.status = status
-            if finished is not None:
-                current.finished = max(current.finished, finished)
+            run_merge.update(current, config, status, finished, replace_config, meta, rank)
             self._save_run(c, current)
         self._db.run(tx)
 
