@@ -40,8 +40,6 @@ class DecodedBatch:
     values: npt.NDArray[np.float64]
     wall_times: npt.NDArray[np.float64]
     hist: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
-    prepared: dict[str, Any] = field(default_factory=dict)
-    """What a store computed of the batch ahead, outside its lock (see ``GroupCommit.prepare``)."""
 
     @property
     def point_count(self) -> int:

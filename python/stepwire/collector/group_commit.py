@@ -1,7 +1,6 @@
 """Group commit: concurrent pushes stored together, one store transaction for all of them.
 
-Each Push RPC decodes its batch in its own gRPC worker thread (where the store may also compute ahead what it
-can of the batch: ``prepare``), then queues it here and waits. The first waiter
+Each Push RPC decodes its batch in its own gRPC worker thread, then queues it here and waits. The first waiter
 to find no commit in progress becomes the leader: it takes what is queued (up to ``max_group_bytes``), stores it
 with one ``Store.append_many`` outside the queue's lock, hands every waiter its own result and steps down; while
 it commits, the next pushes queue up and the next leader takes them all. Nobody waits for a fixed time: a leader
@@ -19,7 +18,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy.typing as npt
@@ -80,7 +79,6 @@ class GroupCommit:
     def __init__(self, store: Store, window_s: float = WINDOW_S, max_group_bytes: int = MAX_GROUP_BYTES,
                  max_queued_bytes: int = MAX_QUEUED_BYTES, queue_wait_s: float = QUEUE_WAIT_S) -> None:
         self.store = store
-        self._prepare: Callable[[DecodedBatch], None] | None = getattr(store, "prepare", None)
         self.window_s = window_s
         self.max_group_bytes = max_group_bytes
         self.max_queued_bytes = max_queued_bytes
@@ -92,12 +90,6 @@ class GroupCommit:
         self._committing = False
         self.groups = 0  # transactions committed or failed, for tests and benchmarks
         self.batches = 0  # batches they held
-
-    def prepare(self, batch: DecodedBatch) -> None:
-        """Let the store compute what it can of ``batch`` ahead (its ``prepare(batch)``, if it has one), in the
-        calling push's own thread: outside the store's lock and beside the commit in progress."""
-        if self._prepare is not None:
-            self._prepare(batch)
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:

@@ -180,7 +180,6 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
             else:  # decoded here, in this worker thread, then stored with the pushes queued meanwhile
                 with self.commits.arriving():
                     batch = decode_batch(request)
-                    self.commits.prepare(batch)  # outside the store's lock, beside other pushes and the commit
                 stored = self.commits.append(batch)
         except BatchError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"rejected batch {request.sequence}: {exc}")

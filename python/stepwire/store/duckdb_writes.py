@@ -362,22 +362,12 @@ class DuckDBWrites:
             names[i] = d[0]
         return names
 
-    @staticmethod
-    def prepare(batch: DecodedBatch) -> None:
-        """Compute the batch's chunk rows ahead (all but their series names), in the caller's thread and outside
-        the store's lock: the collector calls it in each push's own worker thread, so that this work (numpy,
-        mostly without the GIL) runs for several pushes at once and beside the commit in progress."""
-        if "duckdb.chunks" not in batch.prepared:
-            batch.prepared["duckdb.chunks"] = _pack_chunks(batch)
-
     def _scalar_rows(self, batch: DecodedBatch, defs: dict[int, tuple[str, int]]) -> dict[str, npt.NDArray[Any]]:
         """The batch's scalar chunk rows as columns of ``scalar_chunks`` (none if it has no scalars)."""
         if len(batch.group_series) == 0:
             return {}
         names = self._names(batch.group_series, defs, _core.KIND_SCALAR)
-        chunks: dict[str, npt.NDArray[Any]] | None = batch.prepared.get("duckdb.chunks")
-        if chunks is None:
-            chunks = _pack_chunks(batch)
+        chunks = _pack_chunks(batch)
         parts = chunks["parts"]
         if parts is not None:
             names = np.repeat(names, parts)
