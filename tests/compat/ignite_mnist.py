@@ -3,7 +3,12 @@ images (the three ``test_ignite_*`` modules run those examples with only the imp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
+from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
+from ignite.metrics import Accuracy, Loss
+from torch.optim import SGD
 
 import torch
 from torch import nn
@@ -32,3 +37,35 @@ def batches(n: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``n`` batches of 8 random 12x12 images with random labels."""
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(8, 1, 12, 12, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(n)]
+
+
+@dataclass
+class Example:
+    """The engines of Ignite's MNIST logger examples, with the evaluators run at every epoch's end as there."""
+
+    train_loader: list[tuple[torch.Tensor, torch.Tensor]]
+    val_loader: list[tuple[torch.Tensor, torch.Tensor]]
+    model: Net
+    optimizer: SGD
+    trainer: Engine
+    train_evaluator: Engine
+    validation_evaluator: Engine
+
+
+def example() -> Example:
+    """The examples' set-up: SGD(lr=0.01, momentum=0.5), cross-entropy, accuracy and loss metrics, seed 0."""
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.5)
+    criterion = nn.CrossEntropyLoss()
+    metrics = {"accuracy": Accuracy(), "loss": Loss(criterion)}
+    ex = Example(batches(4, 1), batches(2, 2), model, optimizer, create_supervised_trainer(model, optimizer, criterion),
+                 create_supervised_evaluator(model, metrics=metrics),
+                 create_supervised_evaluator(model, metrics=metrics))
+
+    @ex.trainer.on(Events.EPOCH_COMPLETED)
+    def compute_metrics(engine: Engine) -> None:
+        ex.train_evaluator.run(ex.train_loader)
+        ex.validation_evaluator.run(ex.val_loader)
+
+    return ex

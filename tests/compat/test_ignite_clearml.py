@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
+from ignite.engine import Engine, Events, create_supervised_trainer
 from ignite.handlers import Checkpoint
-from ignite.metrics import Accuracy, Loss
-from ignite_mnist import Net, batches
+from ignite_mnist import Net, batches, example
 from torch.optim import SGD
 
 import stepwire
@@ -35,20 +34,9 @@ pytestmark = pytest.mark.usefixtures("clearml_task_state")
 def test_mnist_example_stores_what_clearml_would(collector: CollectorProcess, monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
     monkeypatch.delenv("CI", raising=False)  # Ignite's bypass mode follows $CI
-    torch.manual_seed(0)
-    train_loader, val_loader = batches(4, 1), batches(2, 2)
-    model = Net()
-    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.5)
-    criterion = nn.CrossEntropyLoss()
-    trainer = create_supervised_trainer(model, optimizer, criterion)
-    metrics = {"accuracy": Accuracy(), "loss": Loss(criterion)}
-    train_evaluator = create_supervised_evaluator(model, metrics=metrics)
-    validation_evaluator = create_supervised_evaluator(model, metrics=metrics)
-
-    @trainer.on(Events.EPOCH_COMPLETED)
-    def compute_metrics(engine: Engine) -> None:
-        train_evaluator.run(train_loader)
-        validation_evaluator.run(val_loader)
+    ex = example()  # the examples' engines, model and data
+    train_loader, model, optimizer, trainer = ex.train_loader, ex.model, ex.optimizer, ex.trainer
+    train_evaluator, validation_evaluator = ex.train_evaluator, ex.validation_evaluator
 
     clearml_logger = ClearMLLogger(project_name="examples", task_name="ignite", address=collector.address)
     clearml_logger.attach_output_handler(trainer, event_name=Events.ITERATION_COMPLETED(every=2), tag="training",

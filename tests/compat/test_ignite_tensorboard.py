@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
+from ignite.engine import Engine, Events
 from ignite.handlers import ModelCheckpoint
-from ignite.metrics import Accuracy, Loss
-from ignite_mnist import Net, batches
+from ignite_mnist import example
 from torch.optim import SGD
 
 import stepwire
@@ -33,26 +32,15 @@ from torch import nn
 
 
 def test_mnist_example_stores_what_tensorboard_would(tmp_path: Path) -> None:
-    torch.manual_seed(0)
     log_dir = str(tmp_path / "tensorboard_logs")
-    train_loader, val_loader = batches(4, 1), batches(2, 2)
-    model = Net()
-    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.5)
-    criterion = nn.CrossEntropyLoss()
-    trainer = create_supervised_trainer(model, optimizer, criterion)
-    metrics = {"accuracy": Accuracy(), "loss": Loss(criterion)}
-    train_evaluator = create_supervised_evaluator(model, metrics=metrics)
-    validation_evaluator = create_supervised_evaluator(model, metrics=metrics)
+    ex = example()  # the examples' engines, model and data
+    train_loader, model, optimizer, trainer = ex.train_loader, ex.model, ex.optimizer, ex.trainer
+    train_evaluator, validation_evaluator = ex.train_evaluator, ex.validation_evaluator
     grads: dict[int, np.ndarray] = {}
 
     @trainer.on(Events.ITERATION_COMPLETED(every=2))
     def capture(engine: Engine) -> None:  # before the handlers below, after the optimizer step
         grads[engine.state.iteration] = model.fc2.weight.grad.numpy().copy()  # type: ignore[union-attr]
-
-    @trainer.on(Events.EPOCH_COMPLETED)
-    def compute_metrics(engine: Engine) -> None:
-        train_evaluator.run(train_loader)
-        validation_evaluator.run(val_loader)
 
     tb_logger = TensorboardLogger(log_dir=log_dir)
     tb_logger.attach_output_handler(trainer, event_name=Events.ITERATION_COMPLETED(every=2), tag="training",

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
+from ignite.engine import Engine, Events
 from ignite.handlers import ModelCheckpoint
-from ignite.metrics import Accuracy, Loss
-from ignite_mnist import Net, batches
+from ignite_mnist import example
 from torch.optim import SGD
 
 import stepwire
@@ -21,20 +20,9 @@ from torch import nn
 
 
 def test_mnist_example_stores_what_wandb_would(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    train_loader, val_loader = batches(4, 1), batches(2, 2)
-    model = Net()
-    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.5)
-    criterion = nn.CrossEntropyLoss()
-    trainer = create_supervised_trainer(model, optimizer, criterion)
-    metrics = {"accuracy": Accuracy(), "loss": Loss(criterion)}
-    train_evaluator = create_supervised_evaluator(model, metrics=metrics)
-    validation_evaluator = create_supervised_evaluator(model, metrics=metrics)
-
-    @trainer.on(Events.EPOCH_COMPLETED)
-    def compute_metrics(engine: Engine) -> None:
-        train_evaluator.run(train_loader)
-        validation_evaluator.run(val_loader)
+    ex = example()  # the examples' engines, model and data
+    train_loader, model, optimizer, trainer = ex.train_loader, ex.model, ex.optimizer, ex.trainer
+    train_evaluator, validation_evaluator = ex.train_evaluator, ex.validation_evaluator
 
     wandb_logger = WandBLogger(project="pytorch-ignite-integration", name="ignite-mnist-example",
                                config={"train_batch_size": 8, "epochs": 3, "lr": 0.01, "momentum": 0.5})
