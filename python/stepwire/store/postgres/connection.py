@@ -107,10 +107,10 @@ class Connection:
     def _fail(self, exc: psycopg.Error) -> NoReturn:
         conn = self._conn
         broken = conn is None or conn.closed or conn.broken
-        if broken or isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) \
-                or (exc.sqlstate or "")[:2] in _RETRYABLE_CLASSES:
-            if broken:
-                self.drop()
+        link = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+        if broken or link or (exc.sqlstate or "")[:2] in _RETRYABLE_CLASSES:
+            if broken or link:  # a connection an error of the link left unusable without saying so (one stuck in
+                self.drop()     # pipeline mode after a restart mid-statement) is replaced too, not reused for ever
             raise StoreUnavailable(f"the store {self.masked_url} cannot take this now: "
                                    f"{mask(_first_line(exc))}") from None
         raise exc
