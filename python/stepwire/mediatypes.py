@@ -7,10 +7,15 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+from stepwire.names import check_name
+
+if TYPE_CHECKING:
+    from stepwire.store.base import MediaEntry
 
 MAX_MEDIA_BYTES = 64 << 20
 """The largest media record, encoded (a PNG, a WAV, a Parquet table, ...): larger ones are refused."""
@@ -80,6 +85,15 @@ def check_info(kind: str, mime: str, caption: str) -> str:
     if len(caption.encode("utf-8", "surrogatepass")) > MAX_CAPTION_BYTES:
         raise ValueError(f"a caption holds at most {MAX_CAPTION_BYTES} UTF-8 bytes")
     return kind
+
+
+def check_entry(entry: MediaEntry) -> None:
+    """``ValueError`` unless a media record a store is given has a valid name, a step >= 0, an allowed kind and
+    mime type and a caption within its bound (its content is checked apart, by ``check_content``)."""
+    check_name(entry.name)
+    check_info(entry.kind, entry.mime, entry.caption)
+    if entry.step < 0:
+        raise ValueError(f"step must be >= 0, got {entry.step}")
 
 
 def check_content(kind: str, mime: str, path: Path) -> tuple[int, int]:

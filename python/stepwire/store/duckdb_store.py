@@ -23,7 +23,7 @@ import duckdb
 
 from stepwire import mediatypes
 from stepwire.artifacts import read_file_chunks
-from stepwire.names import check_artifact_name, check_id, check_name
+from stepwire.names import check_artifact_name, check_id
 from stepwire.store.base import (
     ArtifactEntry,
     MediaEntry,
@@ -327,10 +327,7 @@ class DuckDBStore(ChunkReads, DuckDBWrites, Store):
         return self._media_table
 
     def put_media(self, run_id: str, entry: MediaEntry, chunks: Iterable[bytes]) -> MediaEntry:
-        check_name(entry.name)
-        mediatypes.check_info(entry.kind, entry.mime, entry.caption)
-        if entry.step < 0:
-            raise ValueError(f"step must be >= 0, got {entry.step}")
+        mediatypes.check_entry(entry)
         self._run(run_id)
         sha256, size, dims = self._write_blob(chunks, mediatypes.MAX_MEDIA_BYTES,
                                               lambda p: mediatypes.check_content(entry.kind, entry.mime, p))

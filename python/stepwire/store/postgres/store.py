@@ -19,7 +19,7 @@ from typing import Any
 from stepwire import mediatypes
 from stepwire.artifacts import read_file_chunks
 from stepwire.collector.decode import BatchError, DecodedBatch
-from stepwire.names import check_artifact_name, check_name
+from stepwire.names import check_artifact_name
 from stepwire.store import run_merge
 from stepwire.store.base import ArtifactEntry, MediaEntry, RunRecord, Store, TextEntry
 from stepwire.store.blobs import BlobDir, Staged
@@ -300,10 +300,7 @@ class PostgresStore(Reads, Store):
 
     def put_media(self, run_id: str, entry: MediaEntry, chunks: Iterable[bytes]) -> MediaEntry:
         """Store a media record (checked by ``mediatypes.check_content``), replacing one at (rank, name, step)."""
-        check_name(entry.name)
-        mediatypes.check_info(entry.kind, entry.mime, entry.caption)
-        if entry.step < 0:
-            raise ValueError(f"step must be >= 0, got {entry.step}")
+        mediatypes.check_entry(entry)
         self._run(run_id)
         staged = self.blobs.stage(chunks, mediatypes.MAX_MEDIA_BYTES,
                                   lambda p: mediatypes.check_content(entry.kind, entry.mime, p))
