@@ -26,13 +26,14 @@ from stepwire.lifecycle import live_runs
 from stepwire.names import check_artifact_name, check_label, check_name
 from stepwire.ranks import RankInfo
 from stepwire.run_connect import open_run
-from stepwire.run_stats import collect_stats, report_finish
+from stepwire.run_finish import finish_run, flush_run
+from stepwire.run_stats import collect_stats
 from stepwire.sender import Sender
 from stepwire.spool import Spool
 from stepwire.system import SystemSampler
 from stepwire.tensors import check_tensor, cpu_view, is_tensor
 from stepwire.transport import open_channel
-from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
+from stepwire.v1 import ingest_pb2
 from stepwire.values import float_array, sort_values, to_float
 
 if TYPE_CHECKING:
@@ -405,18 +406,7 @@ class Run(_core.Producer):
     def flush(self, timeout: float | None = None) -> bool:
         """Seal everything logged so far and wait until the collector acknowledged it (spool included; for an
         offline run, until it is in the spool); False on timeout (default ``finish_timeout``)."""
-        if self._finished or not self.active:
-            return True
-        if self._binner is not None:
-            self._binner.join()  # histograms still being binned are part of "logged so far"
-        if self._waiter is not None:
-            self._waiter.join()  # device results still on their way are part of "logged so far"
-        if self._media is not None:
-            self._media.join()  # media records still being encoded too
-        deadline = time.monotonic() + (self._finish_timeout if timeout is None else timeout)
-        seq = self._stream.flush(max(0.0, deadline - time.monotonic()))
-        return seq is not None and self._sender.wait(seq, max(0.0, deadline - time.monotonic()),
-                                                     delivered=not self._sender.offline)
+        return flush_run(self, timeout)
 
     def finish(self, status: str = "finished") -> None:
         """Flush, record the rank's ``status`` and release the collector. Idempotent; also runs at exit and on
@@ -424,50 +414,7 @@ class Run(_core.Producer):
         answers, acknowledged; what it has not acknowledged stays in the spool (``spool_dir``), and ``stepwire
         sync`` delivers it. What is still in memory when ``finish_timeout`` runs out is counted as lost. The
         summary line says how much was stored, waits in the spool, was dropped and was lost."""
-        if self._finished:
-            return
-        self._finished = True
-        live_runs.discard(self)
-        if not self.active:
-            self._stream.close()
-            return
-        if self._system is not None:
-            self._system.close()
-        if self._console is not None:
-            self._console.close()  # its last lines go out before the final status
-        if self._binner is not None:
-            self._binner.close()
-        if self._waiter is not None:
-            self._waiter.close()
-        if self._media is not None:
-            self._media.close()
-        deadline = time.monotonic() + self._finish_timeout
-        seq = self._stream.flush(self._finish_timeout) or 0
-        cost = self.stats()  # stored with the run, per rank: the dashboard shows it
-        overhead = {k: cost[k] for k in ("logging_s", "logging_fraction", "logged", "dropped")}
-        self._sender.submit(spool.UPDATE_RUN, ingest_pb2.RunUpdate(
-            run_id=self.id, status=status, finished=time.time(), rank=self.rank,
-            meta_json=json.dumps({"overhead": {str(self.rank): overhead}})), force=True)
-        # everything logged is delivered, spooled or lost; then, while the collector answers, the spool delivered
-        while not self._sender.wait(seq, 0.2, delivered=False) and time.monotonic() < deadline:
-            pass
-        while (self._sender.answering and self._sender.backlog and time.monotonic() < deadline
-               and not self._sender.wait(seq, 0.2)):
-            pass
-        self._sender.close()
-        self._stream.close()
-        if not self._sender.join(timeout=max(1.0, deadline - time.monotonic())):
-            self._sender.abandon(int(self._stream.stats()["logged"]), f"still in memory when finish() gave up "
-                                 f"after finish_timeout={self._finish_timeout:g} s")
-        report_finish(self, status, self.stats())
-        if self._channel is not None:
-            if self._sender.answering:
-                try:
-                    ingest_pb2_grpc.IngestStub(self._channel).Heartbeat(
-                        ingest_pb2.Lease(client_id=self._stream_id, release=True), timeout=2.0)
-                except grpc.RpcError:
-                    pass  # the lease expires by itself
-            self._channel.close()
+        finish_run(self, status)
 
     def stats(self) -> dict[str, Any]:
         """Counts of items (scalar points and histograms). ``logged``: accepted by logging calls; ``dropped``:
