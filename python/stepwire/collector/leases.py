@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Collection
+from typing import Protocol, runtime_checkable
 
 from stepwire.store.base import Store
 
@@ -13,6 +16,35 @@ log = logging.getLogger("stepwire.collector")
 LEASE_TTL_S = 15.0
 """A client that has not sent a heartbeat for this long no longer keeps an idle collector alive, and the run rank
 it logged for is marked crashed."""
+
+
+COLLECTOR_TTL_ENV = "STEPWIRE_COLLECTOR_TTL"
+"""Seconds (default ``COLLECTOR_TTL_S``) after which the collectors sharing a store take a silent collector for
+dead and mark the ranks it served crashed."""
+
+COLLECTOR_TTL_S = 30.0
+"""A collector on a shared store not heard of for this long is dead: another marks its running ranks crashed."""
+
+
+def collector_ttl() -> float:
+    """``$STEPWIRE_COLLECTOR_TTL`` seconds, else ``COLLECTOR_TTL_S``."""
+    raw = os.environ.get(COLLECTOR_TTL_ENV, "").strip()
+    try:
+        ttl = float(raw) if raw else COLLECTOR_TTL_S
+    except ValueError:
+        raise ValueError(f"${COLLECTOR_TTL_ENV} must be a number of seconds, got {raw!r:.40}") from None
+    if not ttl > 0:
+        raise ValueError(f"${COLLECTOR_TTL_ENV} must be > 0, got {raw!r:.40}")
+    return ttl
+
+
+@runtime_checkable
+class SharedLiveness(Protocol):
+    """A store shared by collectors that knows which collector serves which ranks (``PostgresStore``)."""
+
+    def heartbeat(self, serving: Collection[tuple[str, int]], ttl_s: float) -> list[tuple[str, int]]:
+        """Record this collector and the ranks it serves; mark crashed the running ranks of collectors silent
+        for ``ttl_s``; returns those marked."""
 
 
 class Activity:
@@ -59,6 +91,12 @@ class Activity:
             self._prune(now)
             return 0.0 if self._leases else now - self.last_rpc
 
+    def serving(self) -> set[tuple[str, int]]:
+        """The (run id, rank) pairs whose clients hold a live lease here."""
+        with self._lock:
+            self._prune(time.monotonic())
+            return set(self._owners.values())
+
     def heard_of(self, run: tuple[str, int]) -> bool:
         """True if a client of ``run`` (run id, rank) has held a lease here since this collector started."""
         with self._lock:
@@ -79,8 +117,15 @@ def mark_crashed(store: Store, activity: Activity) -> list[tuple[str, int]]:
     """Mark "crashed" every rank of a running run that no client has renewed a lease for in ``LEASE_TTL_S``,
     with the time of its last data as the run's end; a rank whose client speaks again is running again. On a
     store other collectors share, only the ranks whose clients this collector has served are judged: another
-    node's live rank never renews a lease here. Returns the (run, rank) pairs marked."""
+    node's live rank never renews a lease here; such a store (``SharedLiveness``) hears this collector's heartbeat
+    and which ranks it serves, and this collector marks the ranks of a collector silent for ``collector_ttl()``
+    crashed. Returns the (run, rank) pairs marked."""
     marked = []
+    if store.shared and isinstance(store, SharedLiveness):
+        ttl = collector_ttl()
+        for key in store.heartbeat(activity.serving(), ttl):
+            log.warning("run %s rank %s: its collector was not heard of for %.0f s, marked crashed", *key, ttl)
+            marked.append(key)
     for run in store.runs():
         for rank_key, status in dict(run.meta.get("ranks", {})).items():
             key = (run.id, int(rank_key))

@@ -1,13 +1,17 @@
-"""The PostgreSQL store's connection: opened (and the schema migrated) on demand, dropped when it breaks.
+"""The PostgreSQL store's connections: the writer's (the schema migrated when it opens) and a few readers'
+(``ReadPool``), each opened on demand and replaced when it breaks.
 
-A lost connection, a restarted or shutting-down server, a serialisation failure or a deadlock becomes
-``StoreUnavailable`` (the collector answers UNAVAILABLE, which clients retry, spooling meanwhile); the next call
-connects again. Passwords never appear in messages (``mask``).
+Every error of the database becomes ``StoreUnavailable`` (the collector answers UNAVAILABLE, which clients retry,
+spooling meanwhile): a lost connection, a restarted or shutting-down server, a serialisation failure or a
+deadlock, a server gone read-only or refusing a privilege: nothing was stored and the same request may succeed
+later. The one exception is the data of a single batch, which the store refuses alone (``BatchError``, before
+the error gets here). The next call connects again. Passwords never appear in messages (``mask``).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -23,9 +27,10 @@ log = logging.getLogger("stepwire.store")
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-_RETRYABLE_CLASSES = ("08", "40", "53", "57", "58")
-"""SQLSTATE classes worth a retry: connection, transaction rollback (serialisation, deadlock), insufficient
-resources, operator intervention (shutdown, restart), system error."""
+_EXPECTED_CLASSES = ("08", "40", "53", "57", "58")
+"""SQLSTATE classes of the database's own passing troubles, not logged: connection, transaction rollback
+(serialisation, deadlock), insufficient resources, operator intervention (shutdown, restart), system error.
+Others (a server gone read-only, a privilege revoked, a table missing) are logged too: they need an operator."""
 
 
 LINK_DEFAULTS = {"keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2", "keepalives_count": "3",
@@ -36,12 +41,15 @@ UNAVAILABLE meanwhile and reconnects once the link is back."""
 
 
 class Connection:
-    """One connection to ``url`` (autocommit outside ``run``'s transactions), thread-safe by a lock."""
+    """One connection to ``url`` (autocommit outside ``run``'s transactions), thread-safe by a lock; it shows as
+    ``application_name`` in ``pg_stat_activity``."""
 
-    def __init__(self, url: str, connect_timeout: float = 10.0, migrate_schema: bool = True) -> None:
+    def __init__(self, url: str, connect_timeout: float = 10.0, migrate_schema: bool = True,
+                 application_name: str = "stepwire") -> None:
         self.url = url
         self.connect_timeout = connect_timeout
         self.migrate_schema = migrate_schema
+        self.application_name = application_name
         self.lock = threading.RLock()
         self._conn: Conn | None = None
         self._connected = False  # once connected, a later connect is a reconnect
@@ -59,7 +67,7 @@ class Connection:
         self.drop()
         try:
             given = conninfo_to_dict(self.url)
-            settings = {k: v for k, v in {**LINK_DEFAULTS, "application_name": "stepwire",
+            settings = {k: v for k, v in {**LINK_DEFAULTS, "application_name": self.application_name,
                                           "connect_timeout": str(max(1, int(self.connect_timeout)))}.items()
                         if k not in given}
             conn: Conn = psycopg.connect(make_conninfo(self.url, **settings), autocommit=True)
@@ -105,15 +113,18 @@ class Connection:
                 self._fail(exc)
 
     def _fail(self, exc: psycopg.Error) -> NoReturn:
+        """``StoreUnavailable`` for any error of the database (the request changed nothing and may be retried);
+        a connection it left unusable is replaced at the next call."""
         conn = self._conn
         broken = conn is None or conn.closed or conn.broken
-        link = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
-        if broken or link or (exc.sqlstate or "")[:2] in _RETRYABLE_CLASSES:
-            if broken or link:  # a connection an error of the link left unusable without saying so (one stuck in
-                self.drop()     # pipeline mode after a restart mid-statement) is replaced too, not reused for ever
-            raise StoreUnavailable(f"the store {self.masked_url} cannot take this now: "
-                                   f"{mask(_first_line(exc))}") from None
-        raise exc
+        if broken or isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            self.drop()  # a connection an error of the link left unusable without saying so (one stuck in pipeline
+            #              mode after a restart mid-statement) is replaced too, not reused for ever
+        elif not exc.sqlstate or exc.sqlstate[:2] not in _EXPECTED_CLASSES:
+            log.warning("the store %s failed: %s (%s)", self.masked_url, mask(_first_line(exc)),
+                        type(exc).__name__)
+        raise StoreUnavailable(f"the store {self.masked_url} cannot take this now: {mask(_first_line(exc))} "
+                               f"(SQLSTATE {exc.sqlstate or 'none'})") from None
 
     def drop(self) -> None:
         """Close the connection (the next call opens a new one)."""
@@ -131,6 +142,39 @@ class Connection:
 
     def __del__(self) -> None:  # a reader nobody closed (Api(store=URL)) closes its connection when collected
         self.drop()
+
+
+class ReadPool:
+    """Up to ``size`` reader connections to ``url`` (opened as reads need them, never migrating the schema), apart
+    from the writer's: a long read holds up neither ingest nor other reads, and a broken one is replaced alone."""
+
+    def __init__(self, url: str, connect_timeout: float = 10.0, size: int = 3) -> None:
+        if size < 1:
+            raise ValueError(f"a read pool needs at least one connection, got {size}")
+        self.connections = [Connection(url, connect_timeout, migrate_schema=False,
+                                       application_name="stepwire-read") for _ in range(size)]
+        self._free: queue.LifoQueue[Connection] = queue.LifoQueue()  # the last used first: idle ones stay closed
+        for c in reversed(self.connections):
+            self._free.put(c)
+
+    @property
+    def reconnected(self) -> int:
+        """Times a broken reader connection was replaced."""
+        return sum(c.reconnected for c in self.connections)
+
+    def run(self, fn: Callable[[Conn], T]) -> T:
+        """``fn(connection)`` on a free reader connection (waiting for one), outside a transaction; see
+        ``Connection.run``."""
+        conn = self._free.get()
+        try:
+            return conn.run(fn, transaction=False)
+        finally:
+            self._free.put(conn)
+
+    def close(self) -> None:
+        """Close every reader connection (a later read opens one again)."""
+        for c in self.connections:
+            c.close()
 
 
 def _first_line(exc: BaseException) -> str:

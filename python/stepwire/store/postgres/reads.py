@@ -1,5 +1,5 @@
 """Reads of the PostgreSQL store: ``ChunkReads`` (shared with the DuckDB store, over the same chunk layout) in
-PostgreSQL's dialect."""
+PostgreSQL's dialect, on reader connections of their own (``ReadPool``): never behind the writer's."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 from stepwire.store.chunk_reads import RUN_COLUMNS, ChunkReads, run_record
-from stepwire.store.postgres.connection import Connection
+from stepwire.store.postgres.connection import Conn, ReadPool
 
 __all__ = ["KEYS_PER_QUERY", "RUN_COLUMNS", "Reads", "run_record"]
 
@@ -22,7 +22,7 @@ C = ' COLLATE "C"'  # names sort by their bytes, as DuckDB sorts them, whatever 
 class Reads(ChunkReads):
     """The read side (``Reader``) of ``PostgresStore``: every query bounded, one page at a time."""
 
-    _db: Connection
+    _reads: ReadPool
 
     _P = "%s"
     _ID = "id"
@@ -46,10 +46,12 @@ class Reads(ChunkReads):
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of one query, all at once (callers bound what they ask for); none from a database that has no
         stepwire schema yet (a reader opened before any collector made it)."""
-        try:
-            return self._db.run(lambda c: c.execute(sql, list(params)).fetchall(), transaction=False)
-        except psycopg.errors.UndefinedTable:
-            return []
+        def query(c: Conn) -> list[tuple[Any, ...]]:
+            try:
+                return c.execute(sql, list(params)).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return []
+        return self._reads.run(query)
 
     def _keys_per_query(self) -> int:
         return KEYS_PER_QUERY

@@ -64,6 +64,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, rank, name, step));
     CREATE INDEX media_by_sha ON media (sha256, run_id);
     """,
+    # 2: collectors' heartbeats and the ranks each serves (store/postgres/collectors.py): a dead collector's
+    # running ranks are marked crashed by the others
+    """
+    CREATE TABLE collectors (
+        collector_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,
+        started DOUBLE PRECISION NOT NULL, last_seen DOUBLE PRECISION NOT NULL);  -- the database's clock
+    CREATE TABLE collector_ranks (
+        run_id TEXT NOT NULL, rank INTEGER NOT NULL, collector_id TEXT NOT NULL, PRIMARY KEY (run_id, rank));
+    CREATE INDEX collector_ranks_by_collector ON collector_ranks (collector_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

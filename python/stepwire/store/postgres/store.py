@@ -12,9 +12,11 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from stepwire import mediatypes
 from stepwire.artifacts import read_file_chunks
@@ -24,10 +26,21 @@ from stepwire.store import run_merge
 from stepwire.store.base import ArtifactEntry, MediaEntry, RunRecord, Store, TextEntry
 from stepwire.store.blobs import BlobDir, Staged
 from stepwire.store.postgres import rows
-from stepwire.store.postgres.connection import Conn, Connection
+from stepwire.store.postgres.collectors import Collectors
+from stepwire.store.postgres.connection import Conn, Connection, ReadPool
 from stepwire.store.postgres.reads import RUN_COLUMNS, Reads, run_record
 
 MAX_SERIES_PER_STREAM = 1_000_000
+READERS = 3
+"""Reader connections a store opens at most (as reads need them), apart from its writer's."""
+_LAST_DATA_SQL = """SELECT greatest((SELECT max(b.received) FROM batches b JOIN streams s USING (stream_id)
+                                     WHERE s.run_id = %s AND s.rank = %s),
+                                    (SELECT max(wall_time) FROM texts WHERE run_id = %s AND rank = %s),
+                                    (SELECT created FROM runs WHERE run_id = %s))"""
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().split("\n", 1)[0]
 
 
 def _blob_lock(c: Conn, sha256: str) -> None:
@@ -42,15 +55,18 @@ class PostgresStore(Reads, Store):
     shared = True
 
     def __init__(self, url: str, blob_dir: str | os.PathLike[str], read_only: bool = False,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, readers: int = READERS) -> None:
         self.url = url
         self.read_only = read_only
         self.blobs = BlobDir(blob_dir)
-        self._db = Connection(url, connect_timeout, migrate_schema=not read_only)
+        self._db = Connection(url, connect_timeout, migrate_schema=not read_only)  # writes (and their reads)
         self._db.on_reconnect = self._forget
+        self._reads = ReadPool(url, connect_timeout, readers)  # reads: never waiting for a commit, nor it for them
         self._defs: dict[str, dict[int, tuple[str, int]]] = {}  # stream -> series id -> (name, kind)
         self._streams: dict[str, tuple[str, int]] = {}  # stream -> (run, rank)
-        self._db.run(lambda c: None, transaction=False)  # connect (and migrate) now: a bad URL fails at start
+        self.collectors = Collectors()  # this collector's heartbeat
+        # connect (and migrate) now: a bad URL fails at start
+        (self._reads.run if read_only else lambda fn: self._db.run(fn, transaction=False))(lambda c: None)
 
     @property
     def location(self) -> str:
@@ -59,8 +75,8 @@ class PostgresStore(Reads, Store):
 
     @property
     def reconnected(self) -> int:
-        """Times a broken connection was replaced."""
-        return self._db.reconnected
+        """Times a broken connection (the writer's or a reader's) was replaced."""
+        return self._db.reconnected + self._reads.reconnected
 
     def _forget(self) -> None:
         self._defs.clear()
@@ -106,12 +122,30 @@ class PostgresStore(Reads, Store):
 
     def last_data(self, run_id: str, rank: int) -> float:
         """When data of ``rank`` of the run last arrived (the run's start if none)."""
-        rows_ = self._query("""SELECT greatest(
-                                   (SELECT max(b.received) FROM batches b JOIN streams s USING (stream_id)
-                                    WHERE s.run_id = %s AND s.rank = %s),
-                                   (SELECT max(wall_time) FROM texts WHERE run_id = %s AND rank = %s),
-                                   (SELECT created FROM runs WHERE run_id = %s))""", [run_id, rank] * 2 + [run_id])
+        rows_ = self._query(_LAST_DATA_SQL, [run_id, rank] * 2 + [run_id])
         return float(rows_[0][0]) if rows_ and rows_[0][0] is not None else time.time()
+
+    def heartbeat(self, serving: Collection[tuple[str, int]], ttl_s: float) -> list[tuple[str, int]]:
+        """Record that this collector lives and serves the ranks ``serving`` (run id, rank), and mark crashed the
+        running ranks of collectors not seen for ``ttl_s``, once, in one transaction (see ``collectors``).
+        Returns the (run id, rank) pairs marked."""
+        def tx(c: Conn) -> list[tuple[str, int]]:
+            self.collectors.beat(c, serving)
+            marked = []
+            for _, run_id, rank in self.collectors.claim_dead(c, ttl_s):
+                try:
+                    current = self._locked_run(c, run_id)
+                except KeyError:
+                    continue
+                if current.meta.get("ranks", {}).get(str(rank)) != "running":
+                    continue
+                row = c.execute(_LAST_DATA_SQL, [run_id, rank] * 2 + [run_id]).fetchone()
+                finished = float(row[0]) if row and row[0] is not None else time.time()
+                run_merge.update(current, None, "crashed", finished, False, None, rank)
+                self._save_run(c, current)
+                marked.append((run_id, rank))
+            return marked
+        return self._db.run(tx)
 
     # -- batches -------------------------------------------------------------------------------------------
     def append(self, batch: DecodedBatch) -> bool:
@@ -144,6 +178,8 @@ class PostgresStore(Reads, Store):
                         results[i] = self._stage(c, batches[i], now, chunks, hists, staged_defs, staged_streams)
                 except BatchError as exc:
                     results[i] = exc
+                except psycopg.DataError as exc:  # a value the columns cannot hold (SQLSTATE class 22): this batch's
+                    results[i] = BatchError(f"the store refuses it: {_first_line(exc)}")
             self._copy(c, "scalar_chunks", rows.CHUNK_COLUMNS, rows.CHUNK_TYPES, chunks)
             self._copy(c, "histograms", rows.HIST_COLUMNS, rows.HIST_TYPES, hists)
             return results
@@ -329,6 +365,7 @@ class PostgresStore(Reads, Store):
         return read_file_chunks(self.media_path(run_id, sha256))
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
         self._db.close()
+        self._reads.close()
 
