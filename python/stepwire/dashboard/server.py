@@ -42,28 +42,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
-import math
 import mimetypes
 import os
 import re
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-import grpc
-import numpy as np
-
 from stepwire.dashboard.bundle import BUNDLE_CACHE, PLOTLY_BUNDLE, STATIC, etag_matches, page
-from stepwire.dashboard.compare import CompareError, compare
-from stepwire.dashboard.panels import CONSOLE_LINES, TABLE_ROWS, PanelError, Panels
-from stepwire.store.base import Reader, StoreUnavailable
+from stepwire.dashboard.compare import CompareError
+from stepwire.dashboard.connections import ConnectionServer
+from stepwire.dashboard.json_api import answer, failure_status, one_param
+from stepwire.dashboard.json_api import encode_json as encode_json
+from stepwire.dashboard.panels import PanelError, Panels
+from stepwire.store.base import Reader
 from stepwire.transport import is_loopback
 
 log = logging.getLogger("stepwire.dashboard")
@@ -87,8 +84,6 @@ BLOB_HEADERS = {"Content-Security-Policy": BLOB_CSP, "X-Frame-Options": "SAMEORI
 SECURITY_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                     "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 PAGES = ("/", "/index.html")
-INT64 = (-(2**63), 2**63 - 1)
-RANKS = (0, 2**31 - 1)
 _TOKEN_IN_TEXT = re.compile(r"(?i)(token(?:=|%3d))[^&\s'\"]*")
 
 
@@ -99,98 +94,6 @@ def without_query(text: str) -> str:
         return _TOKEN_IN_TEXT.sub(r"\1<redacted>", text)
     end = text.rfind(" HTTP/")
     return text[:q] + "?<redacted>" + (text[end:] if end > q else "")
-
-
-def _nonfinite(value: float) -> str:
-    return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else _nonfinite(obj)
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.generic | np.ndarray):
-        return _finite(obj.tolist())
-    return obj
-
-
-def _numpy(obj: Any) -> Any:
-    if isinstance(obj, np.generic | np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def encode_json(obj: Any) -> bytes:
-    """Strict JSON (no ``NaN`` tokens): non-finite floats become ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``."""
-    try:
-        return json.dumps(obj, allow_nan=False, default=_numpy).encode()
-    except ValueError:  # a non-finite float somewhere: walk the answer once more, replacing them
-        return json.dumps(_finite(obj), allow_nan=False, default=_numpy).encode()
-
-
-def _one(query: dict[str, list[str]], key: str, default: str | None = None) -> str:
-    values = query.get(key)
-    if not values:
-        if default is None:
-            raise PanelError(f"missing parameter {key!r}")
-        return default
-    return values[-1]
-
-
-def _int(query: dict[str, list[str]], key: str, default: int | None = None,
-         bounds: tuple[int, int] = INT64) -> int | None:
-    raw = query.get(key)
-    if not raw or raw[-1] == "":
-        return default
-    text = raw[-1].strip()
-    if not re.fullmatch(r"[+-]?[0-9]{1,20}", text):
-        raise PanelError(f"{key} must be an integer, got {raw[-1][:40]!r}")
-    value = int(text)
-    if not bounds[0] <= value <= bounds[1]:
-        raise PanelError(f"{key} must be between {bounds[0]} and {bounds[1]}, got {value}")
-    return value
-
-
-def _api(panels: Panels, route: str, q: dict[str, list[str]]) -> Any:
-    if route == "runs":
-        return panels.runs(q.get("project", [None])[-1])
-    if route == "series":
-        return panels.series(_one(q, "run"))
-    if route == "scalars":
-        return panels.scalars(_one(q, "run"), _one(q, "name"), _one(q, "x", "step"), _int(q, "points", 1000) or 0)
-    if route == "heatmap":
-        return panels.heatmap(_one(q, "run"), _one(q, "name"), _int(q, "steps", 200) or 0,
-                              _int(q, "rows", 120) or 0, _int(q, "rank", bounds=RANKS))
-    if route == "histogram":
-        return panels.histogram(_one(q, "run"), _one(q, "name"), _int(q, "step"), _int(q, "rank", bounds=RANKS),
-                                _int(q, "bins", 64) or 0)
-    if route == "skew":
-        return panels.skew(_one(q, "run"))
-    if route == "compare":
-        return compare(panels.reader, q.get("runs", [""])[-1] or None, q.get("project", [""])[-1] or None)
-    if route == "console":
-        return panels.console(_one(q, "run"), _int(q, "rank", bounds=RANKS), q.get("q", [""])[-1],
-                              _int(q, "lines", CONSOLE_LINES) or 0)
-    if route == "media":
-        return panels.media(_one(q, "run"), q.get("name", [""])[-1] or None, q.get("kind", [""])[-1] or None)
-    if route == "media/table":
-        return panels.media_table(_one(q, "run"), _one(q, "sha"), q.get("name", [""])[-1] or None,
-                                  _int(q, "rows", TABLE_ROWS) or 0)
-    raise PanelError(f"no API route {route!r}", status=404)
-
-
-def _rpc_status(exc: Exception) -> int | None:
-    """The HTTP status for a store that cannot answer now (503: retry) or a failed call to the Query service
-    behind the dashboard (``stepwire ui``), else None."""
-    if isinstance(exc, StoreUnavailable):
-        return 503
-    if not isinstance(exc, grpc.Call):
-        return None
-    return {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.OUT_OF_RANGE: 400,
-            grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.UNAVAILABLE: 503}.get(exc.code(), 502)
 
 
 def _split_host(value: str) -> tuple[str, int | None] | None:
@@ -258,7 +161,7 @@ def _handler(panels: Panels, token: str | None, on_request: Callable[[], None], 
 
         def _blob(self, query: dict[str, list[str]]) -> None:
             """A media record's content, streamed: typed by the stored record, sandboxed, never sniffed."""
-            entry, chunks = panels.media_blob(_one(query, "run"), _one(query, "sha"),
+            entry, chunks = panels.media_blob(one_param(query, "run"), one_param(query, "sha"),
                                               query.get("name", [""])[-1] or None)
             self.send_response(200)
             self.send_header("Content-Type", entry.mime)
@@ -411,7 +314,7 @@ def _handler(panels: Panels, token: str | None, on_request: Callable[[], None], 
                 elif path == "/api/media/blob":
                     self._blob(query)
                 elif path.startswith("/api/"):
-                    self._json(200, _api(panels, path[5:], query))
+                    self._json(200, answer(panels, path[5:], query))
                 else:
                     self._json(HTTPStatus.NOT_FOUND, {"error": f"nothing at {path[:200]}"})
             except (PanelError, CompareError) as exc:
@@ -421,7 +324,7 @@ def _handler(panels: Panels, token: str | None, on_request: Callable[[], None], 
             except (BrokenPipeError, ConnectionResetError, TimeoutError):
                 raise
             except Exception as exc:  # a store or Query-service failure: say so, keep serving
-                status = _rpc_status(exc)
+                status = failure_status(exc)
                 if status is None:
                     log.exception("dashboard request %s failed", without_query(self.path))
                 else:
@@ -429,69 +332,6 @@ def _handler(panels: Panels, token: str | None, on_request: Callable[[], None], 
                 self._json(status or HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
 
     return Handler
-
-
-class _Server(ThreadingHTTPServer):
-    """A thread per connection, at most ``MAX_CONNECTIONS`` at once; TLS handshakes happen in those threads (with
-    the socket timeout), never in the one that accepts."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], tls: ssl.SSLContext | None) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.tls = tls
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        super().__init__(address, BaseHTTPRequestHandler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            body = b'{"error": "the dashboard is serving too many connections; try again"}'
-            try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-                                % (len(body), body))
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            if self.tls is not None:
-                request.settimeout(REQUEST_TIMEOUT_S)
-                plain, request = request, self.tls.wrap_socket(request, server_side=True,
-                                                               do_handshake_on_connect=False)
-                plain.close()  # detached by the wrapping: this only marks it closed
-                try:
-                    request.do_handshake()
-                except (OSError, ValueError) as exc:
-                    log.debug("TLS handshake with %s failed: %s", client_address, exc)
-                    self.close_request(request)
-                    return
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def shutdown_request(self, request: Any) -> None:
-        """Close after reading what the client still sends (briefly): closing with unread input would reset the
-        connection and could destroy the answer just sent, e.g. the error about a request too large."""
-        try:
-            request.shutdown(socket.SHUT_WR)
-            request.settimeout(0.5)
-            drained = 0
-            while drained < 1 << 20 and (chunk := request.recv(65536)):
-                drained += len(chunk)
-        except (OSError, ValueError):
-            pass
-        self.close_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("dashboard connection from %s failed", client_address, exc_info=True)
 
 
 def _allowed_hosts(given: Sequence[str] | None) -> set[str]:
@@ -529,7 +369,7 @@ class Dashboard:
             tls.load_cert_chain(tls_cert, tls_key)
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
-        self.httpd = _Server((host or "127.0.0.1", int(port)), tls)
+        self.httpd = ConnectionServer((host or "127.0.0.1", int(port)), tls, MAX_CONNECTIONS, REQUEST_TIMEOUT_S)
         bound_host, bound_port = self.httpd.server_address[:2]
         bound = bound_host if isinstance(bound_host, str) else bound_host.decode()
         shown = host or bound
