@@ -31,6 +31,27 @@ ROW_GROUP_ROWS = 16384
 with it, which at DuckDB's default size and rows of 24 KiB took more than 64 MiB; at 16,384 rows (at most 400 MB
 of points) it stays within ``MIN_MEMORY_LIMIT``, and checkpoints rewrite less."""
 
+UNCOMPRESSED = ("zstd", "dict_fsst", "fsst", "dictionary")
+"""DuckDB's compression methods for strings and blobs, all turned off: points are stored as they are.
+
+ZSTD decompresses 1,024 rows at a time (24 MiB of points per scanning thread, whichever row is read). DICT_FSST
+(DuckDB 1.3 on; FSST and dictionary before it) trains its symbol table on every blob at each checkpoint: with it,
+checkpointing 7.8 M points (180 MiB of chunk rows) took 31.6 CPU-s, without it 0.2 CPU-s, for a file 1.6 times
+as large (docs/ingest.md). Names, run and stream ids lose their dictionary too, a few percent of a chunk row."""
+
+
+def store_uncompressed(con: duckdb.DuckDBPyConnection) -> None:
+    """Turn off ``UNCOMPRESSED`` on ``con``: those this DuckDB knows (one before 1.3 lacks DICT_FSST)."""
+    known = []
+    for method in UNCOMPRESSED:
+        try:
+            con.execute(f"SET disabled_compression_methods = {sql_string(method)}")
+        except duckdb.Error:
+            continue
+        known.append(method)
+    con.execute(f"SET disabled_compression_methods = {sql_string(','.join(known))}")
+
+
 def parse_bytes(text: str) -> int:
     """``"512MB"``, ``"1 GiB"``, ``"1073741824"`` as bytes (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
     units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

@@ -46,6 +46,7 @@ from stepwire.store.duckdb_schema import (
     memory_limit,
     parse_bytes,
     sql_string,
+    store_uncompressed,
 )
 from stepwire.store.duckdb_writes import MAX_CHUNK_POINTS, MAX_SERIES_PER_STREAM, DuckDBWrites
 
@@ -125,10 +126,9 @@ class DuckDBStore(ChunkReads, DuckDBWrites, Store):
                     options = f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}" + (", READ_ONLY" if self.read_only else "")
                     con.execute(f"ATTACH {sql_string(str(self.path))} AS store ({options})")
                     con.execute("USE store")
-                    # DuckDB's ZSTD for blobs decompresses 1,024 rows at a time (24 MiB of points per scanning
-                    # thread, whichever row is read; gigabytes for rows of the old layout): points are stored
-                    # uncompressed and read back row by row
-                    con.execute("SET disabled_compression_methods = 'zstd'")
+                    # points are stored uncompressed and read back row by row (duckdb_schema.UNCOMPRESSED: ZSTD
+                    # reads 1,024 rows at a time, DICT_FSST made each checkpoint cost 150 times as much CPU)
+                    store_uncompressed(con)
                 except BaseException:
                     con.close()
                     raise
