@@ -182,21 +182,30 @@ def _parameters(handler: BaseWeightsHandler, grads: bool) -> list[tuple[str, tor
     return out
 
 
-class _ScalarHandler(_Handler, BaseWeightsScalarHandler):
+class _ParamsHandler(_Handler, BaseWeightsHandler):
+    """What the weights and grads handlers share: the parameters they read (their gradients with ``grads``)."""
+
     grads = False
 
-    def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
+    def _read(self, engine: Engine, logger: Any, event_name: str | Events
+              ) -> tuple[RunLogger, str, list[tuple[str, torch.Tensor]], int | None]:
+        """The logger, the kind ("weights" or "grads"), the ``(name, tensor)`` of every whitelisted parameter and
+        the step to log them at (None: none)."""
         target = self._target(logger)
-        naming = target.naming
-        kind = "grads" if self.grads else "weights"
         named = _parameters(self, self.grads)
-        step = naming.step(engine.state.get_event_attrib_value(event_name))
+        step = target.naming.step(engine.state.get_event_attrib_value(event_name))
+        return target, "grads" if self.grads else "weights", named, step
+
+
+class _ScalarHandler(_ParamsHandler, BaseWeightsScalarHandler):
+    def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
+        target, kind, named, step = self._read(engine, logger, event_name)
         if not named or step is None:
             return
         tensors = [t for _, t in named]
         results: list[Any] = (list(torch._foreach_norm(tensors))  # one fused launch per device and dtype
                               if self.reduction is torch.norm else [self.reduction(t) for t in tensors])
-        target.store_values({naming.reduced(self.tag, kind, self.reduction.__name__, name): r
+        target.store_values({target.naming.reduced(self.tag, kind, self.reduction.__name__, name): r
                              for (name, _), r in zip(named, results, strict=True)}, step)
 
 
@@ -210,17 +219,12 @@ class GradsScalarHandler(_ScalarHandler):
     grads = True
 
 
-class _HistHandler(_Handler, BaseWeightsHandler):
-    grads = False
-
+class _HistHandler(_ParamsHandler):
     def __call__(self, engine: Engine, logger: Any, event_name: str | Events) -> None:
-        target = self._target(logger)
-        naming = target.naming
-        kind = "grads" if self.grads else "weights"
-        named = [(naming.histogram(self.tag, kind, name), t) for name, t in _parameters(self, self.grads)]
-        step = naming.step(engine.state.get_event_attrib_value(event_name))
+        target, kind, named, step = self._read(engine, logger, event_name)
         if named and step is not None:
-            ModelStats(target.stepwire_run).log(named, step, scalars=False)
+            ModelStats(target.stepwire_run).log([(target.naming.histogram(self.tag, kind, name), t)
+                                                 for name, t in named], step, scalars=False)
 
 
 class WeightsHistHandler(_HistHandler):
