@@ -38,8 +38,9 @@ LIMIT = 64 << 20
 """DuckDB's memory limit of the load test's collector."""
 
 PROCESS_BYTES = 512 << 20
-"""What the collector holds beside DuckDB: the process (~110 MiB) and the batch each of its 8 worker threads
-holds, compressed and decoded (stepwire clients seal at most 16 MiB)."""
+"""What the collector holds beside DuckDB: the process (~110 MiB), the batches admitted (128 MiB of requests and
+their decoded columns, collector/admission.py), a group commit's chunk rows while packed (up to 3 x 16 MiB) and
+the requests of workers waiting for room (stepwire clients seal at most 16 MiB)."""
 
 LOADER = textwrap.dedent("""
     import json, sys, time, stepwire

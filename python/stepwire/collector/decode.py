@@ -106,6 +106,20 @@ _HIST_COLUMNS: dict[str, type[np.generic]] = {
 }
 
 
+_SCALAR_COLUMNS = ("series_ids", "group_lengths", "steps", "values", "wall_times")
+
+
+def declared_bytes(batch: ingest_pb2.Batch) -> int:
+    """What ``batch``'s columns declare they inflate to (read from the LZ4 block headers, nothing inflated): 0 for
+    an uncompressed batch, whose arrays are views of its own bytes. A forged header only costs its sender: the
+    decoder refuses any column that does not inflate to what it declares."""
+    if batch.compression != ingest_pb2.COMPRESSION_LZ4_BLOCK:
+        return 0
+    raws = [getattr(batch.scalars, name) for name in _SCALAR_COLUMNS]
+    raws += [getattr(batch.histograms, name) for name in _HIST_COLUMNS]
+    return sum(max(0, int.from_bytes(raw[:4], "little", signed=True)) for raw in raws if len(raw) >= 4)
+
+
 def decode_batch(batch: ingest_pb2.Batch) -> DecodedBatch:
     """Decode and validate ``batch``; raise ``BatchError`` saying what is wrong."""
     try:

@@ -7,8 +7,9 @@ it commits, the next pushes queue up and the next leader takes them all. Nobody 
 waits (at most ``window_s``) only while other pushes are still being decoded, so one client alone is never
 slowed. A batch is acknowledged only after the transaction holding it committed.
 
-Memory stays bounded: what is queued is at most ``max_queued_bytes`` (decoded); a push finding no room waits for
-it up to ``queue_wait_s``, then gets ``QueueFull`` (the collector answers RESOURCE_EXHAUSTED, which clients retry).
+What is queued is bounded by the collector's byte budget (``stepwire.collector.admission``), which every push holds
+until its group committed; a group holds at most ``max_group_bytes``, since storing it takes about twice its size
+again while its chunk rows are packed.
 """
 
 from __future__ import annotations
@@ -33,15 +34,9 @@ bench/bench_ingest.py)."""
 WINDOW_S = 0.005
 """How long a leader waits at most for pushes still being decoded, to store them in the same transaction."""
 
-MAX_GROUP_BYTES = 64 << 20
-"""Decoded bytes stored in one transaction at most (one batch more if it alone is larger)."""
-
-MAX_QUEUED_BYTES = 256 << 20
-"""Decoded bytes waiting to be stored at most."""
-
-QUEUE_WAIT_S = 20.0
-"""How long a push waits for room in the queue before it is answered RESOURCE_EXHAUSTED: callers rather wait
-(within the clients' 30 s RPC deadline) than retry, since a client spools what is pushed back for 2 s."""
+MAX_GROUP_BYTES = 16 << 20
+"""Decoded bytes stored in one transaction at most (one batch, if it alone is larger): hundreds of thousands of
+points, enough to make a commit's fixed cost small."""
 
 
 def enabled() -> bool:
@@ -54,10 +49,6 @@ def batch_bytes(batch: DecodedBatch) -> int:
     arrays: list[npt.NDArray[Any]] = [batch.group_series, batch.group_lengths, batch.steps, batch.values,
                                       batch.wall_times, *batch.hist.values()]
     return sum((int(a.nbytes) for a in arrays), 64 * len(batch.defs))
-
-
-class QueueFull(RuntimeError):
-    """No room to queue a batch within ``queue_wait_s``: the collector answers RESOURCE_EXHAUSTED."""
 
 
 class _Entry:
@@ -76,13 +67,10 @@ class _Entry:
 class GroupCommit:
     """Coalesces concurrent ``append`` calls into one ``store.append_many`` per group (leader/follower)."""
 
-    def __init__(self, store: Store, window_s: float = WINDOW_S, max_group_bytes: int = MAX_GROUP_BYTES,
-                 max_queued_bytes: int = MAX_QUEUED_BYTES, queue_wait_s: float = QUEUE_WAIT_S) -> None:
+    def __init__(self, store: Store, window_s: float = WINDOW_S, max_group_bytes: int = MAX_GROUP_BYTES) -> None:
         self.store = store
         self.window_s = window_s
         self.max_group_bytes = max_group_bytes
-        self.max_queued_bytes = max_queued_bytes
-        self.queue_wait_s = queue_wait_s
         self._cond = threading.Condition()
         self._queue: deque[_Entry] = deque()
         self._queued_bytes = 0
@@ -105,15 +93,9 @@ class GroupCommit:
 
     def append(self, batch: DecodedBatch) -> bool:
         """Store ``batch`` with whatever else is queued; True stored, False a duplicate, once committed. Raises
-        the batch's own ``BatchError``, the group's store failure (nothing of the group stored), or ``QueueFull``."""
+        the batch's own ``BatchError`` or the group's store failure (nothing of the group stored)."""
         entry = _Entry(batch, batch_bytes(batch))
         with self._cond:
-            deadline = time.monotonic() + self.queue_wait_s
-            while self._queue and self._queued_bytes + entry.nbytes > self.max_queued_bytes:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise QueueFull(f"{self._queued_bytes >> 20} MiB of batches wait to be stored: retry later")
-                self._cond.wait(left)
             self._queue.append(entry)
             self._queued_bytes += entry.nbytes
             self._cond.notify_all()
@@ -154,7 +136,6 @@ class GroupCommit:
             group.append(e)
             size += e.nbytes
         self._queued_bytes -= size
-        self._cond.notify_all()  # room for pushes waiting to queue
         return group
 
     def _commit(self, group: list[_Entry]) -> None:

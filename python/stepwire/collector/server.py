@@ -18,8 +18,9 @@ import grpc
 import numpy as np
 
 from stepwire import mediatypes
+from stepwire.collector.admission import Busy, ByteBudget, max_held_bytes, push_bytes
 from stepwire.collector.decode import BatchError, decode_batch
-from stepwire.collector.group_commit import GroupCommit, QueueFull
+from stepwire.collector.group_commit import GroupCommit
 from stepwire.collector.group_commit import enabled as group_commit_enabled
 from stepwire.collector.leases import Activity, mark_crashed
 from stepwire.dashboard.server import Dashboard
@@ -137,6 +138,7 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
         # concurrent pushes stored in one transaction (None: unless $STEPWIRE_GROUP_COMMIT=0)
         self.commits = GroupCommit(store) if (group_commit_enabled() if group_commit is None else group_commit) \
             else None
+        self.budget = ByteBudget(max_held_bytes())  # batches held from arrival to commit, in bytes
         self.uploads = threading.BoundedSemaphore(max_uploads)
         self.stalls = StallWatch(UPLOAD_STALL_S)
 
@@ -174,16 +176,17 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
     def Push(self, request: ingest_pb2.Batch, context: grpc.ServicerContext) -> ingest_pb2.Ack:
         self.activity.touch()
         try:
-            if self.commits is None:
-                batch = decode_batch(request)
-                stored = self.store.append(batch)
-            else:  # decoded here, in this worker thread, then stored with the pushes queued meanwhile
-                with self.commits.arriving():
+            with self.budget.hold(push_bytes(request)):
+                if self.commits is None:
                     batch = decode_batch(request)
-                stored = self.commits.append(batch)
+                    stored = self.store.append(batch)
+                else:  # decoded here, in this worker thread, then stored with the pushes queued meanwhile
+                    with self.commits.arriving():
+                        batch = decode_batch(request)
+                    stored = self.commits.append(batch)
         except BatchError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"rejected batch {request.sequence}: {exc}")
-        except QueueFull as exc:
+        except Busy as exc:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         self.activity.touch(batch.stream_id, (batch.run_id, batch.rank))
         return ingest_pb2.Ack(sequence=request.sequence, duplicate=not stored, items=batch.items)
@@ -433,11 +436,8 @@ class Collector:
         # answering UNAVAILABLE meanwhile (see DuckDBStore); a postgresql:// ``store`` is shared by collectors
         self.store = open_store(store, self.directory, blob_dir=blob_dir)
         self.activity = Activity()
-        # RPCs beyond max_concurrent_rpcs get RESOURCE_EXHAUSTED, which clients retry (spooling meanwhile): memory
-        # stays bounded by the requests held (a batch grows to 16 MiB while its sender waits) and the batches the
-        # workers decode, which are also all a group commit can hold. More workers and RPCs let 64 clients push at
-        # once without being turned back, but raise that bound past the README's (DuckDB's limit + 512 MiB): a cap
-        # in bytes rather than in RPCs is the way to both
+        # batches held from arrival to commit stay within the ingest budget (collector/admission.py); RPCs beyond
+        # max_concurrent_rpcs get RESOURCE_EXHAUSTED, which clients retry (spooling meanwhile)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS,
                                   maximum_concurrent_rpcs=max_concurrent_rpcs,
                                   interceptors=[*([TokenCheck(token)] if token else []), StoreErrors()])
