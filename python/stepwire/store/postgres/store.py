@@ -130,7 +130,6 @@ class PostgresStore(Reads, Store):
         running ranks of collectors not seen for ``ttl_s``, once, in one transaction (see ``collectors``).
         Returns the (run id, rank) pairs marked."""
         def tx(c: Conn) -> list[tuple[str, int]]:
-            self.collectors.beat(c, serving)
             marked = []
             for _, run_id, rank in self.collectors.claim_dead(c, ttl_s):
                 try:
@@ -144,6 +143,8 @@ class PostgresStore(Reads, Store):
                 run_merge.update(current, None, "crashed", finished, False, None, rank)
                 self._save_run(c, current)
                 marked.append((run_id, rank))
+            # after the claim: a survivor waiting on another's claim holds no row that claim deletes
+            self.collectors.beat(c, serving)
             return marked
         return self._db.run(tx)
 
