@@ -11,18 +11,8 @@ import pytest
 
 import stepwire
 from conftest import CollectorProcess
+from readback import only_run, same_histogram
 from stepwire.loggers import BaseLogger, Logger, LoggersCollection, StepwireLogger
-
-
-def only_run(api: stepwire.Api, project: str) -> stepwire.RunView:
-    (view,) = api.runs(project=project)
-    return view
-
-
-def same_histogram(got: stepwire.Histogram, values: Any) -> bool:
-    want = stepwire.Histogram.from_values(values)
-    return (got.indices.tolist(), got.counts.tolist(), got.count, got.min, got.max) == (
-        want.indices.tolist(), want.counts.tolist(), want.count, want.min, want.max)
 
 
 def test_every_kind_round_trips_through_a_collector(collector: CollectorProcess, tmp_path: Path) -> None:

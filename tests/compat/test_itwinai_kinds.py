@@ -15,23 +15,13 @@ import pytest
 import stepwire
 import stepwire.logger_kinds
 from conftest import CollectorProcess
+from readback import only_run, same_histogram
 from stepwire.compat.itwinai.loggers import Prov4MLLogger, StepwireLogger
 
 torch = pytest.importorskip("torch")
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
-
-
-def only_run(api: stepwire.Api, project: str) -> stepwire.RunView:
-    (view,) = api.runs(project=project)
-    return view
-
-
-def same_histogram(got: stepwire.Histogram, values: Any) -> bool:
-    want = stepwire.Histogram.from_values(values)
-    return (got.indices.tolist(), got.counts.tolist(), got.count, got.min, got.max) == (
-        want.indices.tolist(), want.counts.tolist(), want.count, want.min, want.max)
 
 
 def test_figures_images_models_and_datasets_are_stored(collector: CollectorProcess, tmp_path: Path) -> None:
