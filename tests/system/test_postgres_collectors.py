@@ -157,3 +157,18 @@ def test_a_collector_restarted_within_the_bound_takes_its_rank_back_and_nothing_
         assert "marked crashed" not in (tmp_path / name / "test-collector.log").read_text()
     with psycopg.connect(pg_url) as c:  # the killed collector's row was taken away, the rank was the restart's
         assert c.execute("SELECT count(*) FROM collectors").fetchone() == (2,)
+
+
+def test_a_rank_status_switches_only_from_the_status_read(tmp_path: Path, pg_url: str) -> None:
+    """A collector judges a rank from a read moments old: a rank that finished since stays finished."""
+    from stepwire.store.base import RunRecord
+    from stepwire.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url, tmp_path / "blobs")
+    store.open_run(RunRecord("r", "p", "n"), rank=0, world_size=1)
+    assert store.switch_rank("r", 0, "running", "crashed", 5.0)
+    store.update_run("r", status="finished", rank=0)  # its client came back and finished meanwhile
+    assert not store.switch_rank("r", 0, "crashed", "running", None)
+    (run,) = store.runs()
+    assert (run.meta["ranks"], run.status) == ({"0": "finished"}, "finished")
+    store.close()

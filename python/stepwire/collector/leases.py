@@ -46,6 +46,10 @@ class SharedLiveness(Protocol):
         """Record this collector and the ranks it serves; mark crashed the running ranks of collectors silent
         for ``ttl_s``; returns those marked."""
 
+    def switch_rank(self, run_id: str, rank: int, expected: str, status: str, finished: float | None) -> bool:
+        """Set ``rank``'s status to ``status`` only if it is ``expected`` (atomically: another collector or the
+        rank itself may have changed it since it was read); True if it was."""
+
 
 class Activity:
     """Client leases and the time of the last RPC: an idle collector may exit on its own, and a run rank whose
@@ -132,9 +136,19 @@ def mark_crashed(store: Store, activity: Activity) -> list[tuple[str, int]]:
             if store.shared and not activity.heard_of(key):
                 continue
             if status == "crashed" and not activity.silent(key):
-                store.update_run(run.id, status="running", rank=key[1])
+                _switch(store, run.id, key[1], "crashed", "running", None)
             elif status == "running" and activity.silent(key):
-                log.warning("run %s rank %s: no client for %.0f s, marked crashed", run.id, rank_key, LEASE_TTL_S)
-                store.update_run(run.id, status="crashed", finished=store.last_data(run.id, key[1]), rank=key[1])
-                marked.append(key)
+                if _switch(store, run.id, key[1], "running", "crashed", store.last_data(run.id, key[1])):
+                    log.warning("run %s rank %s: no client for %.0f s, marked crashed", run.id, rank_key,
+                                LEASE_TTL_S)
+                    marked.append(key)
     return marked
+
+
+def _switch(store: Store, run_id: str, rank: int, expected: str, status: str, finished: float | None) -> bool:
+    """``rank``'s status from ``expected`` (as read moments ago) to ``status``: on a shared store only if it still
+    is ``expected`` (a rank that finished meanwhile stays finished); True if changed."""
+    if isinstance(store, SharedLiveness):
+        return store.switch_rank(run_id, rank, expected, status, finished)
+    store.update_run(run_id, status=status, finished=finished, rank=rank)
+    return True

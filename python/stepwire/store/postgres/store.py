@@ -148,6 +148,18 @@ class PostgresStore(Reads, Store):
             return marked
         return self._db.run(tx)
 
+    def switch_rank(self, run_id: str, rank: int, expected: str, status: str, finished: float | None) -> bool:
+        """Set ``rank``'s status to ``status`` (and the run's end to at least ``finished``) only if it is
+        ``expected``, the run's row locked: a rank that finished since a collector read it stays finished."""
+        def tx(c: Conn) -> bool:
+            current = self._locked_run(c, run_id)
+            if current.meta.get("ranks", {}).get(str(rank)) != expected:
+                return False
+            run_merge.update(current, None, status, finished, False, None, rank)
+            self._save_run(c, current)
+            return True
+        return self._db.run(tx)
+
     # -- batches -------------------------------------------------------------------------------------------
     def append(self, batch: DecodedBatch) -> bool:
         """Store a batch in one transaction; False (nothing stored) if its (stream, sequence) is stored already,
