@@ -102,6 +102,17 @@ class Backoff:
         """An attempt succeeded: the next failure starts from ``initial`` again."""
         self.reset()
 
+    def wait_ready(self, within: float, stop: threading.Event | None = None) -> bool:
+        """Sleep until the next attempt is due and return True; False at once if that is more than ``within``
+        seconds away, or as soon as ``stop`` is set."""
+        delay = max(0.0, self._next_at - self._clock())
+        if delay > within:
+            return False
+        if stop is None:
+            time.sleep(delay)
+            return True
+        return not stop.wait(delay)
+
 
 def retry(call: Callable[[], T], retryable: Callable[[Exception], bool], *, initial: float = INITIAL_S,
           cap: float = CAP_S, deadline: float | None = None, attempts: int | None = None,

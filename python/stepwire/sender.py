@@ -39,13 +39,14 @@ class Sender:
     """Drains ``stream``'s sealed batches and submitted run updates to the collector, in order.
 
     While the collector answers, each record is tried for up to ``QUICK_RETRY_S`` (``CollectorLink``); if it does
-    not answer the record goes to ``spool``, as does every later record while the spool holds anything or the
-    collector does not answer, and the spool is replayed in order once a probe (with backoff and jitter) finds it
-    answering again. ``answering=False`` starts in that state (init could not reach the collector); ``offline`` sends
-    everything to the spool. A record that can be neither delivered nor spooled (the collector does not answer
-    and the spool cannot be written, e.g. a full disk) is counted in ``lost`` with the reason in
-    ``lost_reasons``; the spool is tried again with backoff, so spooling resumes once there is room. The
-    thread never dies of an error: it is logged once and counted in ``errors``, and the record in hand is
+    not answer, or pushes back all that time (busy), the record goes to ``spool``, as does every later record
+    while the spool holds anything or the collector does not answer, and the spool is replayed in order once a
+    probe (with backoff and jitter) finds it answering again, or, from a busy collector, once its busy backoff
+    (at most ``MAX_BUSY_S``) has passed. ``answering=False`` starts in that state (init could not reach the
+    collector); ``offline`` sends everything to the spool. A record that can be neither delivered nor spooled
+    (the collector does not answer and the spool cannot be written, e.g. a full disk) is counted in ``lost`` with
+    the reason in ``lost_reasons``; the spool is tried again with backoff, so spooling resumes once there is
+    room. The thread never dies of an error: it is logged once and counted in ``errors``, and the record in hand is
     counted as lost.
 
     Every item (scalar point or histogram) the sender took is, at any time, in exactly one of
@@ -268,7 +269,7 @@ class Sender:
         """(outcome, why it was lost): delivered to a collector that answers, else spooled, else lost."""
         if not self._offline and not self.backlog and self._link.answers():
             outcome = self._link.deliver_now(kind, msg)
-            if outcome != "unanswered":
+            if outcome in ("acknowledged", "refused"):
                 return outcome, ""
         if self._spool_write(kind, msg):
             return "spooled", ""
@@ -410,6 +411,8 @@ class Sender:
             outcome = self._link.attempt(kind, msg)
             if outcome == "unanswered":
                 self._link.failed()
+                return
+            if outcome == "busy":  # the collector pushed back: the next attempt is due after its busy backoff
                 return
             try:
                 self.spool.pop()
