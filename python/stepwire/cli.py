@@ -69,11 +69,13 @@ def _error_line(exc: BaseException, args: argparse.Namespace) -> str | None:
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
+    from stepwire.collector import malloc_tuning
     from stepwire.collector.server import Collector
     from stepwire.store import StoreUnavailable, describe, mask, store_spec
 
     if args.detach:
         return _detach(args)
+    malloc_tuning.tune()  # before the worker threads exist
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

@@ -4,7 +4,10 @@ is let in alone, and a push that finds no room in time is answered RESOURCE_EXHA
 
 from __future__ import annotations
 
+import platform
 import random
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -129,3 +132,11 @@ def test_a_push_finding_no_room_is_answered_resource_exhausted_and_stored_on_ret
         ack = push(stub, batch(run_id, "s1", 1))
         assert isinstance(ack, ingest_pb2.Ack) and not ack.duplicate
         assert steps_of(collector.address, run_id) == list(range(50)) and budget.held == 0
+
+
+def test_the_collector_process_tunes_glibc_malloc_to_return_freed_batches() -> None:
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    code = "from stepwire.collector import malloc_tuning; print(malloc_tuning.tune())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
