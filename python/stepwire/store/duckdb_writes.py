@@ -27,6 +27,9 @@ MAX_CHUNK_POINTS = 1024
 row's blob then stays at 24 KiB: DuckDB keeps blobs of more than about 50 KiB in buffers of their own, which
 its checkpoint must hold all at once, so that a store of a few long series outgrew any memory limit."""
 
+_VALUES_ROWS = 64
+"""Rows inserted as parameters of the statement at most; more are registered as a view of their numpy columns."""
+
 _KIND_NAMES = {_core.KIND_SCALAR: "scalar", _core.KIND_HISTOGRAM: "histogram"}
 
 
@@ -237,14 +240,12 @@ class DuckDBWrites:
 
     def _stage_group(self, con: duckdb.DuckDBPyConnection, group: list[DecodedBatch],
                      staged: dict[str, dict[int, tuple[str, int]]], touched: set[str]) -> list[bool]:
-        keys = {"stream_id": np.array([b.stream_id for b in group], dtype=object),
-                "sequence": np.array([b.sequence for b in group], dtype=np.uint64)}
-        con.register("_keys", keys)
-        try:
-            seen = {(str(r[0]), int(r[1])) for r in con.execute(
-                "SELECT b.stream_id, b.sequence FROM batches b JOIN _keys k USING (stream_id, sequence)").fetchall()}
-        finally:
-            _unregister(con, "_keys")
+        # statements with parameters, not registered numpy views: a view costs about 2 ms CPU to register and
+        # scan, twice per transaction (docs/ingest.md)
+        seen = {(str(r[0]), int(r[1])) for r in con.execute(
+            "SELECT stream_id, sequence FROM batches WHERE (stream_id, sequence) IN ("
+            + ", ".join(["(?, ?)"] * len(group)) + ")",
+            [v for b in group for v in (b.stream_id, b.sequence)]).fetchall()}
         stored: list[bool] = []
         series: list[tuple[str, int, str, int]] = []
         scalars: list[dict[str, npt.NDArray[Any]]] = []
@@ -304,7 +305,15 @@ class DuckDBWrites:
 
     @staticmethod
     def _insert(con: duckdb.DuckDBPyConnection, table: str, select: str, rows: dict[str, npt.NDArray[Any]]) -> None:
-        """``INSERT INTO table <select> FROM rows`` (numpy columns)."""
+        """``INSERT INTO table <select> FROM rows`` (numpy columns). Up to ``_VALUES_ROWS`` rows go as parameters
+        of one statement: registering them as a view costs more (about 2 ms CPU) than the insert itself."""
+        n = len(next(iter(rows.values())))
+        if n <= _VALUES_ROWS:
+            columns = [c.tolist() for c in rows.values()]
+            con.execute(f"INSERT INTO {table} {select} FROM (VALUES "
+                        + ", ".join(["(" + ", ".join(["?"] * len(rows)) + ")"] * n)
+                        + f") AS _rows({', '.join(rows)})", [v for row in zip(*columns, strict=True) for v in row])
+            return
         con.register("_rows", rows)
         try:
             con.execute(f"INSERT INTO {table} {select} FROM _rows")
