@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -50,11 +51,15 @@ class CollectorLink:
     ``answering`` is False since an RPC got no answer (or, given so, since init found no collector) and True again
     once one is answered; meanwhile ``answers`` probes the collector at most on the backoff schedule. ``closing``
     set: a record is tried once, not retried. ``spool_dir`` only names where unanswered records go, in a warning.
+    ``relocate``, given for a directory's local collector, is called when a probe finds it silent: it returns a
+    channel to the collector serving that directory now (started again if none runs), or None.
     """
 
     def __init__(self, stub: ingest_pb2_grpc.IngestStub | None, stream_id: str, answering: bool,
-                 closing: threading.Event, spool_dir: Path) -> None:
+                 closing: threading.Event, spool_dir: Path,
+                 relocate: Callable[[], grpc.Channel | None] | None = None) -> None:
         self.stub = stub
+        self.relocate = relocate
         self.answering = answering
         """False since an RPC got no answer (or init found no collector), True again once one is answered."""
         self._stream_id = stream_id
@@ -93,11 +98,12 @@ class CollectorLink:
             return self.busy_backoff.ready()
         if not self._probes.ready():
             return False
-        try:
-            self.stub.Heartbeat(ingest_pb2.Lease(client_id=self._stream_id), timeout=PROBE_TIMEOUT_S)
-            answered = True
-        except grpc.RpcError as exc:
-            answered = refused(exc) or pushed_back(exc)
+        answered = self._probe()
+        if not answered and self.relocate is not None:
+            channel = self.relocate()
+            if channel is not None:
+                self.stub = ingest_pb2_grpc.IngestStub(channel)
+                answered = self._probe()
         if not answered:
             self._probes.failed()
             return False
@@ -105,6 +111,14 @@ class CollectorLink:
         self.answering = True
         self._probes.succeeded()
         return True
+
+    def _probe(self) -> bool:
+        assert self.stub is not None
+        try:
+            self.stub.Heartbeat(ingest_pb2.Lease(client_id=self._stream_id), timeout=PROBE_TIMEOUT_S)
+            return True
+        except grpc.RpcError as exc:
+            return refused(exc) or pushed_back(exc)
 
     def deliver_now(self, kind: int, msg: Message) -> str:
         """Try ``msg`` for up to ``QUICK_RETRY_S`` (once when closing): "acknowledged", "refused", "busy" (the

@@ -25,7 +25,7 @@ from stepwire.console import ConsoleCapture
 from stepwire.lifecycle import live_runs
 from stepwire.names import check_artifact_name, check_label, check_name
 from stepwire.ranks import RankInfo
-from stepwire.run_connect import open_run
+from stepwire.run_connect import LocalRestart, open_run
 from stepwire.run_finish import finish_run, flush_run
 from stepwire.run_stats import collect_stats
 from stepwire.sender import Sender
@@ -146,8 +146,10 @@ class Run(_core.Producer):
                 self._channel = open_channel(address, self._token, self._tls_ca) if address else None
         # a collector init could not reach gets no record until a probe finds it answering: everything goes
         # to the spool at once instead of waiting in memory for retries
+        # the directory's local collector is started again if it stops answering (the embedded default)
+        self._restart = LocalRestart(self.dir, self.address) if self.dir is not None and self.address else None
         self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id, Spool(self.spool_dir),
-                              offline=self._channel is None, answering=self._opened)
+                              offline=self._channel is None, answering=self._opened, restart=self._restart)
         if not self._opened:
             self._sender.submit(spool.OPEN_RUN, info)  # the collector learns of the run when the spool reaches it
         live_runs.add(self)

@@ -63,8 +63,9 @@ def finish_run(run: Run, status: str) -> None:
     # everything logged is delivered, spooled or lost; then, while the collector answers, the spool delivered
     while not run._sender.wait(seq, 0.2, delivered=False) and time.monotonic() < deadline:
         pass
-    while (run._sender.answering and run._sender.backlog and time.monotonic() < deadline
-           and not run._sender.wait(seq, 0.2)):
+    # (a local collector that died is started again by the sender: wait for it too)
+    while ((run._sender.answering or run._sender.comes_back) and run._sender.backlog
+           and time.monotonic() < deadline and not run._sender.wait(seq, 0.2)):
         pass
     run._sender.close()
     run._stream.close()
@@ -72,11 +73,15 @@ def finish_run(run: Run, status: str) -> None:
         run._sender.abandon(int(run._stream.stats()["logged"]), f"still in memory when finish() gave up "
                             f"after finish_timeout={run._finish_timeout:g} s")
     report_finish(run, status, run.stats())
-    if run._channel is not None:
+    channel = run._restart.channel if run._restart is not None and run._restart.channel is not None else \
+        run._channel
+    if channel is not None:
         if run._sender.answering:
             try:
-                ingest_pb2_grpc.IngestStub(run._channel).Heartbeat(
+                ingest_pb2_grpc.IngestStub(channel).Heartbeat(
                     ingest_pb2.Lease(client_id=run._stream_id, release=True), timeout=2.0)
             except grpc.RpcError:
                 pass  # the lease expires by itself
+        channel.close()
+    if run._channel is not None and run._channel is not channel:
         run._channel.close()

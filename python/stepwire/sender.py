@@ -24,6 +24,7 @@ from stepwire.collector_link import MAX_BACKOFF_S, CollectorLink
 from stepwire.ingest_rpc import PAYLOAD_TYPES, batch_items
 from stepwire.ingest_rpc import encode_batch as encode_batch  # also imported from here (tests)
 from stepwire.retry import Backoff
+from stepwire.run_connect import LocalRestart
 from stepwire.spool import Spool
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -56,7 +57,8 @@ class Sender:
 
     def __init__(self, stream: _core.Stream, channel: grpc.Channel | None, run_id: str, rank: int,
                  stream_id: str, spool_: Spool, offline: bool = False, answering: bool = True,
-                 side_bytes: int = SIDE_QUEUE_BYTES, side_wait: float = SIDE_WAIT_S) -> None:
+                 side_bytes: int = SIDE_QUEUE_BYTES, side_wait: float = SIDE_WAIT_S,
+                 restart: LocalRestart | None = None) -> None:
         self._stream = stream
         self._run_id, self._rank, self._stream_id = run_id, rank, stream_id
         self.spool = spool_
@@ -64,7 +66,8 @@ class Sender:
         self._cv = threading.Condition()
         self._closing = threading.Event()
         self._link = CollectorLink(ingest_pb2_grpc.IngestStub(channel) if channel is not None else None, stream_id,
-                                   answering and not self._offline, self._closing, spool_.directory)
+                                   answering and not self._offline, self._closing, spool_.directory, restart)
+        self._restart = restart
         self._done = False
         self._abandoned = False
         self.sent = 0          # items (points + histograms) taken from the stream
@@ -145,6 +148,12 @@ class Sender:
     def answering(self) -> bool:
         """False since an RPC got no answer (or init found no collector), True again once one is answered."""
         return self._link.answering
+
+    @property
+    def comes_back(self) -> bool:
+        """True while a collector that does not answer may answer again soon: it is the directory's local one,
+        which the sender starts again (unless the last attempt could not)."""
+        return self._restart is not None and not self._restart.gave_up
 
     @property
     def offline(self) -> bool:
