@@ -11,16 +11,20 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import lz4.block
 import pytest
-from stepwire.v1 import ingest_pb2
-from test_group_commit import batch, code, in_process_collector, push, push_all, steps_of
+from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
+from test_group_commit import batch, code, commits, in_process_collector, push, push_all, steps_of, wait_until
 
 from stepwire.collector.admission import MEMORY_ENV, Busy, ByteBudget, max_held_bytes, push_bytes
 from stepwire.collector.decode import decode_batch
+from stepwire.collector.server import Collector
+from stepwire.store.duckdb_store import DuckDBStore
+from stepwire.transport import GRPC_OPTIONS
 
 
 def compressed(msg: ingest_pb2.Batch) -> ingest_pb2.Batch:
@@ -140,3 +144,28 @@ def test_the_collector_process_tunes_glibc_malloc_to_return_freed_batches() -> N
     code = "from stepwire.collector import malloc_tuning; print(malloc_tuning.tune())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_pushes_never_take_the_workers_that_answer_heartbeats(tmp_path: Path) -> None:
+    collector = Collector(tmp_path, workers=5, group_commit=True)  # 5 - 2 uploads - 2 kept free: 1 push at a time
+    collector.start(write_address_file=False)
+    run_id = f"r{uuid.uuid4().hex[:8]}"
+    try:
+        with grpc.insecure_channel(collector.address, options=GRPC_OPTIONS) as channel, \
+                ThreadPoolExecutor(4) as pool:
+            stub = ingest_pb2_grpc.IngestStub(channel)
+            stub.OpenRun(ingest_pb2.RunInfo(run_id=run_id, project="p"))
+            store = collector.store
+            assert isinstance(store, DuckDBStore)
+            with store._lock:  # the store stalls: the push in its slot waits for it
+                stalled = pool.submit(push, stub, batch(run_id, "s1", 1))
+                wait_until(lambda: commits(collector)._committing)
+                refused = push(stub, batch(run_id, "s2", 1))
+                assert isinstance(refused, grpc.RpcError) and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                for _ in range(8):  # more than the workers: each heartbeat is answered while the store stalls
+                    stub.Heartbeat(ingest_pb2.Lease(client_id="c1"), timeout=5)
+            assert code(stalled.result()) == grpc.StatusCode.OK
+            assert code(push(stub, batch(run_id, "s2", 1))) == grpc.StatusCode.OK  # the retry is stored
+            assert len(steps_of(collector.address, run_id)) == 2 * 50
+    finally:
+        collector.stop()

@@ -236,11 +236,16 @@ def test_acknowledged_batches_survive_a_sigkill_right_after(tmp_path: Path) -> N
     def client(stream: str, run: str) -> None:
         with grpc.insecure_channel(collector.address, options=GRPC_OPTIONS) as channel:
             stub = ingest_pb2_grpc.IngestStub(channel)
-            for seq in range(1, 1000):
+            seq = 1
+            while seq < 1000:
                 try:
                     ack = stub.Push(batch(run, stream, seq, points=2000), timeout=30)
-                except grpc.RpcError:
+                except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # busy: retried, as clients do
+                        time.sleep(0.01)
+                        continue
                     return  # the collector is gone
+                seq += 1
                 with lock:
                     acked.add((run, stream, ack.sequence))
                     if len(acked) >= 200:

@@ -24,14 +24,14 @@ RANK = textwrap.dedent("""
     marker, rank = sys.argv[1], int(sys.argv[2])
     run = stepwire.init(project="restart", run_id="restart-run", rank=rank, world_size=2, quiet=True,
                         system_metrics=False, console=False)
-    for step in range(%d):
+    for step in range(STEPS):
         run.log({"x": float(step), "r": float(rank)}, step=step)
         if step == 100:
             open(f"{marker}.{rank}", "w").close()
         time.sleep(0.01)
     run.finish()
     print(json.dumps(run.stats()))
-""" % STEPS)
+""").replace("STEPS", str(STEPS))
 
 
 def _collectors(directory: Path) -> list[psutil.Process]:

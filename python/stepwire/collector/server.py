@@ -15,7 +15,6 @@ from typing import Any
 
 import duckdb
 import grpc
-import numpy as np
 
 from stepwire import mediatypes
 from stepwire.collector.admission import Busy, ByteBudget, max_held_bytes, push_bytes
@@ -23,38 +22,22 @@ from stepwire.collector.decode import BatchError, decode_batch
 from stepwire.collector.group_commit import GroupCommit
 from stepwire.collector.group_commit import enabled as group_commit_enabled
 from stepwire.collector.leases import Activity, mark_crashed
+from stepwire.collector.query_service import QueryService, artifact_info, run_info
 from stepwire.dashboard.server import Dashboard
 from stepwire.names import check_artifact_name, check_id, check_label, check_name
 from stepwire.store import open_store
 from stepwire.store.base import ArtifactEntry, MediaEntry, RunRecord, Store, StoreUnavailable, TextEntry
 from stepwire.transport import ADDRESS_FILE, GRPC_OPTIONS, TokenCheck, is_loopback
-from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
+from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2_grpc
 
 log = logging.getLogger("stepwire.collector")
 
-SCALAR_SLICE_POINTS = 1 << 17
-"""Points per streamed ``ScalarPoints`` message (~3.5 MiB)."""
+MAX_UPLOADS = 2
+"""Artifact and media uploads at once; more get RESOURCE_EXHAUSTED."""
 
-HISTOGRAM_PIECE_BYTES = 4 << 20
-"""Bytes of histograms per streamed ``HistogramList`` message."""
-
-
-def _run_info(r: RunRecord) -> ingest_pb2.RunInfo:
-    return ingest_pb2.RunInfo(run_id=r.id, project=r.project, name=r.name, tags=r.tags,
-                              config_json=json.dumps(r.config), created=r.created, status=r.status,
-                              finished=r.finished, meta_json=json.dumps(r.meta))
-
-
-def _artifact_info(a: ArtifactEntry) -> ingest_pb2.ArtifactInfo:
-    return ingest_pb2.ArtifactInfo(name=a.name, size=a.size, step=a.step, wall_time=a.wall_time, sha256=a.sha256,
-                                   rank=a.rank)
-
-
-def _media_entry(m: MediaEntry) -> query_pb2.MediaEntry:
-    return query_pb2.MediaEntry(name=m.name, rank=m.rank, step=m.step, wall_time=m.wall_time, size=m.size,
-                                sha256=m.sha256, info=ingest_pb2.MediaInfo(kind=m.kind, mime=m.mime,
-                                                                           caption=m.caption, width=m.width,
-                                                                           height=m.height))
+FREE_WORKERS = 2
+"""Worker threads pushes and uploads never take: heartbeats, run updates and queries are answered whatever the
+store does."""
 
 
 def _json_object(raw: str, context: grpc.ServicerContext, what: str = "config_json") -> dict[str, Any]:
@@ -71,10 +54,6 @@ def _json_object(raw: str, context: grpc.ServicerContext, what: str = "config_js
 
 UPLOAD_STALL_S = 10.0
 """An upload that sends no chunk for this long is cancelled: a stalled client never keeps a worker thread."""
-MAX_QUERY_RANKS = 65_536
-"""Ranks one query may name."""
-
-
 class StallWatch:
     """Cancels RPCs whose client stopped sending: one thread checks every watched call twice a second."""
 
@@ -131,7 +110,7 @@ def _checked(context: grpc.ServicerContext, check: Callable[..., str], *args: ob
 class IngestService(ingest_pb2_grpc.IngestServicer):
     """Receives runs and batches; a batch is acknowledged only once it is committed to the store."""
 
-    def __init__(self, store: Store, activity: Activity, max_uploads: int = 2,
+    def __init__(self, store: Store, activity: Activity, max_pushes: int = 6, max_uploads: int = 2,
                  group_commit: bool | None = None) -> None:
         self.store = store
         self.activity = activity
@@ -139,6 +118,7 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
         self.commits = GroupCommit(store) if (group_commit_enabled() if group_commit is None else group_commit) \
             else None
         self.budget = ByteBudget(max_held_bytes())  # batches held from arrival to commit, in bytes
+        self.pushes = threading.BoundedSemaphore(max_pushes)  # the other workers stay free for leases and queries
         self.uploads = threading.BoundedSemaphore(max_uploads)
         self.stalls = StallWatch(UPLOAD_STALL_S)
 
@@ -158,7 +138,7 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
                         tags=list(request.tags), config=_json_object(request.config_json, context),
                         created=request.created or time.time(), status=request.status or "running",
                         meta=_json_object(request.meta_json, context, "meta_json"))
-        return _run_info(self.store.open_run(run, request.rank, max(request.world_size, 1)))
+        return run_info(self.store.open_run(run, request.rank, max(request.world_size, 1)))
 
     def UpdateRun(self, request: ingest_pb2.RunUpdate, context: grpc.ServicerContext) -> ingest_pb2.Empty:
         self.activity.touch()
@@ -175,6 +155,8 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
 
     def Push(self, request: ingest_pb2.Batch, context: grpc.ServicerContext) -> ingest_pb2.Ack:
         self.activity.touch()
+        if not self.pushes.acquire(blocking=False):  # heartbeats must not wait behind a stalled store's pushes
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "every push slot is storing a batch: retry later")
         try:
             with self.budget.hold(push_bytes(request)):
                 if self.commits is None:
@@ -188,6 +170,8 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"rejected batch {request.sequence}: {exc}")
         except Busy as exc:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        finally:
+            self.pushes.release()
         self.activity.touch(batch.stream_id, (batch.run_id, batch.rank))
         return ingest_pb2.Ack(sequence=request.sequence, duplicate=not stored, items=batch.items)
 
@@ -260,7 +244,7 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
             self.uploads.release()
-        return _artifact_info(e)
+        return artifact_info(e)
 
     def DeleteArtifact(self, request: ingest_pb2.ArtifactRef, context: grpc.ServicerContext) -> ingest_pb2.Empty:
         self.activity.touch()
@@ -271,110 +255,6 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
         except KeyError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return ingest_pb2.Empty()
-
-
-class QueryService(query_pb2_grpc.QueryServicer):
-    """Answers reads from the store; arrays travel as raw little-endian bytes."""
-
-    def __init__(self, store: Store, activity: Activity) -> None:
-        self.store = store
-        self.activity = activity
-
-    def ListRuns(self, request: query_pb2.ListRunsRequest, context: grpc.ServicerContext) -> query_pb2.RunList:
-        self.activity.touch()
-        return query_pb2.RunList(runs=[_run_info(r) for r in self.store.runs(request.project or None)])
-
-    def ListSeries(self, request: query_pb2.RunRef, context: grpc.ServicerContext) -> query_pb2.SeriesList:
-        self.activity.touch()
-        kinds = {"scalar": ingest_pb2.SERIES_KIND_SCALAR, "histogram": ingest_pb2.SERIES_KIND_HISTOGRAM}
-        return query_pb2.SeriesList(series=[
-            query_pb2.SeriesInfo(name=s.name, kind=kinds[s.kind], ranks=s.ranks, items=s.items)
-            for s in self.store.series(request.run_id)])
-
-    def Scalars(self, request: query_pb2.SeriesRequest, context: grpc.ServicerContext
-                ) -> Iterator[query_pb2.ScalarPoints]:
-        """The series in order, read from the store page by page and sent slice by slice: memory stays at a page
-        however long the series (gRPC's flow control holds the next slice back until the client reads)."""
-        self.activity.touch()
-        sent = False
-        for pts in self.store.scalar_pages(request.run_id, request.name, _ranks(request, context)):
-            for a in range(0, len(pts), SCALAR_SLICE_POINTS):
-                b = a + SCALAR_SLICE_POINTS
-                yield query_pb2.ScalarPoints(steps=pts.step[a:b].tobytes(), values=pts.value[a:b].tobytes(),
-                                             wall_times=pts.wall_time[a:b].tobytes(),
-                                             ranks=pts.rank[a:b].tobytes())
-                sent = True
-            self.activity.touch()
-        if not sent:
-            yield query_pb2.ScalarPoints()
-
-    def Histograms(self, request: query_pb2.SeriesRequest, context: grpc.ServicerContext
-                   ) -> Iterator[query_pb2.HistogramList]:
-        """The series in pieces of about ``HISTOGRAM_PIECE_BYTES``: no message nears the gRPC limit however many
-        histograms the series holds."""
-        self.activity.touch()
-        piece = query_pb2.HistogramList()
-        for h in self.store.histograms(request.run_id, request.name, _ranks(request, context)):
-            piece.histograms.append(query_pb2.HistogramEntry(
-                rank=h.rank or 0, step=h.step, wall_time=h.wall_time, k=h.k, count=h.count, sum=h.sum, min=h.min,
-                max=h.max, nan=h.nan, pos_inf=h.pos_inf, neg_inf=h.neg_inf,
-                indices=np.ascontiguousarray(h.indices).tobytes(), counts=np.ascontiguousarray(h.counts).tobytes()))
-            if piece.ByteSize() >= HISTOGRAM_PIECE_BYTES:
-                yield piece
-                piece = query_pb2.HistogramList()
-        yield piece
-
-    def Summarize(self, request: query_pb2.RunRef, context: grpc.ServicerContext) -> query_pb2.Summary:
-        self.activity.touch()
-        return query_pb2.Summary(entries=[
-            query_pb2.SummaryEntry(name=e.name, last=e.last, min=e.min, max=e.max, count=e.count,
-                                   last_step=e.last_step)
-            for e in self.store.summary(request.run_id)])
-
-    def Texts(self, request: query_pb2.TextRequest, context: grpc.ServicerContext) -> query_pb2.TextList:
-        self.activity.touch()
-        return query_pb2.TextList(texts=[
-            ingest_pb2.TextRecord(run_id=request.run_id, rank=t.rank, name=t.name, step=t.step,
-                                  wall_time=t.wall_time, text=t.text)
-            for t in self.store.texts(request.run_id, request.name or None)])
-
-    def ListArtifacts(self, request: query_pb2.RunRef, context: grpc.ServicerContext) -> query_pb2.ArtifactList:
-        self.activity.touch()
-        return query_pb2.ArtifactList(artifacts=[_artifact_info(a) for a in self.store.artifacts(request.run_id)])
-
-    def GetArtifact(self, request: ingest_pb2.ArtifactRef, context: grpc.ServicerContext
-                    ) -> Iterator[ingest_pb2.ArtifactChunk]:
-        self.activity.touch()
-        try:
-            pieces = self.store.read_artifact(request.run_id, request.name)
-        except KeyError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        for data in pieces:
-            yield ingest_pb2.ArtifactChunk(run_id=request.run_id, name=request.name, data=data)
-
-    def ListMedia(self, request: query_pb2.MediaRequest, context: grpc.ServicerContext) -> query_pb2.MediaList:
-        self.activity.touch()
-        entries = self.store.media(request.run_id, request.name or None,
-                                   request.step if request.has_step else None, request.kind or None)
-        return query_pb2.MediaList(media=[_media_entry(m) for m in entries])
-
-    def GetMedia(self, request: query_pb2.MediaRef, context: grpc.ServicerContext
-                 ) -> Iterator[ingest_pb2.ArtifactChunk]:
-        self.activity.touch()
-        try:
-            pieces = self.store.read_media(request.run_id, request.sha256)
-        except KeyError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        for data in pieces:
-            yield ingest_pb2.ArtifactChunk(run_id=request.run_id, data=data)
-
-
-def _ranks(request: query_pb2.SeriesRequest, context: grpc.ServicerContext) -> list[int] | None:
-    """The distinct ranks a query names (None: all), at most ``MAX_QUERY_RANKS``."""
-    ranks = sorted(set(request.ranks))
-    if len(ranks) > MAX_QUERY_RANKS:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a query names at most {MAX_QUERY_RANKS} ranks")
-    return ranks or None
 
 
 def _first_line(exc: Exception) -> str:
@@ -421,7 +301,7 @@ class Collector:
     """A running collector: store, gRPC server, and (for the embedded default) its address file. Concurrent
     pushes are stored in one transaction per group (``group_commit``; None: unless $STEPWIRE_GROUP_COMMIT=0)."""
 
-    def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = 8,
+    def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = 20,
                  max_concurrent_rpcs: int = 32, token: str | None = None, tls_cert: str | None = None,
                  tls_key: str | None = None, insecure: bool = False, http: str | None = None,
                  store: str | None = None, blob_dir: str | None = None, group_commit: bool | None = None) -> None:
@@ -441,7 +321,10 @@ class Collector:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS,
                                   maximum_concurrent_rpcs=max_concurrent_rpcs,
                                   interceptors=[*([TokenCheck(token)] if token else []), StoreErrors()])
-        self.ingest = IngestService(self.store, self.activity, group_commit=group_commit)
+        # pushes and uploads never take the last FREE_WORKERS workers: a store that stalls (a database cut
+        # off for 15 s) must not starve the heartbeats that keep its clients' leases, nor queries
+        self.ingest = IngestService(self.store, self.activity, max_pushes=max(1, workers - MAX_UPLOADS - FREE_WORKERS),
+                                    max_uploads=MAX_UPLOADS, group_commit=group_commit)
         ingest_pb2_grpc.add_IngestServicer_to_server(self.ingest, self.server)
         query_pb2_grpc.add_QueryServicer_to_server(QueryService(self.store, self.activity), self.server)
         if tls_cert is not None and tls_key is not None:
