@@ -155,6 +155,20 @@ def duckdb_rows_reference(points: int) -> float:
     return points / (time.perf_counter() - t)
 
 
+def run_clients(addresses: list[str], points: int, keys: int, batch_bytes: int, env: dict[str, str]
+                ) -> list[dict[str, Any]]:
+    """One client process per address (``CLIENT``), started together once all are ready; their reports."""
+    procs = [subprocess.Popen([sys.executable, "-c", CLIENT, address, str(points), str(keys), str(batch_bytes)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) for address in addresses]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+    return [json.loads(p.communicate()[0]) for p in procs]
+
+
 def one_case(clients: int, points: int, keys: int, batch_bytes: int, group_commit: bool) -> dict[str, Any]:
     """``clients`` processes each logging ``points`` points into one collector process (group commit on or off,
     by $STEPWIRE_GROUP_COMMIT); figures: points/s stored (from the first ``log`` call until every point is
@@ -169,16 +183,7 @@ def one_case(clients: int, points: int, keys: int, batch_bytes: int, group_commi
     env = {**os.environ, "STEPWIRE_DIR": str(directory / "clients")}  # where a client would spool
     try:
         with PeakRss(collector.pid) as rss:
-            procs = [subprocess.Popen([sys.executable, "-c", CLIENT, address, str(points), str(keys),
-                                       str(batch_bytes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-                     for _ in range(clients)]
-            for p in procs:
-                assert p.stdout is not None and p.stdout.readline() == b"ready\n"
-            for p in procs:
-                assert p.stdin is not None
-                p.stdin.write(b"go\n")
-                p.stdin.flush()
-            outs = [json.loads(p.communicate()[0]) for p in procs]
+            outs = run_clients([address] * clients, points, keys, batch_bytes, env)
             stats = [o["stats"] for o in outs]
             spooled = sum(s["logged"] - s["acknowledged"] for s in stats)
             if spooled:

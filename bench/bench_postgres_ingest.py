@@ -38,7 +38,7 @@ from typing import Any
 
 import psycopg
 
-from bench_ingest import CLIENT, PeakRss
+from bench_ingest import PeakRss, run_clients
 from report import emit
 from stepwire.collector.embedded import running_collector
 from stepwire.store.postgres.rows import CHUNK_COLUMNS
@@ -108,16 +108,7 @@ def ingest(url: str, clients: int, collectors: int, points: int, keys: int, batc
         for r in rss:
             r.__enter__()
         try:
-            cps = [subprocess.Popen([sys.executable, "-c", CLIENT, addresses[i % collectors], str(points), str(keys),
-                                     str(batch_bytes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-                   for i in range(clients)]
-            for p in cps:
-                assert p.stdout is not None and p.stdout.readline() == b"ready\n"
-            for p in cps:
-                assert p.stdin is not None
-                p.stdin.write(b"go\n")
-                p.stdin.flush()
-            outs = [json.loads(p.communicate()[0]) for p in cps]
+            outs = run_clients([addresses[i % collectors] for i in range(clients)], points, keys, batch_bytes, env)
             stats = [o["stats"] for o in outs]
             spooled = sum(s["logged"] - s["acknowledged"] for s in stats)
             if spooled:  # what a collector pushed back on: delivered, and counted once delivered

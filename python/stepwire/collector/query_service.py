@@ -4,7 +4,7 @@ in bounded pieces."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 import numpy as np
@@ -116,12 +116,8 @@ class QueryService(query_pb2_grpc.QueryServicer):
     def GetArtifact(self, request: ingest_pb2.ArtifactRef, context: grpc.ServicerContext
                     ) -> Iterator[ingest_pb2.ArtifactChunk]:
         self.activity.touch()
-        try:
-            pieces = self.store.read_artifact(request.run_id, request.name)
-        except KeyError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        for data in pieces:
-            yield ingest_pb2.ArtifactChunk(run_id=request.run_id, name=request.name, data=data)
+        return _chunks(context, lambda: self.store.read_artifact(request.run_id, request.name), request.run_id,
+                       request.name)
 
     def ListMedia(self, request: query_pb2.MediaRequest, context: grpc.ServicerContext) -> query_pb2.MediaList:
         self.activity.touch()
@@ -132,12 +128,18 @@ class QueryService(query_pb2_grpc.QueryServicer):
     def GetMedia(self, request: query_pb2.MediaRef, context: grpc.ServicerContext
                  ) -> Iterator[ingest_pb2.ArtifactChunk]:
         self.activity.touch()
-        try:
-            pieces = self.store.read_media(request.run_id, request.sha256)
-        except KeyError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        for data in pieces:
-            yield ingest_pb2.ArtifactChunk(run_id=request.run_id, data=data)
+        return _chunks(context, lambda: self.store.read_media(request.run_id, request.sha256), request.run_id)
+
+
+def _chunks(context: grpc.ServicerContext, read: Callable[[], Iterable[bytes]], run_id: str, name: str = ""
+            ) -> Iterator[ingest_pb2.ArtifactChunk]:
+    """The pieces ``read()`` gives, as chunks; NOT_FOUND if it raises ``KeyError``."""
+    try:
+        pieces = read()
+    except KeyError as exc:
+        context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    for data in pieces:
+        yield ingest_pb2.ArtifactChunk(run_id=run_id, name=name, data=data)
 
 
 def _ranks(request: query_pb2.SeriesRequest, context: grpc.ServicerContext) -> list[int] | None:
