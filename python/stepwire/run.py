@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from stepwire import _core, spool
 from stepwire.artifacts import stage_file
 from stepwire.binning import BACKGROUND_MIN_VALUES, Binner, Job, private_copy
-from stepwire.collector.embedded import data_dir
+from stepwire.collector.embedded import data_dir, recorded_address
 from stepwire.console import ConsoleCapture
 from stepwire.lifecycle import live_runs
 from stepwire.names import check_artifact_name, check_label, check_name
@@ -142,8 +142,11 @@ class Run(_core.Producer):
                     raise
                 log.warning("%s; logging to the spool %s until it answers (or run stepwire sync)", exc,
                             self.spool_dir)
-                self.address = address
-                self._channel = open_channel(address, self._token, self._tls_ca) if address else None
+                # the directory's collector, if one was started, may just be slow to answer (a loaded machine):
+                # the sender delivers to it once it answers, and starts it again if it is gone
+                self.address = address if self.dir is None else recorded_address(self.dir)
+                self._channel = open_channel(self.address, self._token if address else None, self._tls_ca) \
+                    if self.address else None
         # a collector init could not reach gets no record until a probe finds it answering: everything goes
         # to the spool at once instead of waiting in memory for retries
         # the directory's local collector is started again if it stops answering (the embedded default)

@@ -16,6 +16,8 @@ from pathlib import Path
 import psutil
 
 import stepwire
+from stepwire.collector.server import Collector
+from stepwire.store.duckdb_store import DuckDBStore
 
 STEPS = 400
 
@@ -75,3 +77,22 @@ def test_ranks_start_their_killed_local_collector_again_and_lose_nothing(data_di
         assert points["step"].tolist() == list(range(STEPS))  # each step once
         assert points["value"].tolist() == [float(s) for s in range(STEPS)]
     assert not list((data_dir / "spool").glob("*/*.log"))
+
+
+def test_a_local_collector_too_slow_for_init_gets_the_run_once_it_answers(data_dir: Path) -> None:
+    collector = Collector(data_dir)  # the directory's collector, served from this process
+    collector.start()
+    store = collector.store
+    assert isinstance(store, DuckDBStore)
+    try:
+        with store._lock:  # busy, as a collector starved on a loaded machine: init's OpenRun times out
+            run = stepwire.init(project="slow", connect_timeout=1, quiet=True, system_metrics=False, console=False)
+            for step in range(100):
+                run.log({"x": float(step)}, step=step)
+        run.finish()
+        stats = run.stats()
+        assert stats["spooled"] == stats["lost"] == 0 and stats["acknowledged"] == 100, stats  # not left for sync
+        assert [r.id for r in store.runs("slow")] == [run.id]
+        assert store.scalars(run.id, "x").step.tolist() == list(range(100))
+    finally:
+        collector.stop()

@@ -67,6 +67,14 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def recorded_address(directory: Path) -> str | None:
+    """The address ``directory``'s collector wrote in its address file, alive or not (nothing checked)."""
+    try:
+        return str(json.loads((directory / ADDRESS_FILE).read_text())["address"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def running_collector(directory: Path, pid: int | None = None, tls_ca: str | os.PathLike[str] | None = None
                       ) -> str | None:
     """The address of the live collector serving ``directory``, if any (optionally only if it is ``pid``;
