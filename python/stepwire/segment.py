@@ -109,8 +109,12 @@ class Recovered:
 
 def read(path: Path) -> Recovered | None:
     """Parse the segment at ``path`` (a copy of it: the caller has made sure its producer is dead); None if it is
-    not a segment of this version (or is being created)."""
-    with open(path, "rb") as f:
+    not a segment of this version (or is being created), or is gone."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:  # removed meanwhile (its run finished, or a survivor stored it)
+        return None
+    with f:
         size = os.fstat(f.fileno()).st_size
         if size < 4096:
             return None

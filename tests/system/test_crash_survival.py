@@ -61,7 +61,7 @@ def my_segments(pids: set[int]) -> list[Path]:
     """The segments left by the given processes."""
     left = []
     for path in segment.segments():
-        rec = segment.read(path) if path.exists() else None
+        rec = segment.read(path)
         if rec is not None and rec.pid in pids:
             left.append(path)
     return left
