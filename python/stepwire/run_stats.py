@@ -34,7 +34,7 @@ def collect_stats(run: Run) -> dict[str, Any]:
         out.update(run._sender.counts())
         seg = run._stream.segment_info()
         out.update({"survives_crash": bool(seg["survives_crash"]),
-                    "survives_crash_reason": str(seg["reason"] or run._shm_reason),
+                    "survives_crash_reason": str(run._shm_reason or seg["reason"]),
                     "segment_path": str(seg["path"]), "segment_bytes": int(seg["bytes"])})
     else:
         out.update({"logged": 0, "dropped": 0, "timed_out": 0, "blocked": 0, **_IDLE_SENDER,
