@@ -44,7 +44,16 @@ double wall_clock_now() noexcept {
     return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-Stream::Stream(StreamConfig cfg) : cfg_(cfg), uid_(g_next_uid.fetch_add(1)) {
+Stream::Stream(StreamConfig cfg)
+    : cfg_(cfg), uid_(g_next_uid.fetch_add(1)), ring_capacity_(round_up_pow2(cfg.ring_capacity)) {
+    if (!cfg_.shm_path.empty() && !cfg_.discard) {
+        const std::size_t journal =
+            cfg_.journal_bytes > 0 ? cfg_.journal_bytes : cfg_.max_sealed_bytes + cfg_.max_batch_bytes;
+        const std::size_t queue = cfg_.queue_bytes > 0 ? cfg_.queue_bytes
+                                                       : cfg_.max_pending_histogram_bytes * 5 / 4 + (1u << 20);
+        segment_ = Segment::create(cfg_.shm_path, cfg_.shm_slots, round_up_pow2(cfg_.ring_capacity), journal,
+                                   cfg_.table_bytes, queue, &segment_error_);
+    }
     thread_ = std::thread([this] { run(); });
 }
 
@@ -53,6 +62,7 @@ Stream::~Stream() { close(); }
 std::uint32_t Stream::define(std::string name, SeriesKind kind) {
     std::lock_guard lock(mu_);
     const std::uint32_t id = next_series_++;
+    if (segment_ && !segment_->define(id, kind, name)) ++unsafe_series_;
     pending_defs_bytes_ += sizeof(SeriesDef) + name.size();
     pending_defs_.push_back(SeriesDef{id, std::move(name), kind});
     return id;
@@ -71,18 +81,56 @@ Ring* Stream::register_ring() {
     std::lock_guard lock(rings_mu_);
     auto [it, inserted] = ring_of_thread_.try_emplace(std::this_thread::get_id(), nullptr);
     if (inserted) {
-        rings_.push_back(std::make_unique<Ring>(round_up_pow2(cfg_.ring_capacity)));
+        const std::size_t capacity = ring_capacity_;
+        RingMemory mem{};
+        int slot = -1;
+        if (segment_ && segment_->claim_slot(&mem, &slot)) {
+            rings_.push_back(std::make_unique<Ring>(capacity, mem));
+            rings_.back()->slot = slot;
+        } else {
+            if (segment_) unsafe_rings_.fetch_add(1, std::memory_order_relaxed);
+            rings_.push_back(std::make_unique<Ring>(capacity));
+        }
         it->second = rings_.back().get();
     }
     return it->second;
 }
 
-void Stream::count_dropped() noexcept { extra_dropped_.fetch_add(1, std::memory_order_relaxed); }
+void Stream::count_dropped(std::size_t n) noexcept { extra_dropped_.fetch_add(n, std::memory_order_relaxed); }
 
-void Stream::count_timed_out() noexcept {
+void Stream::count_timed_out(std::size_t n) noexcept {
     stalled_.store(true, std::memory_order_relaxed);
-    timed_out_.fetch_add(1, std::memory_order_relaxed);
-    extra_dropped_.fetch_add(1, std::memory_order_relaxed);
+    timed_out_.fetch_add(n, std::memory_order_relaxed);
+    extra_dropped_.fetch_add(n, std::memory_order_relaxed);
+}
+
+bool Stream::push_blocking_all(const Record* r, std::size_t n) {
+    using clock = std::chrono::steady_clock;
+    const bool bounded = cfg_.block_timeout_s < kNoTimeout;
+    const clock::time_point deadline =
+        bounded ? clock::now() + std::chrono::duration_cast<clock::duration>(
+                                     std::chrono::duration<double>(cfg_.block_timeout_s))
+                : clock::time_point::max();
+    bool waited = false;
+    for (;;) {
+        switch (try_push_all(r, n)) {
+            case PushResult::Ok:
+                return true;
+            case PushResult::Closed:
+                return false;
+            case PushResult::Full:
+                if (stalled_.load(std::memory_order_relaxed) || (bounded && clock::now() >= deadline)) {
+                    count_timed_out(n);
+                    return true;
+                }
+                if (!waited) {
+                    extra_blocked_.fetch_add(1, std::memory_order_relaxed);
+                    waited = true;
+                }
+                wake_drainer_.notify_one();
+                std::this_thread::sleep_for(std::chrono::microseconds(50));
+        }
+    }
 }
 
 bool Stream::push_blocking(const Record& r) {
@@ -144,6 +192,14 @@ bool Stream::push_histogram(HistogramRecord&& h) {
         if (closing_) return false;
     }
     pending_hist_bytes_ += bytes;
+    h.index = next_hist_index_++;
+    if (segment_) {
+        if (segment_->queue_histogram(h)) {
+            h.queued_bytes = static_cast<std::uint32_t>(Segment::histogram_entry_bytes(h.hist));
+        } else {
+            ++unsafe_histograms_;
+        }
+    }
     pending_hists_.push_back(std::move(h));
     hist_logged_.fetch_add(1, std::memory_order_relaxed);
     return true;
@@ -170,6 +226,53 @@ std::optional<std::uint64_t> Stream::flush(double timeout_s) {
         return std::nullopt;
     }
     return next_sequence_ - 1;
+}
+
+void Stream::retire(std::uint64_t sequence) {
+    if (!segment_) return;
+    std::lock_guard lock(mu_);
+    std::uint64_t end = 0;
+    bool any = false;
+    while (!seal_ends_.empty() && seal_ends_.front().first <= sequence) {
+        end = seal_ends_.front().second;
+        seal_ends_.pop_front();
+        any = true;
+    }
+    if (any) {
+        segment_->retire(end, sequence);
+        wake_drainer_.notify_one();
+    }
+}
+
+SegmentInfo Stream::segment_info() {
+    SegmentInfo info;
+    std::lock_guard lock(mu_);
+    if (!segment_) {
+        info.reason = cfg_.shm_path.empty() ? "no shared-memory segment was asked for" : segment_error_;
+        return info;
+    }
+    info.path = segment_->path();
+    info.bytes = segment_->bytes();
+    info.journal_bytes = segment_->journal_bytes();
+    info.slots = segment_->slots();
+    info.unsafe_rings = unsafe_rings_.load(std::memory_order_relaxed);
+    info.unsafe_series = unsafe_series_;
+    info.unsafe_histograms = unsafe_histograms_;
+    info.survives_crash = segment_error_.empty();
+    info.reason = segment_error_;
+    return info;
+}
+
+bool Stream::set_segment_meta(const std::string& json) {
+    std::lock_guard lock(mu_);
+    return segment_ && segment_->set_meta(json);
+}
+
+bool Stream::release_segment() {
+    std::lock_guard lock(mu_);
+    if (!segment_) return false;
+    segment_->set_state(1);
+    return segment_->unlink();
 }
 
 void Stream::close() {
@@ -221,8 +324,13 @@ std::size_t Stream::drain(std::size_t max_records) {
         const std::size_t before = drained_.size();
         const std::size_t want = std::min(ring->size(), max_records - total);
         drained_.resize(before + want);
-        const std::size_t got = ring->pop(drained_.data() + before, want);
+        std::uint64_t first = 0;
+        const std::size_t got = ring->peek(drained_.data() + before, want, &first);
         drained_.resize(before + got);
+        // into the journal before they leave the ring: at every moment each record is in one or both, and a
+        // survivor takes a ring's records from where the journal's copy of that ring ends
+        if (segment_) segment_->journal_records(ring->slot, first, drained_.data() + before, got);
+        ring->commit(got);
         total += got;
     }
     return total;
@@ -230,7 +338,16 @@ std::size_t Stream::drain(std::size_t max_records) {
 
 void Stream::seal_locked(std::unique_lock<std::mutex>&) {
     const std::uint64_t items = drained_.size() + drained_hists_;
-    SealedBatch b = encoder_.seal(drained_, std::move(pending_defs_), next_sequence_++);
+    const std::uint64_t sequence = next_sequence_++;
+    SealedBatch b = encoder_.seal(drained_, std::move(pending_defs_), sequence);
+    if (segment_) {
+        if (!segment_->journal_seal(sequence)) {  // cannot happen while kJournalReserve holds: say so, never guess
+            segment_->set_state(2);
+            segment_error_ = "the journal had no room for a seal marker";
+        }
+        seal_ends_.emplace_back(sequence, segment_->journal_write());
+        segment_->set_next_sequence(next_sequence_);
+    }
     pending_defs_.clear();
     pending_defs_bytes_ = 0;
     drained_.clear();
@@ -265,6 +382,7 @@ void Stream::run() {
     drained_.reserve(max_records);  // the open batch never reallocates past its bound
     std::unique_lock lock(mu_);
     for (;;) {
+        if (segment_) segment_->heartbeat(static_cast<std::uint64_t>(wall_clock_now() * 1000.0));
         const bool closing = closing_;
         const std::uint64_t flush_target = flush_requested_;
         std::size_t left = closing ? std::numeric_limits<std::size_t>::max() : budget();
@@ -274,7 +392,15 @@ void Stream::run() {
             continue;
         }
         lock.unlock();
-        const std::size_t room = std::min(max_records - std::min(max_records, drained_.size()), left / sizeof(Record));
+        std::size_t room = std::min(max_records - std::min(max_records, drained_.size()), left / sizeof(Record));
+        if (segment_) {
+            std::size_t nrings;
+            {
+                std::lock_guard rl(rings_mu_);
+                nrings = rings_.size();
+            }
+            room = std::min(room, segment_->journal_room_records(nrings));
+        }
         const std::size_t got = room > 0 ? drain(room) : 0;
         if (got > 0) stalled_.store(false, std::memory_order_relaxed);  // the rings have room again
         lock.lock();
@@ -288,8 +414,20 @@ void Stream::run() {
                (drained_hists_ == 0 || drained_.size() * kPointBytes + drained_hist_bytes_ < cfg_.max_batch_bytes)) {
             const std::size_t hb = histogram_bytes(pending_hists_[taken].hist);
             if (hb + 1 > left) break;
+            bool journaled = false;
+            if (segment_) {
+                const std::size_t jb = Segment::histogram_entry_bytes(pending_hists_[taken].hist);
+                if (jb <= segment_->journal_bytes() / 2) {  // else it could never fit: sent, but not crash-safe
+                    if (jb > segment_->journal_room_bytes()) break;  // waits for the sender to retire batches
+                    journaled = true;
+                } else {
+                    ++unsafe_histograms_;
+                }
+            }
             left -= hb + 1;
             HistogramRecord& h = pending_hists_[taken++];
+            if (journaled) segment_->journal_histogram(h);
+            if (h.queued_bytes > 0) segment_->dequeue_histogram(h.queued_bytes);
             drained_hist_bytes_ += hb;
             pending_hist_bytes_ -= hb;
             ++drained_hists_;

@@ -15,6 +15,7 @@
 
 #include "encoder.hpp"
 #include "ring.hpp"
+#include "segment.hpp"
 
 namespace stepwire {
 
@@ -29,6 +30,26 @@ struct StreamConfig {
     std::size_t max_pending_histogram_bytes = 16u << 20;  // histograms binned but not yet in a batch
     double block_timeout_s = 60.0;           // block policy: the longest a producer waits before it drops and counts
     bool discard = false;                    // accept and drop everything (a rank that does not log)
+    // A shared-memory segment at this path (empty: none) holds the rings of the first shm_slots producing
+    // threads, the journal (journal_bytes; 0: max_sealed_bytes + max_batch_bytes) and the series table.
+    std::string shm_path;
+    unsigned shm_slots = 8;
+    std::size_t journal_bytes = 0;
+    std::size_t table_bytes = 4u << 20;
+    std::size_t queue_bytes = 0;  // histogram queue; 0: max_pending_histogram_bytes + a quarter + 1 MiB
+};
+
+// Where the records of a stream outlive its process (segment.hpp), or why they do not.
+struct SegmentInfo {
+    bool survives_crash = false;
+    std::string reason;  // why not, when survives_crash is false
+    std::string path;
+    std::uint64_t bytes = 0;
+    std::uint64_t journal_bytes = 0;
+    unsigned slots = 0;
+    unsigned unsafe_rings = 0;   // producing threads whose ring is in process memory (every slot was taken)
+    std::uint64_t unsafe_series = 0;  // series defined after the table filled up
+    std::uint64_t unsafe_histograms = 0;  // histograms too large for the journal
 };
 
 struct StreamStats {
@@ -73,7 +94,20 @@ public:
         ring->logged.store(ring->logged.load(std::memory_order_relaxed) + pushed, std::memory_order_relaxed);
         return pushed;
     }
-    void count_dropped() noexcept;
+    // Producer fast path for a call's records that must be seen whole or not at all (one release store).
+    PushResult try_push_all(const Record* r, std::size_t n) noexcept {
+        if (closed_for_producers_.load(std::memory_order_relaxed)) [[unlikely]] return PushResult::Closed;
+        if (cfg_.discard) [[unlikely]] return PushResult::Ok;
+        Ring* ring = ring_for_this_thread();
+        if (!ring->try_push_all(r, n)) return PushResult::Full;
+        ring->logged.store(ring->logged.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+        return PushResult::Ok;
+    }
+    // Records one call may push whole (a ring's capacity).
+    std::size_t ring_capacity() const noexcept { return ring_capacity_; }
+    void count_dropped(std::size_t n = 1) noexcept;
+    // push_blocking for try_push_all's records (n <= ring_capacity()): whole, or dropped whole on timeout.
+    bool push_blocking_all(const Record* r, std::size_t n);
     // Waits until r fits (block policy); false if the stream closed meanwhile. Call without the GIL. A wait
     // is bounded by block_timeout_s: then r is dropped and counted (dropped, timed_out), true is returned, and
     // until the drainer takes records again later pushes to a full ring drop at once instead of waiting.
@@ -88,12 +122,19 @@ public:
     // Seals everything logged before this call; returns the last sequence number sealed so far, or nothing
     // if that took longer than timeout_s (the sender is behind and the sealed queue is full).
     std::optional<std::uint64_t> flush(double timeout_s);
+    // Sender side: batches up to sequence are acknowledged, refused, spooled or lost: their journal part is free.
+    void retire(std::uint64_t sequence);
     // Seals what is left and stops the drainer; next_batch still returns what is queued.
     void close();
     // True once closed and every sealed batch has been taken.
     bool exhausted();
 
     StreamStats stats();
+    SegmentInfo segment_info();
+    // The segment's JSON metadata (run, rank, stream, directory...); false if there is no segment or it is too long.
+    bool set_segment_meta(const std::string& json);
+    // Marks the segment finished and removes its file (after close and once the sender is done); true if removed.
+    bool release_segment();
 
 private:
     Ring* ring_for_this_thread();
@@ -103,10 +144,18 @@ private:
     void seal_locked(std::unique_lock<std::mutex>& lock);
     std::size_t open_bound() const;  // under mu_
     std::size_t budget() const;      // under mu_
-    void count_timed_out() noexcept;
+    void count_timed_out(std::size_t n = 1) noexcept;
 
     const StreamConfig cfg_;
     const std::uint64_t uid_;
+    const std::size_t ring_capacity_;
+    std::unique_ptr<Segment> segment_;
+    std::string segment_error_;
+    std::atomic<unsigned> unsafe_rings_{0};
+    std::uint64_t unsafe_series_ = 0;      // under mu_
+    std::uint64_t unsafe_histograms_ = 0;  // under mu_
+    std::uint64_t next_hist_index_ = 0;    // under mu_
+    std::deque<std::pair<std::uint64_t, std::uint64_t>> seal_ends_;  // under mu_: (sequence, journal end)
 
     std::mutex rings_mu_;
     std::vector<std::unique_ptr<Ring>> rings_;

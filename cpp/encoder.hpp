@@ -21,6 +21,8 @@ struct HistogramRecord {
     std::int64_t step;
     double wall_time;
     Histogram hist;
+    std::uint64_t index = 0;         // pushed before it on the stream (its key in the segment, segment.hpp)
+    std::uint32_t queued_bytes = 0;  // its entry in the segment's histogram queue, 0 if none
 };
 
 // Scalars grouped by series (group i: group_series[i], group_lengths[i] points, in logged order),

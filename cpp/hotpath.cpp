@@ -80,6 +80,31 @@ bool push(Stream& stream, const Record& r) {
     return ok;
 }
 
+// The slow path of a dict's records that did not fit at once: the whole call waits for room (block policy) or is
+// dropped whole (drop policy), so that a reader of the ring sees all of it or none. Only a call of more
+// records than a ring holds goes in pieces. Returns false with RuntimeError set once the run is finished.
+bool push_all(Stream& stream, PushResult res, const std::vector<Record>& records) {
+    bool ok = res != PushResult::Closed;
+    const std::size_t n = records.size();
+    if (ok && n > stream.ring_capacity()) {
+        const std::size_t pushed = stream.try_push_many(records.data(), n);
+        for (std::size_t i = pushed; i < n; ++i) {
+            if (!push(stream, records[i])) return false;
+        }
+        return true;
+    }
+    if (ok && stream.drop_when_full()) {
+        stream.count_dropped(n);
+        return true;
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS ok = stream.push_blocking_all(records.data(), n);
+        Py_END_ALLOW_THREADS
+    }
+    if (!ok) PyErr_SetString(PyExc_RuntimeError, "the run is finished: nothing more can be logged to it");
+    return ok;
+}
+
 // Resolves the step argument: None -> the auto counter. Returns false with an exception set.
 bool resolve_step(ProducerObject* self, PyObject* step, long long* out, bool advance = true) {
     long long s;
@@ -225,10 +250,9 @@ PyObject* producer_log(PyObject* op, PyObject* const* args, Py_ssize_t nargs, Py
         r.wall_time = wall;
     }
     Stream& stream = **self->stream;
-    const std::size_t pushed = stream.try_push_many(records.data(), records.size());
-    for (std::size_t i = pushed; i < records.size(); ++i) {
-        if (!push(stream, records[i])) return nullptr;
-    }
+    const PushResult res = stream.try_push_all(records.data(), records.size());
+    if (res == PushResult::Ok) [[likely]] Py_RETURN_NONE;
+    if (!push_all(stream, res, records)) return nullptr;
     Py_RETURN_NONE;
 }
 

@@ -145,6 +145,8 @@ PYBIND11_MODULE(_core, m) {
     m.attr("MAX_STEP") = kMaxStep;
     m.attr("KIND_SCALAR") = static_cast<int>(SeriesKind::Scalar);
     m.attr("KIND_HISTOGRAM") = static_cast<int>(SeriesKind::Histogram);
+    m.attr("SEGMENT_MAGIC") = kSegmentMagic;
+    m.attr("SEGMENT_VERSION") = kSegmentVersion;
 
     // SCHEME: the constants of the histogram bucket scheme, from scheme.hpp, so that other implementations
     // (the torch device path) compute the same integers without copying literals:
@@ -332,7 +334,8 @@ PYBIND11_MODULE(_core, m) {
     py::class_<Stream, std::shared_ptr<Stream>>(m, "Stream", "Rings, drainer thread and sealed-batch queue of a run.")
         .def(py::init([](std::size_t ring_capacity, bool drop_when_full, std::size_t batch_bytes,
                          double flush_interval, std::size_t max_sealed, std::size_t max_batch_bytes, bool discard,
-                         std::size_t max_sealed_bytes, std::size_t max_histogram_bytes, double block_timeout) {
+                         std::size_t max_sealed_bytes, std::size_t max_histogram_bytes, double block_timeout,
+                         std::string shm_path, unsigned shm_slots, std::size_t journal_bytes) {
                  if (batch_bytes < 1024) throw py::value_error("batch_bytes must be at least 1024");
                  if (max_batch_bytes < batch_bytes) throw py::value_error("max_batch_bytes must be >= batch_bytes");
                  if (!(flush_interval > 0)) throw py::value_error("flush_interval must be > 0");
@@ -348,13 +351,17 @@ PYBIND11_MODULE(_core, m) {
                  cfg.max_pending_histogram_bytes = max_histogram_bytes;
                  cfg.block_timeout_s = block_timeout;
                  cfg.discard = discard;
+                 cfg.shm_path = std::move(shm_path);
+                 cfg.shm_slots = shm_slots;
+                 cfg.journal_bytes = journal_bytes;
                  return std::make_shared<Stream>(cfg);
              }),
              py::arg("ring_capacity") = 1 << 16, py::arg("drop_when_full") = false, py::arg("batch_bytes") = 1 << 20,
              py::arg("flush_interval") = 0.1, py::arg("max_sealed") = 32, py::arg("max_batch_bytes") = 16u << 20,
              py::arg("discard") = false, py::arg("max_sealed_bytes") = StreamConfig{}.max_sealed_bytes,
              py::arg("max_histogram_bytes") = StreamConfig{}.max_pending_histogram_bytes,
-             py::arg("block_timeout") = StreamConfig{}.block_timeout_s)
+             py::arg("block_timeout") = StreamConfig{}.block_timeout_s, py::arg("shm_path") = "",
+             py::arg("shm_slots") = StreamConfig{}.shm_slots, py::arg("journal_bytes") = 0)
         .def(
             "define", [](Stream& s, std::string name, int kind) { return s.define(std::move(name), SeriesKind(kind)); },
             py::arg("name"), py::arg("kind"))
@@ -438,6 +445,26 @@ PYBIND11_MODULE(_core, m) {
         .def("flush", &Stream::flush, py::arg("timeout") = 1e9, py::call_guard<py::gil_scoped_release>())
         .def("close", &Stream::close, py::call_guard<py::gil_scoped_release>())
         .def("exhausted", &Stream::exhausted)
+        .def("retire", &Stream::retire, py::arg("sequence"), py::call_guard<py::gil_scoped_release>(),
+             "Batches up to sequence are acknowledged, refused, spooled or lost: their journal room is free again.")
+        .def("set_segment_meta", &Stream::set_segment_meta, py::arg("json"),
+             "Writes the segment's JSON metadata; False without a segment (or when it is too long).")
+        .def("release_segment", &Stream::release_segment, py::call_guard<py::gil_scoped_release>(),
+             "Marks the segment finished and removes its file; True if it was removed.")
+        .def("segment_info", [](Stream& s) {
+            const SegmentInfo i = s.segment_info();
+            py::dict d;
+            d["survives_crash"] = i.survives_crash;
+            d["reason"] = i.reason;
+            d["path"] = i.path;
+            d["bytes"] = i.bytes;
+            d["journal_bytes"] = i.journal_bytes;
+            d["slots"] = i.slots;
+            d["unsafe_rings"] = i.unsafe_rings;
+            d["unsafe_series"] = i.unsafe_series;
+            d["unsafe_histograms"] = i.unsafe_histograms;
+            return d;
+        }, "Where the stream's records outlive the process (its shared-memory segment), or why they do not.")
         .def("stats", [](Stream& s) {
             const StreamStats st = s.stats();
             py::dict d;

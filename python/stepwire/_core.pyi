@@ -11,6 +11,8 @@ MAX_NAME_BYTES: int
 MAX_STEP: int
 KIND_SCALAR: int
 KIND_HISTOGRAM: int
+SEGMENT_MAGIC: int
+SEGMENT_VERSION: int
 SCHEME: dict[str, int]
 """Constants of the histogram bucket scheme (cpp/scheme.hpp): mantissa_bits, float64_mantissa_bits, exponent_bias,
 exponent_rebase, first_normal_exponent, finite_exponents, beyond_float32_exponent, denormal_scale_log2,
@@ -71,9 +73,12 @@ class Stream:
     def __init__(self, ring_capacity: int = ..., drop_when_full: bool = ..., batch_bytes: int = ...,
                  flush_interval: float = ..., max_sealed: int = ..., max_batch_bytes: int = ...,
                  discard: bool = ..., max_sealed_bytes: int = ..., max_histogram_bytes: int = ...,
-                 block_timeout: float = ...) -> None:
-        """While sealed batches wait for the sender (at most ``max_sealed`` of them), they and the batch being
-        filled hold at most ``max_sealed_bytes`` (32 MiB); binned histograms wait for a batch up to
+                 block_timeout: float = ..., shm_path: str = ..., shm_slots: int = ...,
+                 journal_bytes: int = ...) -> None:
+        """With ``shm_path`` the rings of the first ``shm_slots`` producing threads, the journal (``journal_bytes``; 0:
+        max_sealed_bytes + max_batch_bytes) and the series table live in a shared-memory segment created there
+        (docs/segment.md). While sealed batches wait for the sender (at most ``max_sealed`` of them), they and the
+        batch being filled hold at most ``max_sealed_bytes`` (32 MiB); binned histograms wait for a batch up to
         ``max_histogram_bytes`` (16 MiB). With ``drop_when_full`` false a producer waits for room at most
         ``block_timeout`` seconds (60), then drops and counts (``timed_out``)."""
     def define(self, name: str, kind: int) -> int: ...
@@ -93,6 +98,15 @@ class Stream:
     def flush(self, timeout: float = ...) -> int | None: ...
     def close(self) -> None: ...
     def exhausted(self) -> bool: ...
+    def retire(self, sequence: int) -> None:
+        """Batches up to ``sequence`` are acknowledged, refused, spooled or lost: their journal room is free."""
+    def set_segment_meta(self, json: str) -> bool:
+        """Write the segment's JSON metadata; False without a segment (or when it is too long)."""
+    def release_segment(self) -> bool:
+        """Mark the segment finished and remove its file; True if it was removed."""
+    def segment_info(self) -> dict[str, Any]:
+        """survives_crash, reason, path, bytes, journal_bytes, slots, unsafe_rings, unsafe_series,
+        unsafe_histograms."""
     def stats(self) -> dict[str, int]:
         """logged, dropped (timed_out among them), timed_out, blocked, held_bytes (sealed batches, the open batch,
         queued histograms and series names not sent yet), sealed_batches, sealed_items."""

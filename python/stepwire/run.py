@@ -28,6 +28,7 @@ from stepwire.ranks import RankInfo
 from stepwire.run_connect import LocalRestart, open_run
 from stepwire.run_finish import finish_run, flush_run
 from stepwire.run_stats import collect_stats
+from stepwire.segment import segment_path, start_time
 from stepwire.sender import Sender
 from stepwire.spool import Spool
 from stepwire.system import SystemSampler
@@ -115,9 +116,13 @@ class Run(_core.Producer):
         self._system: SystemSampler | None = None
         self._console: ConsoleCapture | None = None
 
+        # the rings, the journal of what was drained and the series table in shared memory, so that a survivor
+        # stores what a crash of this process leaves (stepwire.survivor; docs/segment.md)
+        shm_path, self._shm_reason = segment_path(self._stream_id, remote=address is not None) if active \
+            else ("", "this rank does not log")
         self._stream = _core.Stream(ring_capacity=ring_capacity, drop_when_full=policy == "drop",
                                     batch_bytes=batch_bytes, flush_interval=flush_interval, discard=not active,
-                                    block_timeout=block_timeout)
+                                    block_timeout=block_timeout, shm_path=shm_path)
         super().__init__(self._stream)
         self.address: str | None = None
         if not active:
@@ -129,6 +134,9 @@ class Run(_core.Producer):
         self.spool_dir = data_dir(dir) / "spool" / f"{self.id}-r{self.rank}-{self._stream_id[:12]}"
         """Where records the collector has not acknowledged wait (replayed by the run or ``stepwire sync``)."""
         self._staging = self.spool_dir / "files"
+        self._stream.set_segment_meta(json.dumps({
+            "run_id": self.id, "rank": self.rank, "stream_id": self._stream_id, "directory": str(data_dir(dir)),
+            "spool_dir": str(self.spool_dir), "pid": os.getpid(), "start_time": start_time(os.getpid())}))
         self._text_seq = 0
         self._token, self._tls_ca = token, tls_ca
         self._quiet = quiet

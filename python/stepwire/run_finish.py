@@ -72,6 +72,7 @@ def finish_run(run: Run, status: str) -> None:
     if not run._sender.join(timeout=max(1.0, deadline - time.monotonic())):
         run._sender.abandon(int(run._stream.stats()["logged"]), f"still in memory when finish() gave up "
                             f"after finish_timeout={run._finish_timeout:g} s")
+    run._stream.release_segment()  # everything in it is stored, spooled or counted lost
     report_finish(run, status, run.stats())
     channel = run._restart.channel if run._restart is not None and run._restart.channel is not None else \
         run._channel

@@ -32,8 +32,14 @@ def collect_stats(run: Run) -> dict[str, Any]:
         core = run._stream.stats()
         out.update({key: core[key] for key in ("logged", "dropped", "timed_out", "blocked")})
         out.update(run._sender.counts())
+        seg = run._stream.segment_info()
+        out.update({"survives_crash": bool(seg["survives_crash"]),
+                    "survives_crash_reason": str(run._shm_reason or seg["reason"]),
+                    "segment_path": str(seg["path"]), "segment_bytes": int(seg["bytes"])})
     else:
-        out.update({"logged": 0, "dropped": 0, "timed_out": 0, "blocked": 0, **_IDLE_SENDER})
+        out.update({"logged": 0, "dropped": 0, "timed_out": 0, "blocked": 0, **_IDLE_SENDER,
+                    "survives_crash": False, "survives_crash_reason": run._shm_reason, "segment_path": "",
+                    "segment_bytes": 0})
     w = run._waiter
     out.update(_IDLE_DEVICE if w is None else {
         "device_dropped": w.dropped, "device_waited": w.waited, "device_waited_s": w.waited_s,

@@ -252,6 +252,9 @@ class Sender:
         else:
             self._handle(spool.BATCH, msg)
         finally:
+            # acknowledged, refused, spooled (the page cache outlives this process) or lost: the journal's copy
+            # in shared memory is no longer needed by a survivor
+            self._stream.retire(batch.sequence)
             with self._cv:
                 self.done_sequence = batch.sequence
                 self._cv.notify_all()

@@ -1,8 +1,9 @@
 """``stepwire sync``: deliver what runs left in a data directory's spool (offline runs, unreachable collectors).
 
-Idempotent: delivered records leave the spool, and the collector deduplicates batches and texts by
-(stream, sequence), so syncing twice, or a sync interrupted and run again, stores nothing twice. Damaged records
-are set aside beside their spool (``<spool>.damaged/``), counted and skipped; a spool is removed only once
+First, what processes that died while logging to the directory left in shared memory is stored
+(``stepwire.survivor``). Idempotent: delivered records leave the spool, and the collector deduplicates batches and
+texts by (stream, sequence), so syncing twice, or a sync interrupted and run again, stores nothing twice. Damaged
+records are set aside beside their spool (``<spool>.damaged/``), counted and skipped; a spool is removed only once
 everything in it was delivered, refused or set aside. A sync that cannot write (a full disk) stops with an
 ``OSError`` and leaves the spool as it was, less what it already delivered.
 """
@@ -10,6 +11,7 @@ everything in it was delivered, refused or set aside. A sync that cannot write (
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,7 @@ def sync(directory: Path, address: str | None = None, show_progress: bool = True
     token comes from ``$STEPWIRE_TOKEN``, TLS from ``tls_ca``. ``OSError`` (``ConnectionError`` among them)
     when it cannot go on: what it has not delivered stays in the spool."""
     report = SyncReport()
+    _recover_segments(directory, address, tls_ca)
     pending = []
     try:
         for path in spool.spools(directory):
@@ -61,6 +64,19 @@ def sync(directory: Path, address: str | None = None, show_progress: bool = True
     return report
 
 
+def _recover_segments(directory: Path, address: str | None, tls_ca: str | None) -> None:
+    """Store what dead processes logging to ``directory`` left in shared memory (``stepwire.survivor``), their
+    spools first; a segment another survivor holds (the collector's) is left to it."""
+    from stepwire import segment
+    from stepwire.survivor import recover_all
+
+    if not segment.segments():
+        return
+    target = address or local_collector(directory)
+    with open_channel(target, tls_ca=tls_ca if address else None) as channel:
+        recover_all(directory.resolve(), ingest_pb2_grpc.IngestStub(channel), target)
+
+
 def _sync(pending: list[tuple[Path, Spool]], directory: Path, address: str | None, show_progress: bool,
           tls_ca: str | None, report: SyncReport) -> None:
     total = sum(s.count(verify=False) for _, s in pending)  # headers only: for the progress bar
@@ -70,36 +86,42 @@ def _sync(pending: list[tuple[Path, Spool]], directory: Path, address: str | Non
         stub = ingest_pb2_grpc.IngestStub(channel)
         task = progress.add_task(f"syncing to {target}", total=total)
         for path, sp in pending:
+            replay(stub, path, sp, target, report, lambda: progress.advance(task))
+
+
+def replay(stub: ingest_pb2_grpc.IngestStub, path: Path, sp: Spool, target: str, report: SyncReport,
+           advance: Callable[[], None] = lambda: None) -> None:
+    """Deliver the spool ``sp`` (locked by the caller, who unlocks it) at ``path`` in order, then remove it;
+    ``OSError`` (``ConnectionError`` among them) when it cannot go on: the rest stays in the spool."""
+    try:
+        while (record := sp.peek()) is not None:
+            kind, payload = record
             try:
-                while (record := sp.peek()) is not None:
-                    kind, payload = record
-                    try:
-                        msg = PAYLOAD_TYPES[kind].FromString(payload)
-                    except DecodeError:  # checks out, yet is no message of its kind: damaged all the same
-                        sp.reject(f"a record that is no {spool.KIND_NAMES[kind]} message")
-                    else:
-                        if _deliver_with_retries(stub, kind, msg, target):
-                            report.records += 1
-                            if kind == spool.BATCH:
-                                assert isinstance(msg, ingest_pb2.Batch)
-                                report.items += batch_items(msg)
-                        else:
-                            report.refused += 1
-                        sp.pop()
-                    if sp.cursor_error is not None:  # a full disk: stop (what was delivered since the cursor
-                        # was last written is replayed next time, and the collector ignores it)
-                        raise OSError(sp.cursor_error.errno, f"cannot record what was delivered from {path}: "
-                                      f"{sp.cursor_error.strerror}; the rest stays in the spool (sync again "
-                                      f"once there is room)")
-                    progress.advance(task)
-                if sp.error is not None:  # a damaged record that could not be set aside: keep the spool
-                    raise OSError(sp.error.errno, f"{sp.error.strerror}; the rest stays in the spool")
-            finally:
-                report.corrupt += sp.corrupt
-                report.set_aside += sp.set_aside
-            shutil.rmtree(path, ignore_errors=True)  # delivered or set aside: staged artifact copies included
-            sp.unlock()
-            report.spools += 1
+                msg = PAYLOAD_TYPES[kind].FromString(payload)
+            except DecodeError:  # checks out, yet is no message of its kind: damaged all the same
+                sp.reject(f"a record that is no {spool.KIND_NAMES[kind]} message")
+            else:
+                if _deliver_with_retries(stub, kind, msg, target):
+                    report.records += 1
+                    if kind == spool.BATCH:
+                        assert isinstance(msg, ingest_pb2.Batch)
+                        report.items += batch_items(msg)
+                else:
+                    report.refused += 1
+                sp.pop()
+            if sp.cursor_error is not None:  # a full disk: stop (what was delivered since the cursor
+                # was last written is replayed next time, and the collector ignores it)
+                raise OSError(sp.cursor_error.errno, f"cannot record what was delivered from {path}: "
+                              f"{sp.cursor_error.strerror}; the rest stays in the spool (sync again "
+                              f"once there is room)")
+            advance()
+        if sp.error is not None:  # a damaged record that could not be set aside: keep the spool
+            raise OSError(sp.error.errno, f"{sp.error.strerror}; the rest stays in the spool")
+    finally:
+        report.corrupt += sp.corrupt
+        report.set_aside += sp.set_aside
+    shutil.rmtree(path, ignore_errors=True)  # delivered or set aside: staged artifact copies included
+    report.spools += 1
 
 
 def _deliver_with_retries(stub: ingest_pb2_grpc.IngestStub, kind: int, msg: object, target: str) -> bool:

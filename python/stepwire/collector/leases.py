@@ -60,6 +60,7 @@ class Activity:
         self._leases: dict[str, float] = {}
         self._owners: dict[str, tuple[str, int]] = {}  # lease -> (run, rank) it logs for
         self._seen: dict[tuple[str, int], float] = {}  # (run, rank) -> when a lease of it last expired or ended
+        self._died: set[tuple[str, int]] = set()  # run ranks whose client's process is known to be dead
         self.last_rpc = time.monotonic()
         self.started = self.last_rpc
 
@@ -72,13 +73,17 @@ class Activity:
                 self._leases[client_id] = now + LEASE_TTL_S
                 if run is not None:
                     self._owners[client_id] = run
+                    self._died.discard(run)
 
-    def release(self, client_id: str) -> None:
-        """Drop a lease: the client has finished."""
+    def release(self, client_id: str, died: bool = False) -> None:
+        """Drop a lease: the client has finished (or, with ``died``, its process is known to be dead: the run rank
+        it logged for is silent from now on, not only once the lease would have expired)."""
         with self._lock:
             self._leases.pop(client_id, None)
-            self._owners.pop(client_id, None)
+            owner = self._owners.pop(client_id, None)
             self.last_rpc = time.monotonic()
+            if died and owner is not None:
+                self._died.add(owner)
 
     def _prune(self, now: float) -> None:
         for client, expiry in [(c, t) for c, t in self._leases.items() if t <= now]:
@@ -114,6 +119,8 @@ class Activity:
             self._prune(now)
             if run in self._owners.values():
                 return False
+            if run in self._died:
+                return True
             return now - max(self._seen.get(run, self.started), self.started) >= LEASE_TTL_S
 
 

@@ -25,8 +25,10 @@ from stepwire.collector.leases import Activity, mark_crashed
 from stepwire.collector.query_service import QueryService, artifact_info, run_info
 from stepwire.dashboard.server import Dashboard
 from stepwire.names import check_artifact_name, check_id, check_label, check_name
+from stepwire.segment import Recovered
 from stepwire.store import open_store
 from stepwire.store.base import ArtifactEntry, MediaEntry, RunRecord, Store, StoreUnavailable, TextEntry
+from stepwire.survivor import Survivor
 from stepwire.transport import ADDRESS_FILE, GRPC_OPTIONS, TokenCheck, is_loopback
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2_grpc
 
@@ -342,6 +344,9 @@ class Collector:
                                        tls_cert=tls_cert, tls_key=tls_key)  # TLS on both, so the cookie is Secure
         self._stopped = threading.Event()
         self._closed = False
+        # the segments of this directory's dead processes (docs/segment.md): stored, then their ranks crashed
+        self.survivor = Survivor(self.directory.resolve(), self.address, self._died, token) \
+            if tls_cert is None else None
 
     def start(self, write_address_file: bool = True) -> None:
         """Start serving; with ``write_address_file`` clients of the same directory can find it."""
@@ -353,6 +358,17 @@ class Collector:
             tmp.write_text(json.dumps({"address": self.address, "pid": os.getpid(), "http": self.http_url}))
             os.replace(tmp, self.directory / ADDRESS_FILE)
         log.info("collector for %s listening on %s", self.directory, self.address)
+        if self.survivor is not None:
+            self.survivor.start()
+
+    def _died(self, rec: Recovered) -> None:
+        """A process that logged here died and what it left is stored: its run rank is crashed (if running)."""
+        run_id, rank = str(rec.meta.get("run_id", "")), int(rec.meta.get("rank", 0))
+        self.activity.release(str(rec.meta.get("stream_id", "")), died=True)
+        for run in self.store.runs():
+            if run.id == run_id and dict(run.meta.get("ranks", {})).get(str(rank)) == "running":
+                log.warning("run %s rank %d: its process %d died, marked crashed", run_id, rank, rec.pid)
+                self.store.update_run(run_id, status="crashed", finished=self.store.last_data(run_id, rank), rank=rank)
 
     def serve(self, exit_when_idle: float | None = None) -> None:
         """Serve until stopped, or until idle (no lease, no RPC) for ``exit_when_idle`` seconds."""
@@ -375,6 +391,8 @@ class Collector:
             return
         self._closed = True
         self._stopped.set()
+        if self.survivor is not None:
+            self.survivor.stop()
         path = self.directory / ADDRESS_FILE
         try:
             if json.loads(path.read_text()).get("pid") == os.getpid():
