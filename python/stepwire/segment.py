@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,19 +108,56 @@ class Recovered:
     retired_sequence: int = 0
 
 
-def read(path: Path) -> Recovered | None:
-    """Parse the segment at ``path`` (a copy of it: the caller has made sure its producer is dead); None if it is
-    not a segment of this version (or is being created), or is gone."""
+DAMAGED = -1
+"""``Recovered.state`` of a segment whose journal, rings or tables do not parse: nothing of it can be trusted."""
+
+
+def open_own(path: Path, flags: int = os.O_RDONLY) -> int | None:
+    """A descriptor of the segment file ``path`` if it is a regular file of this user (not a link, not another
+    user's file planted under this user's prefix in the world-writable /dev/shm); None otherwise or if gone."""
     try:
-        f = open(path, "rb")
-    except FileNotFoundError:  # removed meanwhile (its run finished, or a survivor stored it)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:  # gone meanwhile, a symbolic link (ELOOP), not ours to open
         return None
-    with f:
-        size = os.fstat(f.fileno()).st_size
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        os.close(fd)
+        return None
+    return fd
+
+
+def read(path: Path) -> Recovered | None:
+    """Parse the segment at ``path`` (the caller has made sure its producer is dead before trusting the data);
+    None if it is not a segment of this version (or is being created), not this user's own file, or is gone. A
+    segment that does not parse comes back with ``state`` ``DAMAGED`` and whatever of its header could be read."""
+    fd = open_own(path)
+    if fd is None:
+        return None
+    try:
+        size = os.fstat(fd).st_size
         if size < 4096:
             return None
-        with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as m:
-            return _parse(memoryview(m))
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as m:
+            buf = memoryview(m)
+            try:
+                return _parse(buf)
+            except (struct.error, ValueError, IndexError, OverflowError, MemoryError, TypeError, ZeroDivisionError):
+                return _damaged(buf)
+            finally:
+                buf.release()
+    finally:
+        os.close(fd)
+
+
+def _damaged(buf: memoryview) -> Recovered:
+    """What a segment that does not parse still says of its owner: its pid, and its metadata if that parses."""
+    pid = struct.unpack_from("<q", buf, 16)[0]
+    try:
+        meta_bytes = struct.unpack_from("<I", buf, _HEADER.size - 36)[0]
+        meta = json.loads(bytes(buf[_META_OFFSET:_META_OFFSET + min(meta_bytes, 3072)]))
+    except (struct.error, ValueError):
+        meta = {}
+    return Recovered(meta=meta if isinstance(meta, dict) else {}, pid=pid, state=DAMAGED, defs=[])
 
 
 def _parse(buf: memoryview) -> Recovered | None:
@@ -128,6 +166,13 @@ def _parse(buf: memoryview) -> Recovered | None:
      meta_bytes, queue_off, queue_bytes, queue_write, queue_taken) = _HEADER.unpack_from(buf, 0)
     if magic != _core.SEGMENT_MAGIC or version != _core.SEGMENT_VERSION:
         return None
+    size = len(buf)
+    if not (0 < slots <= 64 and capacity > 0 and slot_bytes >= _SLOT_HEADER + capacity * RECORD.itemsize
+            and rings_off + slots * slot_bytes <= size and 0 < journal_bytes and journal_off + journal_bytes <= size
+            and table_off + table_used <= size and 0 < queue_bytes and queue_off + queue_bytes <= size
+            and retired <= write <= retired + journal_bytes and queue_taken <= queue_write <= queue_taken + queue_bytes
+            and meta_bytes <= 3072):
+        raise ValueError("the segment's header points outside it")
     try:
         meta = json.loads(bytes(buf[_META_OFFSET:_META_OFFSET + meta_bytes]) or b"{}")
     except ValueError:

@@ -55,9 +55,8 @@ def recover_all(directory: Path, stub: ingest_pb2_grpc.IngestStub, target: str,
 def recover(path: Path, directory: Path, stub: ingest_pb2_grpc.IngestStub, target: str,
             on_recovered: Callable[[Recovered], None] | None = None) -> bool:
     """Recover one segment if its producer is dead and it logs to ``directory``; True once it is removed."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
+    fd = segment.open_own(path, os.O_RDWR)  # this user's regular file only: /dev/shm is world-writable
+    if fd is None:
         return False
     try:
         try:
@@ -75,8 +74,8 @@ def recover(path: Path, directory: Path, stub: ingest_pb2_grpc.IngestStub, targe
             path.unlink(missing_ok=True)
             return True
         if rec.state != 0:
-            log.error("segment %s is marked broken: its journal cannot be trusted; removed without recovering it",
-                      path)
+            log.error("segment %s is damaged or marked broken: its journal cannot be trusted; removed without "
+                      "recovering it", path)
             path.unlink(missing_ok=True)
             return True
         spool_dir = Path(str(rec.meta.get("spool_dir", "")))
