@@ -70,6 +70,11 @@ def recover(path: Path, directory: Path, stub: ingest_pb2_grpc.IngestStub, targe
             return False
         if not segment.owner_dead(rec.meta, rec.pid):
             return False
+        # read it again now that nothing writes it: the first read may predate the death by moments, and a stale
+        # read sent under the next sequences would collide with batches the process sealed and sent meanwhile
+        rec = segment.read(path)
+        if rec is None:
+            return False
         if rec.state == 1:  # it finished and was removing the segment when it died
             path.unlink(missing_ok=True)
             return True

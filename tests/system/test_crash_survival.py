@@ -151,6 +151,20 @@ def run_kills(directory: Path, tmp: Path, kinds: list[str], rng: random.Random, 
     return results, pids
 
 
+def test_sigkill_at_random_moments_loses_nothing_that_returned(tmp_path: Path) -> None:
+    rng = random.Random(19)
+    directory = tmp_path / "data"
+    kinds = ["dict", "scalar"] * 7  # 14 kills with the collector up
+    results, pids = run_kills(directory, tmp_path, kinds, rng, offline=False)
+    wait_until("the collector stored what the killed processes left", lambda: not my_segments(pids))
+    api = stepwire.Api(dir=directory)
+    settle(lambda: stored_all(api, results))
+    for run_id, (kind, last) in results.items():
+        check(api, run_id, kind, last)
+    wait_until("the killed ranks are crashed",
+               lambda: all(api.run(r).status == "crashed" for r in results), timeout=20)
+
+
 def test_sigkill_with_the_collector_down_then_sync(tmp_path: Path) -> None:
     rng = random.Random(7)
     directory = tmp_path / "data"
