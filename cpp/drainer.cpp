@@ -5,6 +5,10 @@
 #include <limits>
 #include <utility>
 
+#ifdef __linux__
+#include <pthread.h>
+#endif
+
 namespace stepwire {
 namespace {
 
@@ -16,7 +20,12 @@ std::size_t round_up_pow2(std::size_t n) {
     return p;
 }
 
-constexpr auto kIdlePoll = std::chrono::milliseconds(1);
+// The drainer polls its rings every kIdlePoll while records arrive. After consecutive rounds that find nothing
+// it sleeps twice as long each time, up to kIdleMax (an idle client wakes 50 times a second, not 1,000), and
+// producers wake it from those longer sleeps (drainer_asleep_). kIdleMax bounds what a missed wake-up costs,
+// and how stale the segment's heartbeat gets; each sleep also ends when the open batch falls due.
+constexpr auto kIdlePoll = std::chrono::microseconds(1000);
+constexpr auto kIdleMax = std::chrono::microseconds(20000);
 // Waits longer than this are taken as "no bound" (a steady_clock deadline that far out would overflow).
 constexpr double kNoTimeout = 1e9;
 
@@ -94,6 +103,20 @@ Ring* Stream::register_ring() {
         it->second = rings_.back().get();
     }
     return it->second;
+}
+
+void Stream::wake_from_producer() noexcept {
+    // one producer wakes it per sleep; notify_one without mu_ may land just before the drainer waits, and
+    // then costs that one sleep (kIdleMax at most), never a hang
+    if (drainer_asleep_.exchange(false, std::memory_order_relaxed)) wake_drainer_.notify_one();
+}
+
+bool Stream::rings_hold_records() {
+    std::lock_guard lock(rings_mu_);
+    for (const auto& r : rings_) {
+        if (r->size() > 0) return true;
+    }
+    return false;
 }
 
 void Stream::count_dropped(std::size_t n) noexcept { extra_dropped_.fetch_add(n, std::memory_order_relaxed); }
@@ -380,6 +403,10 @@ std::size_t Stream::budget() const {
 void Stream::run() {
     const std::size_t max_records = std::max<std::size_t>(1, cfg_.max_batch_bytes / kPointBytes);
     drained_.reserve(max_records);  // the open batch never reallocates past its bound
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "stepwire-drain");  // for /proc/self/task/*/comm (tests, profiles)
+#endif
+    std::chrono::microseconds idle = kIdlePoll;  // the next idle sleep: doubles per empty round up to kIdleMax
     std::unique_lock lock(mu_);
     for (;;) {
         if (segment_) segment_->heartbeat(static_cast<std::uint64_t>(wall_clock_now() * 1000.0));
@@ -387,8 +414,10 @@ void Stream::run() {
         const std::uint64_t flush_target = flush_requested_;
         std::size_t left = closing ? std::numeric_limits<std::size_t>::max() : budget();
         if ((sealed_.size() >= cfg_.max_sealed || left == 0) && !closing) {
-            // back-pressure: the sender is behind; producers fill their rings, then block or drop
-            wake_drainer_.wait_for(lock, kIdlePoll);
+            // back-pressure: the sender is behind; producers fill their rings, then block or drop. next_batch,
+            // retire and close change what this waits for under mu_ and notify, so the longer sleep loses nothing.
+            wake_drainer_.wait_for(lock, idle);
+            idle = std::min(idle * 2, kIdleMax);
             continue;
         }
         lock.unlock();
@@ -465,7 +494,35 @@ void Stream::run() {
             room_.notify_all();
             return;
         }
-        if (got == 0 && (pending_hists_.empty() || taken == 0) && !sealing) wake_drainer_.wait_for(lock, kIdlePoll);
+        if (got > 0 || taken > 0 || sealing) {
+            idle = kIdlePoll;
+            continue;
+        }
+        // Nothing moved this round. flush() and close() change these under mu_ and notify: if one came while
+        // the rings were drained without mu_, go round again instead of sleeping past it.
+        if (flush_requested_ != flush_target || closing_ != closing) continue;
+        std::chrono::microseconds wait = idle;
+        if (bytes > 0 && sender_idle) {  // the open batch falls due flush_interval_s after its oldest item
+            const double due_in = oldest_ + cfg_.flush_interval_s - now;
+            const auto until_due = std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::duration<double>(std::max(0.0, due_in)));
+            wait = std::min(wait, std::max(kIdlePoll, until_due));
+        }
+        const bool long_sleep = wait > kIdlePoll;
+        if (long_sleep) {
+            // Producers read the flag after publishing their records, the drainer reads the rings after
+            // raising it: one side at least sees the other, except when the producer's load passes its own
+            // store (no fence on the hot path), which leaves those records for this one sleep.
+            drainer_asleep_.store(true, std::memory_order_seq_cst);
+            if (rings_hold_records()) {
+                drainer_asleep_.store(false, std::memory_order_relaxed);
+                idle = kIdlePoll;
+                continue;
+            }
+        }
+        wake_drainer_.wait_for(lock, wait);
+        if (long_sleep) drainer_asleep_.store(false, std::memory_order_relaxed);
+        idle = std::min(idle * 2, kIdleMax);
     }
 }
 
