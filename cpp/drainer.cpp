@@ -21,9 +21,10 @@ std::size_t round_up_pow2(std::size_t n) {
 }
 
 // The drainer polls its rings every kIdlePoll while records arrive. After consecutive rounds that find nothing
-// it sleeps twice as long each time, up to kIdleMax (an idle client wakes 50 times a second, not 1,000), and
-// producers wake it from those longer sleeps (drainer_asleep_). kIdleMax bounds what a missed wake-up costs,
-// and how stale the segment's heartbeat gets; each sleep also ends when the open batch falls due.
+// it sleeps twice as long each time, up to kIdleMax (an idle client wakes 50 times a second, not 1,000); a
+// producer whose ring passes half full wakes it from those longer sleeps (drainer_asleep_). kIdleMax bounds
+// what a missed wake-up costs and how stale the segment's heartbeat gets; a sleep also ends when the open batch
+// falls due, and records found after a sleep count as old as its start, so flush_interval_s still holds.
 constexpr auto kIdlePoll = std::chrono::microseconds(1000);
 constexpr auto kIdleMax = std::chrono::microseconds(20000);
 // Waits longer than this are taken as "no bound" (a steady_clock deadline that far out would overflow).
@@ -105,10 +106,12 @@ Ring* Stream::register_ring() {
     return it->second;
 }
 
-void Stream::wake_from_producer() noexcept {
+void Stream::wake_if_filling(const Ring* ring) noexcept {
     // one producer wakes it per sleep; notify_one without mu_ may land just before the drainer waits, and
     // then costs that one sleep (kIdleMax at most), never a hang
-    if (drainer_asleep_.exchange(false, std::memory_order_relaxed)) wake_drainer_.notify_one();
+    if (ring->size() > ring->capacity() / 2 && drainer_asleep_.exchange(false, std::memory_order_relaxed)) {
+        wake_drainer_.notify_one();
+    }
 }
 
 bool Stream::rings_hold_records() {
@@ -407,9 +410,13 @@ void Stream::run() {
     pthread_setname_np(pthread_self(), "stepwire-drain");  // for /proc/self/task/*/comm (tests, profiles)
 #endif
     std::chrono::microseconds idle = kIdlePoll;  // the next idle sleep: doubles per empty round up to kIdleMax
+    double last_round = 0.0;  // when the previous round began: what this round drains was logged after it
     std::unique_lock lock(mu_);
     for (;;) {
-        if (segment_) segment_->heartbeat(static_cast<std::uint64_t>(wall_clock_now() * 1000.0));
+        const double round_start = wall_clock_now();
+        const double logged_after = last_round > 0.0 ? last_round : round_start;
+        last_round = round_start;
+        if (segment_) segment_->heartbeat(static_cast<std::uint64_t>(round_start * 1000.0));
         const bool closing = closing_;
         const std::uint64_t flush_target = flush_requested_;
         std::size_t left = closing ? std::numeric_limits<std::size_t>::max() : budget();
@@ -470,7 +477,7 @@ void Stream::run() {
         open_bytes_.store(drained_.size() * sizeof(Record) + drained_hist_bytes_, std::memory_order_relaxed);
         const double now = wall_clock_now();
         const std::size_t bytes = drained_.size() * kPointBytes + drained_hist_bytes_;
-        if (bytes > 0 && oldest_ == 0.0) oldest_ = now;
+        if (bytes > 0 && oldest_ == 0.0) oldest_ = std::min(now, logged_after);
         const bool rings_empty = got < room && pending_hists_.empty();  // everything logged so far is drained
         const bool flushing = flush_target > flush_served_ || closing;
         // Natural batching: while the sender still has a sealed batch to send, sealing another gains no
@@ -508,11 +515,13 @@ void Stream::run() {
                 std::chrono::duration<double>(std::max(0.0, due_in)));
             wait = std::min(wait, std::max(kIdlePoll, until_due));
         }
-        const bool long_sleep = wait > kIdlePoll;
+        // room == 0: records may wait in the rings, but what this waits for is the sender (next_batch and
+        // retire notify under mu_), not the producers, whose wake-ups could not help
+        const bool long_sleep = wait > kIdlePoll && room > 0;
         if (long_sleep) {
             // Producers read the flag after publishing their records, the drainer reads the rings after
             // raising it: one side at least sees the other, except when the producer's load passes its own
-            // store (no fence on the hot path), which leaves those records for this one sleep.
+            // store (no fence on the hot path), which leaves that ring filling for this one sleep.
             drainer_asleep_.store(true, std::memory_order_seq_cst);
             if (rings_hold_records()) {
                 drainer_asleep_.store(false, std::memory_order_relaxed);

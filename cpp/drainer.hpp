@@ -81,7 +81,7 @@ public:
         Ring* ring = ring_for_this_thread();
         if (ring->try_push(r)) {
             ring->logged.store(ring->logged.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-            if (drainer_asleep_.load(std::memory_order_relaxed)) [[unlikely]] wake_from_producer();
+            if (drainer_asleep_.load(std::memory_order_relaxed)) [[unlikely]] wake_if_filling(ring);
             return PushResult::Ok;
         }
         return PushResult::Full;
@@ -93,7 +93,7 @@ public:
         Ring* ring = ring_for_this_thread();
         const std::size_t pushed = ring->try_push_many(r, n);
         ring->logged.store(ring->logged.load(std::memory_order_relaxed) + pushed, std::memory_order_relaxed);
-        if (drainer_asleep_.load(std::memory_order_relaxed)) [[unlikely]] wake_from_producer();
+        if (drainer_asleep_.load(std::memory_order_relaxed)) [[unlikely]] wake_if_filling(ring);
         return pushed;
     }
     // Producer fast path for a call's records that must be seen whole or not at all (one release store).
@@ -103,7 +103,7 @@ public:
         Ring* ring = ring_for_this_thread();
         if (!ring->try_push_all(r, n)) return PushResult::Full;
         ring->logged.store(ring->logged.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-        if (drainer_asleep_.load(std::memory_order_relaxed)) [[unlikely]] wake_from_producer();
+        if (drainer_asleep_.load(std::memory_order_relaxed)) [[unlikely]] wake_if_filling(ring);
         return PushResult::Ok;
     }
     // Records one call may push whole (a ring's capacity).
@@ -148,9 +148,10 @@ private:
     std::size_t open_bound() const;  // under mu_
     std::size_t budget() const;      // under mu_
     void count_timed_out(std::size_t n = 1) noexcept;
-    // Producer side, off the fast path: the drainer is in a long idle sleep; the first producer to see it
-    // clears drainer_asleep_ and wakes it, so a burst does not wait for the sleep to end.
-    void wake_from_producer() noexcept;
+    // Producer side, off the fast path, while the drainer is in a long idle sleep: once the ring is more than
+    // half full, the first producer to see it clears drainer_asleep_ and wakes the drainer, so that a burst does
+    // not wait for the sleep to end. Sparse logging never pays for a wake-up (a syscall).
+    void wake_if_filling(const Ring* ring) noexcept;
     bool rings_hold_records();  // any record pushed but not drained (drainer thread)
 
     const StreamConfig cfg_;
@@ -171,8 +172,8 @@ private:
     std::atomic<std::uint64_t> extra_blocked_{0};
     std::atomic<std::uint64_t> hist_logged_{0};
     std::atomic<bool> closed_for_producers_{false};
-    // The drainer is in an idle sleep longer than its 1 ms poll (set by the drainer, cleared by the first
-    // producer that pushes meanwhile or by the drainer once awake). Producers read it with one relaxed load.
+    // The drainer is in an idle sleep longer than its 1 ms poll (set by the drainer, cleared by the producer
+    // that wakes it or by the drainer once awake). Producers read it with one relaxed load.
     std::atomic<bool> drainer_asleep_{false};
     std::atomic<std::uint64_t> timed_out_{0};
     std::atomic<bool> stalled_{false};  // a block-policy wait timed out and the drainer has not taken records since
