@@ -95,6 +95,12 @@ def cmd_collector(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from stepwire.agent import cmd_agent
+
+    return cmd_agent(args)
+
+
 def _stop_on_signals(stop: Callable[[], None]) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
         stop()
@@ -450,6 +456,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--tls-ca", help="PEM file of the CA that signed the collector's certificate (TLS)")
     p.set_defaults(fn=cmd_sync)
+
+    p = sub.add_parser("agent", help="store what dead processes logging to a remote collector left in shared "
+                                     "memory (runs start it)")
+    p.add_argument("--dir", required=True, help="the data directory of the runs it serves")
+    p.add_argument("--address", required=True, help="host:port of the remote collector (token: $STEPWIRE_TOKEN)")
+    p.add_argument("--tls-ca", help="PEM file of the CA that signed the collector's certificate (TLS)")
+    p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                   help="exit once no run has left a segment for this long (default: $STEPWIRE_IDLE_EXIT or 10)")
+    p.set_defaults(fn=_cmd_agent)
 
     p = sub.add_parser("bench", help="logging overhead of stepwire against W&B, MLflow, TensorBoard and ClearML")
     p.add_argument("--full", action="store_true", help="the long version (ten times the quick sizes)")

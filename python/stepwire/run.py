@@ -17,7 +17,7 @@ import grpc
 import numpy.typing as npt
 from google.protobuf.message import Message
 
-from stepwire import _core, spool
+from stepwire import _core, agent, spool
 from stepwire.artifacts import stage_file
 from stepwire.binning import BACKGROUND_MIN_VALUES, Binner, Job, private_copy
 from stepwire.collector.embedded import data_dir, recorded_address
@@ -118,7 +118,7 @@ class Run(_core.Producer):
 
         # the rings, the journal of what was drained and the series table in shared memory, so that a survivor
         # stores what a crash of this process leaves (stepwire.survivor; docs/segment.md)
-        shm_path, self._shm_reason = segment_path(self._stream_id, remote=address is not None) if active \
+        shm_path, self._shm_reason = segment_path(self._stream_id, address is not None, agent.allowed()) if active \
             else ("", "this rank does not log")
         self._stream = _core.Stream(ring_capacity=ring_capacity, drop_when_full=policy == "drop",
                                     batch_bytes=batch_bytes, flush_interval=flush_interval, discard=not active,
@@ -136,7 +136,14 @@ class Run(_core.Producer):
         self._staging = self.spool_dir / "files"
         self._stream.set_segment_meta(json.dumps({
             "run_id": self.id, "rank": self.rank, "stream_id": self._stream_id, "directory": str(data_dir(dir)),
-            "spool_dir": str(self.spool_dir), "pid": os.getpid(), "start_time": start_time(os.getpid())}))
+            "spool_dir": str(self.spool_dir), "pid": os.getpid(), "start_time": start_time(os.getpid()),
+            "remote": address or ""}))
+        if address and shm_path:  # no collector on this node: its agent stores what a crash leaves
+            try:
+                agent.ensure(data_dir(dir), address, token, tls_ca)
+            except (RuntimeError, OSError) as exc:
+                log.warning("%s: a crash of this process would lose what it logged last", exc)
+                self._shm_reason = f"the node agent did not start: {exc}"
         self._text_seq = 0
         self._token, self._tls_ca = token, tls_ca
         self._quiet = quiet

@@ -22,8 +22,10 @@ from stepwire import _core
 
 SHM_DIR = Path("/dev/shm")
 SHM_ENV = "STEPWIRE_SHM"
-"""``$STEPWIRE_SHM=1`` puts a run's rings, journal and series table in shared memory, so that what it logged
-survives its crash; off by default for now (docs/segment.md, "Status")."""
+"""A run's rings, journal and series table live in shared memory, so that what it logged survives its crash
+(docs/segment.md); ``$STEPWIRE_SHM=0`` keeps them in process memory instead."""
+OFF_VALUES = ("0", "false", "no", "off")
+"""Values of ``$STEPWIRE_SHM`` (and ``$STEPWIRE_AGENT``) that turn it off."""
 
 RECORD = np.dtype([("series", "<u4"), ("reserved", "<u4"), ("step", "<i8"), ("value", "<f8"), ("wall", "<f8")])
 """One scalar record as the rings and the journal hold it (scheme.hpp's ``Record``)."""
@@ -41,13 +43,14 @@ def prefix() -> str:
     return f"stepwire-{os.getuid()}-"
 
 
-def segment_path(stream_id: str, remote: bool) -> tuple[str, str]:
-    """(path, "") for a new stream's segment, or ("", why there is none): ``$STEPWIRE_SHM`` not 1, a run that logs
-    to a remote collector (no process on this node would drain it), or no writable ``/dev/shm``."""
-    if os.environ.get(SHM_ENV, "0") != "1":
-        return "", f"${SHM_ENV} is not 1"
-    if remote:
-        return "", "the run logs to a remote collector: no process on this node drains a dead run's segment"
+def segment_path(stream_id: str, remote: bool, agent_allowed: bool = True) -> tuple[str, str]:
+    """(path, "") for a new stream's segment, or ("", why there is none): ``$STEPWIRE_SHM=0``, a run that logs
+    to a remote collector with no node agent allowed (nothing on this node would drain it: ``stepwire.agent``),
+    or no writable ``/dev/shm``."""
+    if os.environ.get(SHM_ENV, "1").strip().lower() in OFF_VALUES:
+        return "", f"${SHM_ENV}={os.environ[SHM_ENV]}"
+    if remote and not agent_allowed:
+        return "", "the run logs to a remote collector and $STEPWIRE_AGENT=0: nothing on this node would drain it"
     if not SHM_DIR.is_dir() or not os.access(SHM_DIR, os.W_OK):
         return "", f"{SHM_DIR} is not a writable directory"
     return str(SHM_DIR / f"{prefix()}{stream_id}"), ""
@@ -149,15 +152,35 @@ def read(path: Path) -> Recovered | None:
         os.close(fd)
 
 
-def _damaged(buf: memoryview) -> Recovered:
-    """What a segment that does not parse still says of its owner: its pid, and its metadata if that parses."""
+def read_meta(path: Path) -> tuple[dict[str, Any], int] | None:
+    """The metadata and owner pid of the segment at ``path`` from its first page alone (cheap: for deciding
+    whether to read it whole); None if it is not this user's segment file, too short, or gone."""
+    fd = open_own(path)
+    if fd is None:
+        return None
+    try:
+        head = os.pread(fd, _META_OFFSET + 3072, 0)
+    finally:
+        os.close(fd)
+    if len(head) < _META_OFFSET + 3072:
+        return None
+    return _meta(memoryview(head))
+
+
+def _meta(buf: memoryview) -> tuple[dict[str, Any], int]:
     pid = struct.unpack_from("<q", buf, 16)[0]
     try:
         meta_bytes = struct.unpack_from("<I", buf, _HEADER.size - 36)[0]
         meta = json.loads(bytes(buf[_META_OFFSET:_META_OFFSET + min(meta_bytes, 3072)]))
     except (struct.error, ValueError):
         meta = {}
-    return Recovered(meta=meta if isinstance(meta, dict) else {}, pid=pid, state=DAMAGED, defs=[])
+    return meta if isinstance(meta, dict) else {}, pid
+
+
+def _damaged(buf: memoryview) -> Recovered:
+    """What a segment that does not parse still says of its owner: its pid, and its metadata if that parses."""
+    meta, pid = _meta(buf)
+    return Recovered(meta=meta, pid=pid, state=DAMAGED, defs=[])
 
 
 def _parse(buf: memoryview) -> Recovered | None:

@@ -39,22 +39,34 @@ POINTS_PER_BATCH = 200_000
 
 
 def recover_all(directory: Path, stub: ingest_pb2_grpc.IngestStub, target: str,
-                on_recovered: Callable[[Recovered], None] | None = None) -> list[Path]:
+                on_recovered: Callable[[Recovered], None] | None = None, remote: str | None = "") -> list[Path]:
     """Recover every segment of a dead process logging to ``directory``; returns the segments removed. A segment
-    that cannot be finished now (the collector does not answer, another survivor holds it) stays for later."""
+    that cannot be finished now (the collector does not answer, another survivor holds it) stays for later.
+    ``remote``: only the segments of runs that logged to that remote collector ("": the directory's own, the
+    embedded default; None: any)."""
     done = []
     for path in segment.segments():
         try:
-            if recover(path, directory, stub, target, on_recovered):
+            if recover(path, directory, stub, target, on_recovered, remote):
                 done.append(path)
         except (OSError, grpc.RpcError) as exc:
             log.warning("segment %s: cannot recover it now (%s); trying again later", path, exc)
     return done
 
 
+def _ours(meta: dict[str, Any], directory: Path, remote: str | None) -> bool:
+    """True if a segment's metadata names ``directory`` (and ``remote``, unless None) as where its run logs."""
+    return Path(str(meta.get("directory", ""))) == directory.resolve() and (
+        remote is None or str(meta.get("remote", "")) == remote)
+
+
 def recover(path: Path, directory: Path, stub: ingest_pb2_grpc.IngestStub, target: str,
-            on_recovered: Callable[[Recovered], None] | None = None) -> bool:
-    """Recover one segment if its producer is dead and it logs to ``directory``; True once it is removed."""
+            on_recovered: Callable[[Recovered], None] | None = None, remote: str | None = "") -> bool:
+    """Recover one segment if its producer is dead and it logs to ``directory`` (and ``remote``, see
+    ``recover_all``); True once it is removed."""
+    head = segment.read_meta(path)  # the first page only: a live process's segment is not read whole
+    if head is None or not _ours(head[0], directory, remote) or not segment.owner_dead(*head):
+        return False
     fd = segment.open_own(path, os.O_RDWR)  # this user's regular file only: /dev/shm is world-writable
     if fd is None:
         return False
@@ -66,7 +78,7 @@ def recover(path: Path, directory: Path, stub: ingest_pb2_grpc.IngestStub, targe
         if not path.exists():  # removed while we waited for it
             return False
         rec = segment.read(path)
-        if rec is None or Path(str(rec.meta.get("directory", ""))) != directory.resolve():
+        if rec is None or not _ours(rec.meta, directory, remote):
             return False
         if not segment.owner_dead(rec.meta, rec.pid):
             return False

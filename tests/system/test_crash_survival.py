@@ -28,8 +28,8 @@ pytestmark = pytest.mark.skipif(not os.access(segment.SHM_DIR, os.W_OK), reason=
 
 @pytest.fixture(autouse=True)
 def shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Segments are opt-in for now ($STEPWIRE_SHM=1); the children inherit it."""
-    monkeypatch.setenv(segment.SHM_ENV, "1")
+    """Segments are on by default: no $STEPWIRE_SHM from the caller's environment turns them off here."""
+    monkeypatch.delenv(segment.SHM_ENV, raising=False)
 
 KEYS = 1000
 
@@ -203,12 +203,12 @@ def test_a_normal_run_leaves_nothing_in_dev_shm(tmp_path: Path) -> None:
 
 
 def test_without_shared_memory_the_run_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STEPWIRE_SHM", "0")  # as when unset
+    monkeypatch.setenv("STEPWIRE_SHM", "0")
     run = stepwire.init(project="survive", dir=tmp_path / "data")
     run.log({"a": 1.0})
     stats = run.stats()
     run.finish()
     assert stats["survives_crash"] is False
-    assert stats["survives_crash_reason"] == "$STEPWIRE_SHM is not 1"
+    assert stats["survives_crash_reason"] == "$STEPWIRE_SHM=0"
     assert stats["segment_path"] == ""
     assert stepwire.Api(dir=tmp_path / "data").run(run.id).scalars("a")["value"].tolist() == [1.0]
