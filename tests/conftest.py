@@ -158,8 +158,10 @@ def _session_data_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 @pytest.fixture(autouse=True)
 def _data_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``$STEPWIRE_DIR`` in the test's temporary directory, so that runs logging to a collector's address spool
-    there and nothing is written into the working directory (the ``data_dir`` fixture sets its own)."""
+    there and nothing is written into the working directory (the ``data_dir`` fixture sets its own); ClearML's
+    offline sessions go there too instead of ``~/.stepwire/offline``."""
     monkeypatch.setenv("STEPWIRE_DIR", str(tmp_path / "stepwire-data"))
+    monkeypatch.setenv("STEPWIRE_OFFLINE_DIR", str(tmp_path / "clearml-offline"))
 
 
 @pytest.fixture(autouse=True)
