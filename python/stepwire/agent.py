@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from stepwire import segment
-from stepwire.collector.embedded import START_TIMEOUT_S, _pid_alive, idle_exit_s
+from stepwire.collector.embedded import _pid_alive, idle_exit_s
 from stepwire.segment import Recovered
 from stepwire.survivor import SCAN_INTERVAL_S, recover_all
 from stepwire.transport import TOKEN_ENV, open_channel
@@ -60,9 +60,10 @@ def _running(pid_file: Path) -> int | None:
 
 def ensure(directory: Path, address: str, token: str | None = None, tls_ca: str | os.PathLike[str] | None = None
            ) -> int:
-    """Start the agent of ``directory`` for ``address`` unless one runs; returns its pid. Called after the run's
-    segment exists: an agent deciding to exit looks for segments under the same lock, so it either sees this
-    run's or has gone before this check and a new one starts. ``RuntimeError`` if it does not start."""
+    """Start the agent of ``directory`` for ``address`` unless one runs; returns its pid without waiting for it
+    to be ready (it has nothing to do before a process dies). Called after the run's segment exists: an agent
+    deciding to exit looks for segments under the same lock, so it either sees this run's or has gone before
+    this check and a new one starts."""
     lock_path, pid_file = _files(directory, address)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as lock:
@@ -70,27 +71,25 @@ def ensure(directory: Path, address: str, token: str | None = None, tls_ca: str 
         pid = _running(pid_file)
         if pid is not None:
             return pid
-        pid_file.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "stepwire", "agent", "--dir", str(directory), "--address", address,
                 *(["--tls-ca", str(tls_ca)] if tls_ca else [])]
         env = dict(os.environ)
         if token:
             env[TOKEN_ENV] = token  # in its environment, not its command line (which anyone may read)
-        with open(directory / "agents" / "agent.log", "ab") as out:
+        with open(lock_path.parent / "agent.log", "ab") as out:
             pid = os.posix_spawn(sys.executable, argv, env, setsid=True,
                                  file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                                                (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
                                                (os.POSIX_SPAWN_DUP2, out.fileno(), 2)])
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if os.waitpid(pid, os.WNOHANG) != (0, 0):
-                raise RuntimeError(f"the stepwire agent for {address} exited during start-up; see "
-                                   f"{directory / 'agents' / 'agent.log'}")
-            if _running(pid_file) == pid:
-                threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()  # reap it when it exits
-                return pid
-            time.sleep(0.02)
-        raise RuntimeError(f"the stepwire agent for {address} did not start within {START_TIMEOUT_S:g} s")
+        _record(pid_file, pid, address)
+    threading.Thread(target=os.waitpid, args=(pid, 0), name="stepwire-agent-reaper", daemon=True).start()
+    return pid
+
+
+def _record(pid_file: Path, pid: int, address: str) -> None:
+    tmp = pid_file.with_name(f".{pid_file.name}.{pid}")
+    tmp.write_text(json.dumps({"pid": pid, "address": address}))
+    os.replace(tmp, pid_file)
 
 
 def _mine(directory: Path, address: str) -> bool:
@@ -109,9 +108,12 @@ def serve(directory: Path, address: str, tls_ca: str | None = None, idle_exit: f
     idle_exit = idle_exit_s() if idle_exit is None else idle_exit
     stop = stop or threading.Event()
     lock_path, pid_file = _files(directory, address)
-    tmp = pid_file.with_name(f".{pid_file.name}.{os.getpid()}")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "address": address}))
-    os.replace(tmp, pid_file)
+    with open(lock_path, "a+") as lock:  # started by hand, or by ``ensure`` (which recorded it already)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _running(pid_file) not in (None, os.getpid()):
+            log.info("another agent serves %s for %s: exiting", directory, address)
+            return
+        _record(pid_file, os.getpid(), address)
     log.info("agent for %s: recovering the segments of dead processes logging to %s", directory, address)
     with open_channel(address, tls_ca=tls_ca) as channel:
         stub = ingest_pb2_grpc.IngestStub(channel)
