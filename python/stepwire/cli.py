@@ -87,7 +87,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
         print(f"stepwire collector: {mask(_error_line(exc, args) or str(exc))}", file=sys.stderr)
         return 2
     collector.start()
-    _stop_on_signals(collector.stop)
+    _stop_on_signals(collector.request_stop)
     print(f"stepwire collector listening on {collector.address}, store {describe(collector.store)}", flush=True)
     if collector.http_url:
         print(f"stepwire dashboard: {collector.http_url}", flush=True)
@@ -176,7 +176,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"stepwire ui: {_error_line(exc, args)}", file=sys.stderr)
         return 2
     collector.start()
-    _stop_on_signals(collector.stop)
+    _stop_on_signals(collector.request_stop)
     print(f"stepwire dashboard for {directory}: {url_with_token(collector.http_url or '', token)} "
           f"(collector {collector.address}; Ctrl-C stops it)", flush=True)
     collector.serve()

@@ -385,6 +385,11 @@ class Collector:
                 break
         self.stop()
 
+    def request_stop(self) -> None:
+        """Have ``serve`` stop (a signal handler's way: the handler runs on ``serve``'s thread, maybe inside a
+        query of the crash check, and closing the store under it failed that query)."""
+        self._stopped.set()
+
     def stop(self) -> None:
         """Stop serving, remove the address file if it is ours, and close the store."""
         if self._closed:
