@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import grpc
+
 from stepwire import segment
 from stepwire.collector.embedded import _pid_alive, idle_exit_s
 from stepwire.segment import Recovered
@@ -125,7 +127,12 @@ def serve(directory: Path, address: str, tls_ca: str | None = None, idle_exit: f
         last_seen = time.monotonic()
         while not stop.wait(SCAN_INTERVAL_S):
             try:
+                # only while the collector answers: a recovery holds the segment's and its spool's locks while it
+                # retries, which would keep `stepwire sync --address` (to another collector, say) off them
+                grpc.channel_ready_future(channel).result(timeout=1.0)
                 recover_all(directory, stub, address, died, remote=address)
+            except grpc.FutureTimeoutError:
+                pass
             except Exception:  # never stop over one bad segment
                 log.exception("recovering segments of dead processes failed")
             if _mine(directory, address):

@@ -166,10 +166,18 @@ class Run(_core.Producer):
         # to the spool at once instead of waiting in memory for retries
         # the directory's local collector is started again if it stops answering (the embedded default)
         self._restart = LocalRestart(self.dir, self.address) if self.dir is not None and self.address else None
-        self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id, Spool(self.spool_dir),
+        run_spool = Spool(self.spool_dir)
+        spool_open = not self._opened
+        if spool_open:  # the collector learns of the run when the spool reaches it: written before init returns,
+            try:        # so that a process dying at its first call leaves its run's project, name and config
+                run_spool.append(spool.OPEN_RUN, info.SerializeToString())
+                spool_open = False
+            except OSError as exc:  # the sender tries again (and counts it lost if it cannot)
+                log.warning("cannot spool the run's opening record now: %s", exc)
+        self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id, run_spool,
                               offline=self._channel is None, answering=self._opened, restart=self._restart)
-        if not self._opened:
-            self._sender.submit(spool.OPEN_RUN, info)  # the collector learns of the run when the spool reaches it
+        if spool_open:
+            self._sender.submit(spool.OPEN_RUN, info)
         live_runs.add(self)
         if console:
             self._console = ConsoleCapture(self)
