@@ -57,8 +57,8 @@ CALLS = 3
 
 @pytest.fixture(autouse=True)
 def shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Segments on ($STEPWIRE_SHM=1; the children inherit it)."""
-    monkeypatch.setenv(segment.SHM_ENV, "1")
+    """Segments are on by default: no $STEPWIRE_SHM from the caller's environment turns them off here."""
+    monkeypatch.delenv(segment.SHM_ENV, raising=False)
 
 
 CHILD = textwrap.dedent("""
