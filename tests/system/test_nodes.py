@@ -159,7 +159,7 @@ def nodes() -> Iterator[Network]:
     octet = 100 + os.getpid() % 100
     with contextlib.ExitStack() as cleanup:
         try:
-            made = [make_node(cleanup, tag, str(i), i, octet) for i in range(NODES)]
+            made = [make_node(cleanup, tag, f"n{i}", i, octet) for i in range(NODES)]
             database = make_node(cleanup, tag, "db", NODES, octet)
         except (RuntimeError, OSError) as exc:  # e.g. a container without veth or namespaces of its own
             pytest.skip(f"cannot make the nodes' network here: {exc}")
@@ -171,11 +171,12 @@ def nodes() -> Iterator[Network]:
 
 
 def make_node(cleanup: contextlib.ExitStack, tag: str, name: str, index: int, octet: int) -> Node:
-    """Namespace ``{tag}{name}`` linked to the root namespace by a veth on 10.``octet``.``index``.0/30, forwarding
-    enabled on the link's root side and the namespace's default route through it; each made thing's removal goes
-    on ``cleanup`` as it is made. Skips where the kernel refuses namespaces."""
-    node = Node(f"{tag}{name}", f"{tag}r{name}", f"10.{octet}.{index}.1", f"10.{octet}.{index}.2")
-    peer = f"{tag}p{name}"
+    """Namespace ``{tag}{name}`` linked to the root namespace by a veth on 10.``octet``.``index``.0/30 (its root
+    side ``{tag}r{index}``, the namespace's ``{tag}p{index}``), forwarding enabled on the link's root side and the
+    namespace's default route through it; each made thing's removal goes on ``cleanup`` as it is made. Skips where
+    the kernel refuses namespaces."""
+    node = Node(f"{tag}{name}", f"{tag}r{index}", f"10.{octet}.{index}.1", f"10.{octet}.{index}.2")
+    peer = f"{tag}p{index}"
     out = run_ip("netns", "add", node.netns, check=False)
     if out.returncode != 0:
         pytest.skip(f"`ip netns add` is unavailable here: {out.stderr.strip()}")
