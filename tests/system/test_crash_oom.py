@@ -165,35 +165,34 @@ def _own_cgroup(controller: str) -> str:
 
 
 def make_memory_cgroup() -> MemoryCgroup:
-    """A new memory cgroup limited to ``LIMIT``, below this process's own one where the hierarchy allows it;
-    ``pytest.skip`` with the reason where no memory cgroup can be made."""
+    """A new memory cgroup limited to ``LIMIT``: v1 below this process's own one, v2 below the root (the only
+    cgroup that may hold processes and give its children a controller); ``pytest.skip`` with the reason where
+    none can be made."""
     if os.geteuid() != 0:
         pytest.skip("making a memory cgroup needs root")
     name = f"stepwire-oom-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    v1 = Path("/sys/fs/cgroup/memory")
-    v2 = Path("/sys/fs/cgroup")
+    v1, v2 = Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup")
+    if (v1 / "memory.limit_in_bytes").exists():
+        parent = v1 / _own_cgroup("memory").lstrip("/")
+        group = MemoryCgroup((parent if parent.is_dir() else v1) / name, 1)
+        limit, swap = ("memory.limit_in_bytes", str(LIMIT)), ("memory.memsw.limit_in_bytes", str(LIMIT))
+    elif (v2 / "cgroup.controllers").exists() and "memory" in (v2 / "cgroup.controllers").read_text().split():
+        group = MemoryCgroup(v2 / name, 2)
+        limit, swap = ("memory.max", str(LIMIT)), ("memory.swap.max", "0")
+    else:
+        pytest.skip("no memory cgroup controller (neither /sys/fs/cgroup/memory nor cgroup v2 with memory)")
     try:
-        if (v1 / "memory.limit_in_bytes").exists():
-            parent = v1 / _own_cgroup("memory").lstrip("/")
-            group = MemoryCgroup((parent if parent.is_dir() else v1) / name, 1)
-            group.path.mkdir()
-            (group.path / "memory.limit_in_bytes").write_text(str(LIMIT))
-            if (group.path / "memory.memsw.limit_in_bytes").exists():  # no swapping instead of the kill
-                (group.path / "memory.memsw.limit_in_bytes").write_text(str(LIMIT))
-            return group
-        if "memory" in (v2 / "cgroup.controllers").read_text().split():
-            # the root: the only cgroup that may hold processes and delegate controllers to its children
-            if "memory" not in (v2 / "cgroup.subtree_control").read_text().split():
-                (v2 / "cgroup.subtree_control").write_text("+memory")
-            group = MemoryCgroup(v2 / name, 2)
-            group.path.mkdir()
-            (group.path / "memory.max").write_text(str(LIMIT))
-            if (group.path / "memory.swap.max").exists():
-                (group.path / "memory.swap.max").write_text("0")
-            return group
+        if group.version == 2 and "memory" not in (v2 / "cgroup.subtree_control").read_text().split():
+            (v2 / "cgroup.subtree_control").write_text("+memory")
+        group.path.mkdir()
+        (group.path / limit[0]).write_text(limit[1])
+        if (group.path / swap[0]).exists():  # where there is swap: no swapping instead of the kill
+            (group.path / swap[0]).write_text(swap[1])
     except OSError as exc:
-        pytest.skip(f"cannot make a memory cgroup: {exc}")
-    pytest.skip("no memory cgroup controller (neither /sys/fs/cgroup/memory nor cgroup v2 with memory)")
+        if group.path.is_dir():
+            group.path.rmdir()
+        pytest.skip(f"cannot make a memory cgroup under {group.path.parent}: {exc}")
+    return group
 
 
 @pytest.fixture
@@ -349,7 +348,8 @@ def test_a_segfault_while_logging_loses_nothing(tmp_path: Path, offline: bool, s
 
 
 def test_an_offline_run_dying_at_its_first_call_keeps_its_name_and_ends_crashed(tmp_path: Path) -> None:
-    """The moment that hits ``OPEN_RUN_LOST`` every time: the first call returns, then SIGSEGV."""
+    """The moment most likely to hit ``OPEN_RUN_LOST`` (whether the sender thread took the OpenRun before the first
+    batch is up to the scheduler): the first call returns, then SIGSEGV."""
     directory = tmp_path / "data"
     out = tmp_path / "steps"
     proc = start(directory, "first-call", "scalar", out, segv_at=0, env={"STEPWIRE_MODE": "offline"})
