@@ -69,6 +69,7 @@ for step in range(steps):
         run.log_histogram("w", values, step=step)
     if step >= gate:
         time.sleep(0.01)
+(marks / f"logged-{rank}").touch()  # every step logged (not yet delivered)
 delivered = run.flush(timeout=120)  # a training loop goes on: what waits in the spool is replayed meanwhile
 run.finish()
 stats = run.stats()
@@ -285,6 +286,14 @@ class Job:
         """Let the ranks log their second half."""
         (self.root / "marks" / "go").touch()
 
+    def wait_logged(self, ranks: range) -> None:
+        """Wait until ``ranks`` have logged every step (what they logged need not be delivered yet)."""
+        deadline = time.monotonic() + 120
+        while not all((self.root / "marks" / f"logged-{rank}").exists() for rank in ranks):
+            assert time.monotonic() < deadline, "the ranks did not log their second half"
+            assert all(p.poll() is None for p in self.ranks), self.logs()
+            time.sleep(0.05)
+
     def finish(self) -> None:
         """Wait for every rank to finish (each asserts it lost nothing), then stop the collectors."""
         for p in self.ranks:
@@ -419,6 +428,7 @@ def test_a_nodes_link_cut_for_seconds(job: Job) -> None:
         before = stored_per_rank(job.pg_url, job.run_id)[its_ranks]  # the other links still reach it
         job.go()
         time.sleep(3)
+        job.wait_logged(range(2 * RANKS_PER_NODE, 3 * RANKS_PER_NODE))  # they logged it all meanwhile
         during = stored_per_rank(job.pg_url, job.run_id)[its_ranks]
     finally:
         run_ip("link", "set", node.veth, "up")
@@ -436,6 +446,7 @@ def test_the_database_nodes_link_cut_for_seconds(job: Job) -> None:
         before = stored_per_rank(job.socket_url, job.run_id)  # read through the socket file: no link needed
         job.go()
         time.sleep(3)
+        job.wait_logged(range(WORLD))  # every rank logged it all meanwhile
         during = stored_per_rank(job.socket_url, job.run_id)
     finally:
         run_ip("link", "set", database.veth, "up")
