@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_crash_survival import check, kill_after, my_segments, settle
+from crash_child import check, kill_after, my_segments, settle, stored_all
 
 import stepwire
 from conftest import start_collector
@@ -75,16 +75,7 @@ def test_a_killed_remote_run_is_stored_by_its_node_agent(tmp_path: Path) -> None
             agents.add(agent_pid(client_dir))
         assert len(agents) == 1 and None not in agents, agents  # one agent served the three runs
         api = stepwire.Api(dir=tmp_path / "server")
-
-        def stored() -> bool:
-            try:
-                for run_id, (kind, last) in results.items():
-                    check(api, run_id, kind, last)
-            except (AssertionError, KeyError):
-                return False
-            return True
-
-        settle(stored, timeout=60)
+        settle(lambda: stored_all(api, results), timeout=60)
         for run_id, (kind, last) in results.items():
             check(api, run_id, kind, last)
         # the agent ended each dead client's lease: the collector marks the rank crashed without waiting 15 s
