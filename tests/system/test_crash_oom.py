@@ -283,10 +283,10 @@ def counted(api: stepwire.Api, death: Death) -> bool:
 
 
 OPEN_RUN_LOST = (
-    "known hole: an offline run's OpenRun waits in process memory for the sender thread, behind the first batch "
-    "(run.py submits it after the Sender's thread has started), so a process that dies before the thread gets to "
-    "it leaves no OpenRun in its spool: the survivor's batches create the run with project 'default', no name, "
-    "config or tags, and nothing marks it crashed")
+    "known hole: an offline run's OpenRun waits in process memory (the sender's side queue, not the segment) "
+    "until the sender thread takes it; on a loaded machine a child died after 248 calls (~1 s) with nothing in its "
+    "spool, so the survivor's batches created the run with project 'default' and no name, config or tags, and "
+    "nothing marked it crashed")
 
 
 def ended_crashed(api: stepwire.Api, run_id: str, offline: bool) -> None:
@@ -348,8 +348,8 @@ def test_a_segfault_while_logging_loses_nothing(tmp_path: Path, offline: bool, s
 
 
 def test_an_offline_run_dying_at_its_first_call_keeps_its_name_and_ends_crashed(tmp_path: Path) -> None:
-    """The moment most likely to hit ``OPEN_RUN_LOST`` (whether the sender thread took the OpenRun before the first
-    batch is up to the scheduler): the first call returns, then SIGSEGV."""
+    """A death right after the first call returned (SIGSEGV): the earliest moment, when the OpenRun is most likely
+    still in process memory (``OPEN_RUN_LOST``)."""
     directory = tmp_path / "data"
     out = tmp_path / "steps"
     proc = start(directory, "first-call", "scalar", out, segv_at=0, env={"STEPWIRE_MODE": "offline"})
