@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from stepwire import _core, agent, spool
 from stepwire.artifacts import stage_file
-from stepwire.binning import BACKGROUND_MIN_VALUES, Binner, Job, private_copy
+from stepwire.binning import BACKGROUND_MIN_VALUES, Binner
 from stepwire.collector.embedded import data_dir, recorded_address
 from stepwire.console import ConsoleCapture
 from stepwire.lifecycle import live_runs
@@ -276,11 +276,11 @@ class Run(_core.Producer):
     def _push_histogram(self, sid: int, name: str, step: int, arr: npt.NDArray[Any], bf16: bool,
                         source: object) -> None:
         """Bin ``arr`` here if small (or refused by the background thread), else in the background: copied
-        first if it is the caller's memory (``source``'s), so that later changes do not reach what is logged."""
-        if arr.size >= BACKGROUND_MIN_VALUES and self.active:
-            if self._background().submit(Job([sid], [name], step, [private_copy(arr, source)],
-                                              [bf16])):
-                return
+        first (into a raw-values file beside the segment, or if it is the caller's memory, ``source``'s), so that
+        later changes do not reach what is logged and a crash before it is binned does not lose it."""
+        if arr.size >= BACKGROUND_MIN_VALUES and self.active and self._background().submit_copy(
+                sid, name, step, arr, bf16, source):
+            return
         self._stream.push_histogram(sid, step, arr, self._k, bf16)
 
     def _background(self) -> Binner:

@@ -36,6 +36,7 @@ _HIST_FIXED = struct.Struct("<QIB3xqdqdddqqqII")
 _SLOT_HEADER = 256
 _NO_SLOT = 0xFFFFFFFF
 _META_OFFSET = 1024
+_RAW_DONE_OFFSET = 176
 
 
 def prefix() -> str:
@@ -57,9 +58,9 @@ def segment_path(stream_id: str, remote: bool, agent_allowed: bool = True) -> tu
 
 
 def segments() -> list[Path]:
-    """This user's segment files, oldest first."""
+    """This user's segment files, oldest first (not the raw-values files beside them: ``stepwire.segment_raw``)."""
     try:
-        found = [p for p in SHM_DIR.iterdir() if p.name.startswith(prefix())]
+        found = [p for p in SHM_DIR.iterdir() if p.name.startswith(prefix()) and ".raw" not in p.name]
     except OSError:
         return []
     return sorted(found, key=lambda p: p.name)
@@ -109,6 +110,14 @@ class Recovered:
     open_histograms: list[dict[str, Any]] = field(default_factory=list)
     next_sequence: int = 1
     retired_sequence: int = 0
+    raw_done: int = 0
+    """Raw-values files (``stepwire.segment_raw``) up to this id are settled: queued, sent or counted dropped."""
+    raw_queued: set[int] = field(default_factory=set)
+    """Ids of raw-values files whose histogram the histogram queue holds (``raw_done`` may not say so yet)."""
+    raw_binned: int = 0
+    """Raw-values files the survivor binned (their histograms are in ``open_histograms``)."""
+    raw_damaged: int = 0
+    """Raw-values files the survivor found damaged and removed without storing anything from them."""
 
 
 DAMAGED = -1
@@ -201,7 +210,8 @@ def _parse(buf: memoryview) -> Recovered | None:
     except ValueError:
         meta = {}
     defs = _table(bytes(buf[table_off:table_off + table_used]))
-    out = Recovered(meta=meta, pid=pid, state=state, defs=defs, retired_sequence=retired_seq)
+    out = Recovered(meta=meta, pid=pid, state=state, defs=defs, retired_sequence=retired_seq,
+                    raw_done=struct.unpack_from("<Q", buf, _RAW_DONE_OFFSET)[0])
 
     # the journal between the retired cursor and the write cursor, unrolled
     data = _unroll(buf, journal_off, journal_bytes, retired, write)
@@ -256,6 +266,7 @@ def _parse(buf: memoryview) -> Recovered | None:
         h = _histogram(queued, pos + 8)
         if h["index"] not in journaled:
             hists.append(h)
+        out.raw_queued.add(h["raw"])
         pos += 8 + count
     out.open_histograms = hists
     out.next_sequence = max(next_seq, last_seal + 1, retired_seq + 1)
@@ -286,11 +297,11 @@ def _table(raw: bytes) -> list[tuple[int, str, int]]:
 
 def _histogram(data: bytes, pos: int) -> dict[str, Any]:
     (index, series, k, step, wall, count, total, lo, hi, nan, pos_inf, neg_inf,
-     buckets, _pad) = _HIST_FIXED.unpack_from(data, pos)
+     buckets, raw) = _HIST_FIXED.unpack_from(data, pos)
     at = pos + _HIST_FIXED.size
     indices = np.frombuffer(data, "<i4", buckets, at).copy()
     at += (buckets * 4 + 7) & ~7
     counts = np.frombuffer(data, "<i8", buckets, at).copy()
-    return {"index": index, "series": series, "k": k, "step": step, "wall": wall, "count": count, "sum": total,
-            "min": lo, "max": hi, "nan": nan, "pos_inf": pos_inf, "neg_inf": neg_inf, "indices": indices,
-            "counts": counts}
+    return {"index": index, "raw": raw, "series": series, "k": k, "step": step, "wall": wall, "count": count,
+            "sum": total, "min": lo, "max": hi, "nan": nan, "pos_inf": pos_inf, "neg_inf": neg_inf,
+            "indices": indices, "counts": counts}

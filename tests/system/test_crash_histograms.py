@@ -1,0 +1,221 @@
+"""Histograms survive a kill during background binning: ``log_histogram`` of 65,536 values or more returns before
+they are binned (docs/segment.md, "Raw-values files"). Training processes logging such histograms (seeded random
+values, so that the test knows each one) and a scalar per step are SIGKILLed at random moments, many just after a
+``log_histogram`` call returned, while the binning thread works on it and those queued after it; with the node's
+collector up, and with it down (offline runs, then ``stepwire sync``). Every call that returned is stored exactly
+once with the buckets, count, sum, min and max of its values; the call in progress at the kill at most once; nothing
+is left in /dev/shm. Each child prints a call's name and step once it returned (flushed), and the test reads them."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import stepwire
+from stepwire import _core, segment, segment_raw
+from stepwire.sync import sync
+
+pytestmark = pytest.mark.skipif(not os.access(segment.SHM_DIR, os.W_OK), reason="no writable /dev/shm")
+
+HISTS = ("w0", "w1", "w2")
+"""Histograms logged at each step, before the step's scalar ``loss``."""
+
+
+@pytest.fixture(autouse=True)
+def shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments are on by default: no $STEPWIRE_SHM from the caller's environment turns them off here."""
+    monkeypatch.delenv(segment.SHM_ENV, raising=False)
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import stepwire
+    directory, run_id, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    run = stepwire.init(project="survive", dir=directory, run_id=run_id, quiet=True, flush_interval=0.05,
+                        system_metrics=False, console=False)
+    assert run.stats()["survives_crash"], run.stats()["survives_crash_reason"]
+    print("init", -1, flush=True)
+    step = 0
+    while True:
+        for name in HISTS:
+            run.log_histogram(name, values(seed, name, step), step=step)
+            print(name, step, flush=True)  # this call returned
+        run.log_scalar("loss", float(step), step=step)
+        print("loss", step, flush=True)
+        step += 1
+""")
+
+
+def values(seed: int, name: str, step: int) -> np.ndarray:
+    """The values a child logs as histogram ``name`` at ``step``: 65,536 to 300,000 float32s."""
+    rng = np.random.default_rng([seed, int(name[1:]), step])
+    n = int(rng.integers(65_536, 300_001))
+    return (rng.standard_normal(n) * (step + 1)).astype(np.float32)
+
+
+SOURCE = f"HISTS = {HISTS!r}\n" + inspect.getsource(values)
+
+
+def calls_of(returned: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Every call a child makes, in order, as far as the ``returned`` ones and the one after them."""
+    steps = returned[-1][1] + 2 if returned else 1
+    every = [(name, step) for step in range(steps) for name in (*HISTS, "loss")]
+    return every[:len(returned) + 1]
+
+
+def kill_child(directory: Path, run_id: str, seed: int, env: dict[str, str], rng: random.Random
+               ) -> tuple[list[tuple[str, int]], set[str]]:
+    """Start a child, SIGKILL it at a random moment; the calls that returned, and the raw-values files it left."""
+    script = "import numpy as np\n" + SOURCE + CHILD
+    proc = subprocess.Popen([sys.executable, "-c", script, str(directory), run_id, str(seed)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+    assert proc.stdout is not None
+    returned: list[tuple[str, int]] = []
+    at_call = rng.choice([0, 1, 2, 7, 20, 40])
+    right_after = rng.random() < 0.7  # the moment a log_histogram call returned: during background binning
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, "the child died by itself"
+        name, step = line.split()
+        if name == "init":
+            continue
+        returned.append((name, int(step)))
+        if len(returned) > at_call and (not right_after or name in HISTS):
+            break
+    if not right_after:
+        time.sleep(rng.uniform(0.0, 0.05))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = {p.name for p in mine({run_id}) if segment_raw.SUFFIX in p.name}
+    for line in proc.stdout.read().splitlines():  # printed before the kill, not read yet
+        name, step = line.split()
+        returned.append((name, int(step)))
+    proc.stdout.close()
+    return returned, left
+
+
+def check(api: stepwire.Api, run_id: str, seed: int, returned: list[tuple[str, int]]) -> None:
+    """Every returned call stored once, exactly; the next call at most once; nothing after it."""
+    view = api.run(run_id)
+    calls = calls_of(returned)
+    for name in HISTS:
+        hists = view.histograms(name, merge_ranks=False)
+        steps = [h.step for h in hists]
+        must = [s for n, s in calls[:len(returned)] if n == name]
+        may = [s for n, s in calls[len(returned):] if n == name]
+        assert steps in (must, must + may), (run_id, name, steps, must, may)
+        for h in hists:
+            (expected,) = _core.bin_many([values(seed, name, h.step)], [False], h.k, 1)
+            got = (h.count, h.sum, h.min, h.max, h.indices.tolist(), h.counts.tolist())
+            assert got == (expected["count"], expected["sum"], expected["min"], expected["max"],
+                           list(expected["indices"]), list(expected["counts"])), (run_id, name, h.step)
+    loss = view.scalars("loss")["step"].tolist()
+    must = [s for n, s in calls[:len(returned)] if n == "loss"]
+    may = [s for n, s in calls[len(returned):] if n == "loss"]
+    assert loss in (must, must + may), (run_id, loss[-3:], must[-3:])
+
+
+def stored_all(api: stepwire.Api, results: dict[str, tuple[int, list[tuple[str, int]]]]) -> bool:
+    try:
+        for run_id, (seed, returned) in results.items():
+            check(api, run_id, seed, returned)
+    except (AssertionError, KeyError):
+        return False
+    return True
+
+
+def wait_until(what: str, ok: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def mine(run_ids: set[str] | dict[str, object]) -> list[Path]:
+    """Segments and raw-values files of the test's runs still in /dev/shm."""
+    left = []
+    for path in segment.segments():
+        rec = segment.read(path)
+        if rec is not None and rec.meta.get("run_id") in run_ids:
+            left += [path, *segment_raw.raw_paths(path)]
+    return left
+
+
+def run_kills(directory: Path, kills: int, rng: random.Random, offline: bool
+              ) -> tuple[dict[str, tuple[int, list[tuple[str, int]]]], int]:
+    """Kill ``kills`` children one after the other; {run id: (seed, calls returned)}, raw files they left."""
+    env = {**os.environ, **({"STEPWIRE_MODE": "offline"} if offline else {})}
+    results = {}
+    raw_left = 0
+    for i in range(kills):
+        run_id = f"hist-{'off' if offline else 'on'}-{i}"
+        seed = rng.randrange(1 << 30)
+        returned, left = kill_child(directory, run_id, seed, env, rng)
+        results[run_id] = (seed, returned)
+        raw_left += len(left)
+    return results, raw_left
+
+
+def settle_and_check(directory: Path, results: dict[str, tuple[int, list[tuple[str, int]]]]) -> None:
+    wait_until("the killed processes' segments and raw-values files are drained", lambda: not mine(results))
+    api = stepwire.Api(dir=directory)
+    deadline = time.monotonic() + 20
+    while not stored_all(api, results) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for run_id, (seed, returned) in results.items():
+        check(api, run_id, seed, returned)
+
+
+def test_sigkill_during_background_binning_with_the_collector_up(tmp_path: Path) -> None:
+    rng = random.Random(27)
+    directory = tmp_path / "data"
+    results, _ = run_kills(directory, 8, rng, offline=False)
+    settle_and_check(directory, results)
+
+
+def test_sigkill_during_background_binning_with_the_collector_down_then_sync(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    directory = tmp_path / "data"
+    results, raw_left = run_kills(directory, 6, rng, offline=True)
+    # nothing drains them until sync: histograms accepted and not binned wait in raw-values files
+    assert raw_left > 0
+    sync(directory, show_progress=False)
+    settle_and_check(directory, results)
+
+
+def test_a_full_dev_shm_bins_on_the_callers_thread(tmp_path: Path) -> None:
+    """No room for a raw-values file (a file size limit stands in for a full /dev/shm): the histogram is binned
+    on the logging thread, counted, and stored."""
+    script = textwrap.dedent("""
+        import resource, signal, sys
+        import numpy as np
+        import stepwire
+        run = stepwire.init(project="survive", dir=sys.argv[1], run_id="full", quiet=True, system_metrics=False,
+                            console=False)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+        run.log_histogram("w", np.arange(100_000, dtype=np.float32), step=3)
+        stats = run.stats()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        run.finish()
+        print(stats["binning_shm_full"], stats["binning_background"])
+    """)
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "data")], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.split() == ["1", "0"]
+    (h,) = stepwire.Api(dir=tmp_path / "data").run("full").histograms("w", merge_ranks=False)
+    assert (h.step, h.count, h.min, h.max) == (3, 100_000, 0.0, 99_999.0)
