@@ -39,7 +39,8 @@ def dead_segment(path: Path, directory: Path, raw_done: int = 0) -> None:
 
 def raw_file(seg: Path, n: int, raw_id: int, values: np.ndarray, series: int = 7) -> Path:
     """A raw-values file beside ``seg`` as a process writes it; committed with ``raw_id`` unless that is 0."""
-    raw = segment_raw.RawFile.create(Path(f"{seg}{segment_raw.SUFFIX}{n}"), series, 11, 3, values, False)
+    raw = segment_raw.RawFile.create(Path(f"{seg}{segment_raw.SUFFIX}{n}"), values.nbytes)
+    raw.fill(series, 11, 3, values, False)
     if raw_id:
         raw.commit(raw_id)
     path = raw.path

@@ -25,7 +25,6 @@ threads leave free (``spare_cores``).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import sys
@@ -34,14 +33,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from stepwire import _core
-from stepwire.segment_raw import SUFFIX, RawFile
+from stepwire.segment_raw import RawFile, RawPool
 from stepwire.tensors import cpu_view
 
 if TYPE_CHECKING:
@@ -104,8 +102,7 @@ class Binner:
         self._threads = threads
         self._jobs: deque[Job] = deque()
         info = run._stream.segment_info()
-        self._raw_base = info["path"] if info["survives_crash"] and info["path"] else ""
-        self._raw_names = itertools.count(1)
+        self._raw = RawPool(info["path"]) if info["survives_crash"] and info["path"] else None
         self._raw_id = 0
         self._held = 0
         self._cond = threading.Condition()
@@ -156,13 +153,12 @@ class Binner:
         """Bin a private copy of ``arr`` (values of ``source``, a caller's logging call) in the background: in a
         raw-values file beside the run's segment when it has one, else in process memory (``private_copy``).
         False when the caller bins it itself (as ``submit``; or no room in /dev/shm for the copy)."""
-        if not self._raw_base:
+        if self._raw is None:
             return self.submit(Job([series], [name], step, [private_copy(arr, source)], [bf16]))
         if arr.nbytes > self._max_bytes:
             return False
         try:
-            raw = RawFile.create(Path(f"{self._raw_base}{SUFFIX}{next(self._raw_names)}"), series, step,
-                                 self._run._k, arr, bf16)
+            raw = self._raw.take(series, step, self._run._k, arr, bf16)
         except OSError as exc:
             if not self.counts["shm_full"]:
                 log.warning("no room in /dev/shm for the values of histogram %r (%s): histograms that find none "
@@ -173,7 +169,7 @@ class Binner:
             accepted = self.submit(Job([series], [name], step, [raw.values], [bf16], raw=raw))
         finally:
             if raw.id == 0:  # refused or dropped: never queued
-                raw.remove()
+                self._raw.give_back(raw)
         return accepted
 
     def fence(self, barrier: Callable[[Job], bool] | None = None) -> None:
@@ -195,10 +191,11 @@ class Binner:
             self._cond.notify_all()
 
     def join(self) -> None:
-        """Fence with a barrier for everything, then wait until every job is queued or dropped."""
+        """Fence with a barrier for everything, then wait until every job is queued or dropped, and its arrays
+        released (a raw-values file free for the next call)."""
         self.fence(lambda job: True)
         with self._cond:
-            self._wait(lambda: not self._jobs)
+            self._wait(lambda: not self._jobs and self._held == 0)
 
     def close(self) -> None:
         """``join``, then stop the thread."""
@@ -207,6 +204,8 @@ class Binner:
             self._closed = True
             self._cond.notify_all()
         self._thread.join()
+        if self._raw is not None:
+            self._raw.close()
 
     def stats(self) -> dict[str, Any]:
         """The counts as ``run.stats()`` reports them (``binning_*``)."""
@@ -263,8 +262,8 @@ class Binner:
                 except Exception as exc:
                     self._failed(done, exc)
                 done.arrays, done.tensors, done.guards = [], None, None  # freed here, not on the training thread
-                if done.raw is not None:
-                    done.raw.remove()  # after the push: its histogram is queued (or counted), the segment says so
+                if done.raw is not None and self._raw is not None:
+                    self._raw.give_back(done.raw)  # after the push: queued (or counted), and the segment says so
                 with self._cond:
                     self._held -= done.nbytes
                     self._cond.notify_all()

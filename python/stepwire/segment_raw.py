@@ -6,17 +6,20 @@ instead of process memory, so that a survivor can bin what a dead process accept
 (docs/segment.md, "Raw-values files"). The file is created and reserved (``posix_fallocate``: a full /dev/shm fails
 here, not with SIGBUS later), its header and values written, and only when the binning thread takes the job in
 order is it *committed*: its id (the order of jobs on the run's binning thread) written, then the magic, last.
+Files are reused (``RawPool``): a settled one is marked uncommitted again and waits for the next values.
 
 The binned histogram is queued with its file's id, and in the same locked section the segment's header records
-``raw_done`` (cpp/segment.cpp ``settle_raw``); the binning thread then removes the file. A survivor therefore bins
-a committed file only when neither ``raw_done`` nor a queued entry names its id.
+``raw_done`` (cpp/segment.cpp ``settle_raw``); the binning thread then frees the file (uncommitted again). A
+survivor therefore bins a committed file only when neither ``raw_done`` nor a queued entry names its id.
 """
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,21 +54,21 @@ def raw_paths(segment_path: Path) -> list[Path]:
 
 
 class RawFile:
-    """One raw-values file being written or binned by its process; ``values`` is the array in it."""
+    """One raw-values file of this process, mapped; ``values`` is the array it holds now (see ``RawPool``)."""
 
-    def __init__(self, path: Path, m: mmap.mmap, values: npt.NDArray[Any]) -> None:
-        self.path, self._map, self.values = path, m, values
+    def __init__(self, path: Path, m: mmap.mmap) -> None:
+        self.path, self._map = path, m
+        self.values: npt.NDArray[Any] = np.zeros(0, np.float32)
         self.id = 0
-        """Its place in the order of the run's background jobs (1, 2, ...), set by ``commit``."""
+        """Its place in the order of the run's background jobs (1, 2, ...), set by ``commit``; 0 while free."""
+        self.wall_time = 0.0
+        """The wall-clock time of the logging call whose values it holds (s)."""
 
     @classmethod
-    def create(cls, path: Path, series: int, step: int, k: int, arr: npt.NDArray[Any],
-               bf16: bool) -> RawFile:
-        """Create the file at ``path`` holding a copy of ``arr``; raises OSError when /dev/shm has no room for it
-        (nothing is left behind then)."""
-        itemsize = arr.dtype.itemsize
-        nbytes = arr.size * itemsize
-        size = VALUES_OFFSET + nbytes
+    def create(cls, path: Path, capacity: int) -> RawFile:
+        """Create and map the file at ``path``, with room for ``capacity`` bytes of values, uncommitted; raises
+        OSError when /dev/shm has no room for it (nothing is left behind then)."""
+        size = VALUES_OFFSET + capacity
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.posix_fallocate(fd, 0, size)
@@ -75,17 +78,22 @@ class RawFile:
             raise
         finally:
             os.close(fd)
-        HEADER.pack_into(m, 0, 0, VERSION, VALUES_OFFSET, 0, os.getpid(), segment.start_time(os.getpid()) or 0,
-                         series, k, itemsize, bool(bf16), step, time.time(), arr.size, nbytes)
-        values: npt.NDArray[Any] = np.ndarray(arr.shape, _DTYPES[itemsize, bool(bf16) and itemsize == 2], m,
-                                              VALUES_OFFSET)
-        values[...] = arr
-        return cls(path, m, values)
+        return cls(path, m)
 
     @property
-    def wall_time(self) -> float:
-        """The wall-clock time of the logging call (s)."""
-        return float(HEADER.unpack_from(self._map, 0)[11])
+    def capacity(self) -> int:
+        """Bytes of values it can hold."""
+        return len(self._map) - VALUES_OFFSET
+
+    def fill(self, series: int, step: int, k: int, arr: npt.NDArray[Any], bf16: bool) -> None:
+        """Write a copy of ``arr`` (at most ``capacity`` bytes) and what binning it takes; still uncommitted."""
+        itemsize = arr.dtype.itemsize
+        self.wall_time = time.time()
+        HEADER.pack_into(self._map, 0, 0, VERSION, VALUES_OFFSET, 0, os.getpid(), _start_time(), series, k,
+                         itemsize, bool(bf16), step, self.wall_time, arr.size, arr.nbytes)
+        self.values = np.ndarray(arr.shape, _DTYPES[itemsize, bool(bf16) and itemsize == 2], self._map,
+                                 VALUES_OFFSET)
+        self.values[...] = arr
 
     def commit(self, raw_id: int) -> None:
         """Give the file its id in the order of jobs (the binning thread's lock held), then mark it whole."""
@@ -93,17 +101,86 @@ class RawFile:
         struct.pack_into("<Q", self._map, 16, raw_id)
         struct.pack_into("<Q", self._map, 0, MAGIC)
 
+    def release(self) -> None:
+        """Uncommitted again (its histogram is settled, or was never queued): free for the next values."""
+        struct.pack_into("<Q", self._map, 0, 0)
+        self.id = 0
+        self.values = np.zeros(0, np.float32)
+
     def remove(self) -> None:
-        """Remove the file and release its memory (the values must not be used after)."""
+        """Remove the file and release its memory."""
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-        self.values = np.zeros(0)
+        self.values = np.zeros(0, np.float32)
         try:
             self._map.close()
         except BufferError:  # a view of it is still alive somewhere: the mapping goes with it
             pass
+
+
+class RawPool:
+    """The raw-values files of one run (its binning thread's), reused: creating and reserving a file costs ten
+    times what copying values into a mapped one does (tmpfs ``fallocate`` zeroes and accounts every page), so a
+    file whose histogram is settled waits, uncommitted, for the next values that fit. At most ``FREE_BYTES`` of
+    free files are kept."""
+
+    FREE_BYTES = 64 << 20
+    """Bytes of free files kept for reuse (the oldest beyond that are removed)."""
+    MIN_CAPACITY = 256 << 10
+    """Files are created with room for a power of two of bytes, at least this many, so that they fit again."""
+
+    def __init__(self, segment_path: str) -> None:
+        self._base = segment_path
+        self._names = itertools.count(1)
+        self._free: list[RawFile] = []
+        self._lock = threading.Lock()
+
+    def take(self, series: int, step: int, k: int, arr: npt.NDArray[Any], bf16: bool) -> RawFile:
+        """A file holding a copy of ``arr``, uncommitted: a free one it fits in, or a new one (OSError when
+        /dev/shm has no room for that)."""
+        with self._lock:
+            fits = [r for r in self._free if r.capacity >= arr.nbytes]
+            raw = min(fits, key=lambda r: r.capacity) if fits else None
+            if raw is not None:
+                self._free.remove(raw)
+        if raw is None:
+            capacity = max(self.MIN_CAPACITY, 1 << (max(arr.nbytes, 1) - 1).bit_length())
+            raw = RawFile.create(Path(f"{self._base}{SUFFIX}{next(self._names)}"), capacity)
+        try:
+            raw.fill(series, step, k, arr, bf16)
+        except BaseException:
+            self.give_back(raw)
+            raise
+        return raw
+
+    def give_back(self, raw: RawFile) -> None:
+        """``raw``'s histogram is settled (or it was never queued): uncommitted, kept for reuse or removed."""
+        raw.release()
+        with self._lock:
+            self._free.append(raw)
+            while sum(r.capacity for r in self._free) > self.FREE_BYTES:
+                self._free.pop(0).remove()
+
+    def close(self) -> None:
+        """Remove the free files (every file is free once the binning thread is done)."""
+        with self._lock:
+            free, self._free = self._free, []
+        for raw in free:
+            raw.remove()
+
+
+_START_TIME: tuple[int, int] = (0, 0)
+
+
+def _start_time() -> int:
+    """This process's start time (/proc clock ticks), read once per process."""
+    global _START_TIME
+    pid = os.getpid()
+    if _START_TIME[0] != pid:
+        _START_TIME = (pid, segment.start_time(pid) or 0)
+    return _START_TIME[1]
 
 
 @dataclass

@@ -23,6 +23,7 @@ import pytest
 
 import stepwire
 from stepwire import _core, segment, segment_raw
+from stepwire.histogram import Histogram
 from stepwire.sync import sync
 
 pytestmark = pytest.mark.skipif(not os.access(segment.SHM_DIR, os.W_OK), reason="no writable /dev/shm")
@@ -33,8 +34,8 @@ HISTS = ("w0", "w1", "w2")
 
 @pytest.fixture(autouse=True)
 def shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Segments are on by default: no $STEPWIRE_SHM from the caller's environment turns them off here."""
-    monkeypatch.delenv(segment.SHM_ENV, raising=False)
+    """Segments on, whatever $STEPWIRE_SHM the caller's environment holds."""
+    monkeypatch.setenv(segment.SHM_ENV, "1")
 
 
 CHILD = textwrap.dedent("""
@@ -98,7 +99,7 @@ def kill_child(directory: Path, run_id: str, seed: int, env: dict[str, str], rng
         time.sleep(rng.uniform(0.0, 0.05))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    left = {p.name for p in mine({run_id}) if segment_raw.SUFFIX in p.name}
+    left = {p.name for p in mine(directory, {run_id}) if segment_raw.SUFFIX in p.name}
     for line in proc.stdout.read().splitlines():  # printed before the kill, not read yet
         name, step = line.split()
         returned.append((name, int(step)))
@@ -117,14 +118,19 @@ def check(api: stepwire.Api, run_id: str, seed: int, returned: list[tuple[str, i
         may = [s for n, s in calls[len(returned):] if n == name]
         assert steps in (must, must + may), (run_id, name, steps, must, may)
         for h in hists:
-            (expected,) = _core.bin_many([values(seed, name, h.step)], [False], h.k, 1)
-            got = (h.count, h.sum, h.min, h.max, h.indices.tolist(), h.counts.tolist())
-            assert got == (expected["count"], expected["sum"], expected["min"], expected["max"],
-                           list(expected["indices"]), list(expected["counts"])), (run_id, name, h.step)
+            assert_binned(h, seed, name)
     loss = view.scalars("loss")["step"].tolist()
     must = [s for n, s in calls[:len(returned)] if n == "loss"]
     may = [s for n, s in calls[len(returned):] if n == "loss"]
     assert loss in (must, must + may), (run_id, loss[-3:], must[-3:])
+
+
+def assert_binned(h: Histogram, seed: int, name: str) -> None:
+    """``h`` holds exactly the buckets, count, sum, min and max of the values logged as ``name`` at its step."""
+    (expected,) = _core.bin_many([values(seed, name, h.step)], [False], h.k, 1)
+    got = (h.count, h.sum, h.min, h.max, h.indices.tolist(), h.counts.tolist())
+    assert got == (expected["count"], expected["sum"], expected["min"], expected["max"],
+                   list(expected["indices"]), list(expected["counts"])), (name, h.step)
 
 
 def stored_all(api: stepwire.Api, results: dict[str, tuple[int, list[tuple[str, int]]]]) -> bool:
@@ -145,12 +151,13 @@ def wait_until(what: str, ok: object, timeout: float = 30.0) -> None:
     raise AssertionError(f"not within {timeout} s: {what}")
 
 
-def mine(run_ids: set[str] | dict[str, object]) -> list[Path]:
+def mine(directory: Path, run_ids: set[str] | dict[str, object]) -> list[Path]:
     """Segments and raw-values files of the test's runs still in /dev/shm."""
     left = []
     for path in segment.segments():
         rec = segment.read(path)
-        if rec is not None and rec.meta.get("run_id") in run_ids:
+        if (rec is not None and rec.meta.get("run_id") in run_ids
+                and Path(str(rec.meta.get("directory"))).resolve() == directory.resolve()):
             left += [path, *segment_raw.raw_paths(path)]
     return left
 
@@ -171,7 +178,8 @@ def run_kills(directory: Path, kills: int, rng: random.Random, offline: bool
 
 
 def settle_and_check(directory: Path, results: dict[str, tuple[int, list[tuple[str, int]]]]) -> None:
-    wait_until("the killed processes' segments and raw-values files are drained", lambda: not mine(results))
+    wait_until("the killed processes' segments and raw-values files are drained",
+               lambda: not mine(directory, results))
     api = stepwire.Api(dir=directory)
     deadline = time.monotonic() + 20
     while not stored_all(api, results) and time.monotonic() < deadline:
@@ -183,14 +191,14 @@ def settle_and_check(directory: Path, results: dict[str, tuple[int, list[tuple[s
 def test_sigkill_during_background_binning_with_the_collector_up(tmp_path: Path) -> None:
     rng = random.Random(27)
     directory = tmp_path / "data"
-    results, _ = run_kills(directory, 8, rng, offline=False)
+    results, _ = run_kills(directory, 6, rng, offline=False)
     settle_and_check(directory, results)
 
 
 def test_sigkill_during_background_binning_with_the_collector_down_then_sync(tmp_path: Path) -> None:
     rng = random.Random(5)
     directory = tmp_path / "data"
-    results, raw_left = run_kills(directory, 6, rng, offline=True)
+    results, raw_left = run_kills(directory, 4, rng, offline=True)
     # nothing drains them until sync: histograms accepted and not binned wait in raw-values files
     assert raw_left > 0
     sync(directory, show_progress=False)
@@ -219,3 +227,18 @@ def test_a_full_dev_shm_bins_on_the_callers_thread(tmp_path: Path) -> None:
     assert out.stdout.split() == ["1", "0"]
     (h,) = stepwire.Api(dir=tmp_path / "data").run("full").histograms("w", merge_ranks=False)
     assert (h.step, h.count, h.min, h.max) == (3, 100_000, 0.0, 99_999.0)
+
+
+def test_a_normal_run_reuses_its_raw_values_files_and_leaves_none(tmp_path: Path) -> None:
+    run = stepwire.init(project="survive", dir=tmp_path / "data", run_id="normal")
+    seg = Path(run.stats()["segment_path"])
+    for step in range(20):
+        run.log_histogram("w", np.full(100_000, step, np.float32), step=step)
+        run.flush()  # binned and queued: the next call reuses the file
+    created = [p.name for p in segment_raw.raw_paths(seg)]
+    run.finish()
+    assert created == [f"{seg.name}{segment_raw.SUFFIX}1"] and not segment_raw.raw_paths(seg) and not seg.exists()
+    stats = run.stats()
+    assert (stats["binning_background"], stats["binning_shm_full"]) == (20, 0)
+    hists = stepwire.Api(dir=tmp_path / "data").run("normal").histograms("w", merge_ranks=False)
+    assert [(h.step, h.count, h.min, h.max, h.sum) for h in hists] == [(s, 100_000, s, s, s * 1e5) for s in range(20)]
