@@ -459,14 +459,15 @@ class Run(_core.Producer):
         copies not made because too many results waited for the waiter thread under ``policy="drop"``,
         ``device_waited``/``device_waited_s`` times and seconds a caller waited for it under ``policy="block"``,
         ``device_errors`` results whose waiting or logging failed, ``device_error`` the first such error, "" if none);
-        ``binning_*``: histograms binned in the background (``stepwire.binning``: ``binning_background`` binned
-        there, ``binning_changed`` dropped because their tensor changed before it was binned, ``binning_dropped``
-        refused under ``policy="drop"``, ``binning_errors`` failed, ``binning_waits``/``binning_wait_s`` times
-        and seconds a caller waited for it, ``binning_held_bytes`` waiting now); ``media_*``: images and other media
-        records (``stepwire.media``: ``media_logged`` accepted, ``media_sent`` encoded and handed to the sender,
-        ``media_dropped`` dropped because more than 256 MiB waited for the media thread, ``media_errors`` that
-        failed to encode or were not what they claimed, ``media_error`` the first such error,
-        ``media_held_bytes`` waiting now). And the cost of logging:
+        ``binning_*``: histograms binned in the background (``stepwire.binning``: ``binning_background`` binned there,
+        ``binning_changed`` dropped because their tensor changed before it was binned, ``binning_dropped`` refused under
+        ``policy="drop"``, ``binning_errors`` failed, ``binning_waits``/``binning_wait_s`` times and seconds a caller
+        waited for it, ``binning_held_bytes`` waiting now, ``binning_shm_full`` binned on the caller's thread because
+        /dev/shm had no room for their raw-values file: docs/segment.md); ``media_*``: images and other media records
+        (``stepwire.media``: ``media_logged`` accepted, ``media_sent`` encoded and handed to the sender,
+        ``media_dropped`` dropped because more than 256 MiB waited for the media thread, ``media_errors`` that failed to
+        encode or were not what they claimed, ``media_error`` the first such error, ``media_held_bytes`` waiting now).
+        And the cost of logging:
         ``logging_s``, the seconds calling threads spent inside stepwire's logging calls, and
         ``logging_fraction``, that time over the wall time since ``init`` (approximate while several threads
         log at once)."""
