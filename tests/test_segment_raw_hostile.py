@@ -37,10 +37,10 @@ def dead_segment(path: Path, directory: Path, raw_done: int = 0) -> None:
     path.write_bytes(bytes(head).ljust(SIZE, b"\0"))
 
 
-def raw_file(seg: Path, n: int, raw_id: int, values: np.ndarray, series: int = 7) -> Path:
+def raw_file(seg: Path, n: int, raw_id: int, values: np.ndarray, series: int = 7, bf16: bool = False) -> Path:
     """A raw-values file beside ``seg`` as a process writes it; committed with ``raw_id`` unless that is 0."""
     raw = segment_raw.RawFile.create(Path(f"{seg}{segment_raw.SUFFIX}{n}"), values.nbytes)
-    raw.fill(series, 11, 3, values, False)
+    raw.fill(series, 11, 3, values, bf16)
     if raw_id:
         raw.commit(raw_id)
     path = raw.path
@@ -64,6 +64,20 @@ def test_a_committed_file_round_trips_and_bins_as_the_binning_thread_does(shm_fi
         assert h[key] == expected[key], key
     assert h["indices"].tolist() == list(expected["indices"]) and h["counts"].tolist() == list(expected["counts"])
     assert (h["raw"], h["series"], h["step"]) == (5, 7, 11)
+
+
+@pytest.mark.parametrize("dtype", ["<f2", "<f8", "bfloat16"])
+def test_every_float_type_round_trips(shm_file: Path, dtype: str) -> None:
+    bf16 = dtype == "bfloat16"
+    floats = np.random.default_rng(4).standard_normal(70_000).astype(np.float32)
+    values = (floats.view("<u4") >> 16).astype("<u2") if bf16 else floats.astype(dtype)  # bfloat16: top half
+    raw = segment_raw.read(raw_file(shm_file, 1, 1, values, bf16=bf16))
+    assert raw is not None and raw.bf16 == bf16 and raw.values.dtype == values.dtype
+    (expected,) = _core.bin_many([values], [bf16], 3, 1)
+    h = segment_raw.histogram(raw)
+    assert (h["count"], h["sum"], h["min"], h["max"]) == (expected["count"], expected["sum"], expected["min"],
+                                                          expected["max"])
+    assert h["counts"].tolist() == list(expected["counts"])
 
 
 def test_settled_and_uncommitted_files_are_removed_without_storing(shm_file: Path, tmp_path: Path) -> None:
