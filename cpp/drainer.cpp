@@ -190,11 +190,20 @@ bool Stream::push_blocking(const Record& r) {
     }
 }
 
-bool Stream::push_histogram(HistogramRecord&& h) {
+bool Stream::push_histogram(HistogramRecord&& h, std::uint32_t raw) {
     const std::size_t bytes = histogram_bytes(h.hist);
     std::unique_lock lock(mu_);
     if (closing_) return false;
     if (cfg_.discard) return true;
+    // Whatever becomes of h from here (queued, dropped and counted), its raw-values file is settled before the
+    // lock is released: destroyed before lock, this runs under it.
+    struct SettleRaw {
+        Segment* segment;
+        std::uint32_t raw;
+        ~SettleRaw() {
+            if (segment != nullptr && raw != 0) segment->settle_raw(raw);
+        }
+    } settle{segment_.get(), raw};
     if (!pending_hists_.empty() && pending_hist_bytes_ + bytes > cfg_.max_pending_histogram_bytes) {
         if (cfg_.drop_when_full) {
             extra_dropped_.fetch_add(1, std::memory_order_relaxed);
@@ -220,7 +229,7 @@ bool Stream::push_histogram(HistogramRecord&& h) {
     pending_hist_bytes_ += bytes;
     h.index = next_hist_index_++;
     if (segment_) {
-        if (segment_->queue_histogram(h)) {
+        if (segment_->queue_histogram(h, raw)) {
             h.queued_bytes = static_cast<std::uint32_t>(Segment::histogram_entry_bytes(h.hist));
         } else {
             ++unsafe_histograms_;

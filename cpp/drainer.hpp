@@ -118,7 +118,8 @@ public:
     bool drop_when_full() const noexcept { return cfg_.drop_when_full; }
 
     // Queues a binned histogram; false when dropped (drop policy, or a block-policy wait that timed out).
-    bool push_histogram(HistogramRecord&& h);
+    // raw: the segment's raw-values file it was binned from (0: none), settled under the same lock.
+    bool push_histogram(HistogramRecord&& h, std::uint32_t raw = 0);
 
     // Sender side: the next sealed batch, or nothing after timeout_s (or once closed and empty).
     std::optional<SealedBatch> next_batch(double timeout_s);

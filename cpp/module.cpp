@@ -426,21 +426,26 @@ PYBIND11_MODULE(_core, m) {
             "Queues a histogram binned elsewhere (e.g. on a GPU) in the same scheme.")
         .def(
             "push_binned_set",
-            [](Stream& s, const std::vector<std::uint32_t>& series, std::int64_t step, BinnedSet& binned) {
+            [](Stream& s, const std::vector<std::uint32_t>& series, std::int64_t step, BinnedSet& binned,
+               std::uint32_t raw, double wall_time) {
                 if (series.size() != binned.hists.size()) throw py::value_error("series and histograms differ in length");
+                if (raw != 0 && series.size() != 1) throw py::value_error("a raw-values file holds one histogram");
                 std::size_t accepted = 0;
                 {
                     py::gil_scoped_release release;  // once for the whole set
+                    const double wall = wall_time > 0 ? wall_time : wall_clock_now();
                     for (std::size_t i = 0; i < series.size(); ++i) {
                         accepted += s.push_histogram(
-                            HistogramRecord{series[i], step, wall_clock_now(), std::move(binned.hists[i])}) ? 1 : 0;
+                            HistogramRecord{series[i], step, wall, std::move(binned.hists[i])}, raw) ? 1 : 0;
                     }
                 }
                 binned.hists.clear();
                 return accepted;
             },
-            py::arg("series"), py::arg("step"), py::arg("binned"),
-            "Queues a BinnedSet (which it empties) at step; returns how many histograms were accepted.")
+            py::arg("series"), py::arg("step"), py::arg("binned"), py::arg("raw") = 0, py::arg("wall_time") = 0.0,
+            "Queues a BinnedSet (which it empties) at step; returns how many histograms were accepted. raw: the "
+            "segment's raw-values file its one histogram was binned from, settled with it; wall_time: of the "
+            "logging call (0: now).")
         .def("next_batch", &Stream::next_batch, py::arg("timeout"), py::call_guard<py::gil_scoped_release>())
         .def("flush", &Stream::flush, py::arg("timeout") = 1e9, py::call_guard<py::gil_scoped_release>())
         .def("close", &Stream::close, py::call_guard<py::gil_scoped_release>())

@@ -21,6 +21,7 @@ static_assert(offsetof(SegmentHeader, heartbeat_ms) == 32);
 static_assert(offsetof(SegmentHeader, journal_write) == 96);
 static_assert(offsetof(SegmentHeader, state) == 136);
 static_assert(offsetof(SegmentHeader, meta_bytes) == 140);
+static_assert(offsetof(SegmentHeader, raw_done) == 176);
 
 // The fixed part of a histogram entry's payload (docs/segment.md).
 struct HistogramFixed {
@@ -34,7 +35,7 @@ struct HistogramFixed {
     double sum, min, max;
     std::int64_t nan, pos_inf, neg_inf;
     std::uint32_t buckets;
-    std::uint32_t pad2;
+    std::uint32_t raw;  // the raw-values file it was binned from, 0 if none
 };
 static_assert(sizeof(HistogramFixed) == 96);
 
@@ -179,7 +180,7 @@ std::size_t Segment::histogram_entry_bytes(const Histogram& h) noexcept {
 }
 
 void Segment::put_histogram(unsigned char* ring, std::size_t size, std::uint64_t* cursor,
-                            const HistogramRecord& r) noexcept {
+                            const HistogramRecord& r, std::uint32_t raw) noexcept {
     const Histogram& h = r.hist;
     const std::size_t payload = histogram_entry_bytes(h) - 8;
     const std::uint32_t head[2] = {static_cast<std::uint32_t>(JournalEntry::Histogram),
@@ -199,6 +200,7 @@ void Segment::put_histogram(unsigned char* ring, std::size_t size, std::uint64_t
     f.pos_inf = h.pos_inf;
     f.neg_inf = h.neg_inf;
     f.buckets = static_cast<std::uint32_t>(h.indices.size());
+    f.raw = raw;
     ring_put(ring, size, cursor, &f, sizeof(f));
     ring_put(ring, size, cursor, h.indices.data(), h.indices.size() * 4);
     const std::uint64_t zero = 0;
@@ -208,17 +210,24 @@ void Segment::put_histogram(unsigned char* ring, std::size_t size, std::uint64_t
 
 void Segment::journal_histogram(const HistogramRecord& r) noexcept {
     pending_write_ = journal_write();
-    put_histogram(journal_, journal_bytes_, &pending_write_, r);
+    put_histogram(journal_, journal_bytes_, &pending_write_, r, 0);
     header_->journal_write.store(pending_write_, std::memory_order_release);
 }
 
-bool Segment::queue_histogram(const HistogramRecord& r) noexcept {
+bool Segment::queue_histogram(const HistogramRecord& r, std::uint32_t raw) noexcept {
     const std::size_t bytes = histogram_entry_bytes(r.hist);
     std::uint64_t cursor = header_->queue_write.load(std::memory_order_relaxed);
     if (cursor - header_->queue_taken.load(std::memory_order_acquire) + bytes > queue_bytes_) return false;
-    put_histogram(queue_, queue_bytes_, &cursor, r);
-    header_->queue_write.store(cursor, std::memory_order_release);
+    put_histogram(queue_, queue_bytes_, &cursor, r, raw);
+    header_->queue_write.store(cursor, std::memory_order_release);  // the entry and its raw id, in one store
     return true;
+}
+
+void Segment::settle_raw(std::uint32_t raw) noexcept {
+    // a max: ids grow in the order jobs are queued (one binning thread per run, first in first out)
+    if (raw > header_->raw_done.load(std::memory_order_relaxed)) {
+        header_->raw_done.store(raw, std::memory_order_release);
+    }
 }
 
 void Segment::dequeue_histogram(std::size_t bytes) noexcept {

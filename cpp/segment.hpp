@@ -53,6 +53,8 @@ struct SegmentHeader {
     std::uint64_t queue_bytes;
     std::atomic<std::uint64_t> queue_write;
     std::atomic<std::uint64_t> queue_taken;
+    // The highest raw-values file id (docs/segment.md) whose histogram is queued, or was dropped and counted.
+    std::atomic<std::uint64_t> raw_done;
 };
 static_assert(sizeof(SegmentHeader) <= kSegmentMetaOffset);
 
@@ -78,7 +80,11 @@ public:
     static std::size_t histogram_entry_bytes(const Histogram& h) noexcept;
     void journal_histogram(const HistogramRecord& h) noexcept;
     // The histogram queue (under the stream's lock): an entry per queued histogram, in order; false when full.
-    bool queue_histogram(const HistogramRecord& h) noexcept;
+    // raw: the raw-values file the histogram was binned from (0: none), written into the entry.
+    bool queue_histogram(const HistogramRecord& h, std::uint32_t raw = 0) noexcept;
+    // Raw-values file raw is settled (its histogram queued above, or dropped and counted): under the stream's
+    // lock, after queue_histogram, so that a survivor sees the id in a queue entry or here (or both).
+    void settle_raw(std::uint32_t raw) noexcept;
     // The oldest queued entry (bytes long) was taken into a batch and journaled.
     void dequeue_histogram(std::size_t bytes) noexcept;
     std::uint64_t journal_write() const noexcept { return header_->journal_write.load(std::memory_order_relaxed); }
@@ -104,7 +110,8 @@ private:
     Segment() = default;
     void journal_put(const void* data, std::size_t n) noexcept;  // at the journal's write cursor (wrapping)
     // A histogram entry written at *cursor (advanced) of the byte ring at ring (size bytes).
-    static void put_histogram(unsigned char* ring, std::size_t size, std::uint64_t* cursor, const HistogramRecord& r) noexcept;
+    static void put_histogram(unsigned char* ring, std::size_t size, std::uint64_t* cursor, const HistogramRecord& r,
+                              std::uint32_t raw) noexcept;
 
     std::string path_;
     int fd_ = -1;

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from stepwire import segment
 from stepwire.collector.embedded import running_collector
 from stepwire.store.base import Store
 
@@ -149,17 +150,27 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 @pytest.fixture(scope="session", autouse=True)
 def _session_data_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """``$STEPWIRE_DIR`` in a temporary directory for the whole session too: module-scoped fixtures run before
-    the per-test ``_data_in_tmp`` and would otherwise spool into the working directory's ``./stepwire-data``."""
+    the per-test ``_data_in_tmp`` and would otherwise spool into the working directory's ``./stepwire-data``.
+    At the end, the shared-memory segments of dead processes that logged into this session's directories and
+    that nothing drained (tests kill clients and their collectors alike) are removed: a test run leaves nothing
+    in /dev/shm."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STEPWIRE_DIR", str(tmp_path_factory.mktemp("session") / "stepwire-data"))
         yield
+    base = str(tmp_path_factory.getbasetemp().resolve())
+    for path in segment.segments():
+        found = segment.read_meta(path)
+        if found is not None and str(found[0].get("directory", "")).startswith(base) and segment.owner_dead(*found):
+            path.unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)
 def _data_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``$STEPWIRE_DIR`` in the test's temporary directory, so that runs logging to a collector's address spool
-    there and nothing is written into the working directory (the ``data_dir`` fixture sets its own)."""
+    there and nothing is written into the working directory (the ``data_dir`` fixture sets its own); ClearML's
+    offline sessions go there too instead of ``~/.stepwire/offline``."""
     monkeypatch.setenv("STEPWIRE_DIR", str(tmp_path / "stepwire-data"))
+    monkeypatch.setenv("STEPWIRE_OFFLINE_DIR", str(tmp_path / "clearml-offline"))
 
 
 @pytest.fixture(autouse=True)

@@ -264,6 +264,21 @@ def test_a_run_that_delivered_everything_leaves_no_spool_behind(tmp_path: Path) 
         collector.stop()
 
 
+def test_a_run_starting_on_the_spool_has_its_opening_record_there_when_init_returns(tmp_path: Path) -> None:
+    """Written by init itself, first: a process that dies at its first call leaves its run's project and name
+    (the sender thread used to spool it later, behind the first batch)."""
+    run = stepwire.init(project="opened", name="first", mode="offline", dir=tmp_path / "data", quiet=True,
+                        config={"lr": 0.1})
+    try:
+        record = Spool(run.spool_dir).peek()
+        assert record is not None and record[0] == spool.OPEN_RUN
+        info = ingest_pb2.RunInfo.FromString(record[1])
+        assert (info.run_id, info.project, info.name, json.loads(info.config_json)) == (
+            run.id, "opened", "first", {"lr": 0.1})
+    finally:
+        run.finish()
+
+
 def test_offline_finish_returns_promptly_with_everything_spooled(tmp_path: Path) -> None:
     run = stepwire.init(project="offline", mode="offline", dir=tmp_path / "data", finish_timeout=60.0, quiet=True)
     for i in range(20_000):

@@ -92,8 +92,12 @@ class Stream:
                     count: int, sum: float, min: float, max: float, nan: int, pos_inf: int,
                     neg_inf: int) -> bool:
         """Queue a histogram binned elsewhere (e.g. on a GPU) in the same scheme."""
-    def push_binned_set(self, series: list[int], step: int, binned: BinnedSet) -> int:
-        """Queue a BinnedSet (which it empties) at step; returns how many histograms were accepted."""
+    def push_binned_set(self, series: list[int], step: int, binned: BinnedSet, raw: int = ...,
+                        wall_time: float = ...) -> int:
+        """Queue a BinnedSet (which it empties) at step; returns how many histograms were accepted. ``raw``: the
+        segment's raw-values file its one histogram was binned from (``stepwire.segment_raw``), settled in the
+        same locked section (its id in the queue entry, then the header's ``raw_done``); ``wall_time``: of the
+        logging call (s; 0: now)."""
     def next_batch(self, timeout: float) -> SealedBatch | None: ...
     def flush(self, timeout: float = ...) -> int | None: ...
     def close(self) -> None: ...

@@ -12,6 +12,11 @@ A ``Job`` holds the arrays of one logging call. Two kinds:
   A *barrier* fence also waits until the job is binned (``waits``, ``wait_s``): the training loop calls it just
   before code that may change the tensors (an optimizer step).
 
+With a shared-memory segment (docs/segment.md), the private copy of a ``log_histogram`` array is made into a
+raw-values file beside it (``stepwire.segment_raw``) instead of process memory, so that a survivor bins what a
+crashed process accepted and never binned; where /dev/shm has no room for it, the caller bins it on its own thread
+(counted in ``shm_full``).
+
 At most ``max_bytes`` of arrays wait; beyond that ``submit`` waits for room, or with ``drop`` refuses the job
 (counted in ``dropped``). A job larger than ``max_bytes`` alone is refused under either policy: the caller bins it
 itself. One thread per run; the binning itself spreads over the native core's persistent pool, on the cores torch's
@@ -34,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stepwire import _core
+from stepwire.segment_raw import RawFile, RawPool
 from stepwire.tensors import cpu_view
 
 if TYPE_CHECKING:
@@ -46,7 +52,7 @@ DEFAULT_MAX_BYTES = 1 << 30
 BACKGROUND_MIN_VALUES = 1 << 16
 """``log_histogram`` bins smaller arrays on the caller's thread: handing them over would cost more."""
 
-_COUNTS = ("background", "changed", "dropped", "errors", "waits", "wait_s")
+_COUNTS = ("background", "changed", "dropped", "errors", "waits", "wait_s", "shm_full")
 ScalarsOf = Callable[[str, dict[str, Any]], dict[str, float]]
 
 
@@ -68,6 +74,8 @@ class Job:
     kind: str = ""
     """What the job holds (``watch`` uses "gradients" and "parameters"), for barriers to choose by."""
     on_changed: Callable[[], None] | None = None
+    raw: RawFile | None = None
+    """The raw-values file ``arrays`` lives in (one histogram), committed when the job is queued."""
     nbytes: int = 0
     results: _core.BinnedSet | None = None
     approved: bool = False
@@ -93,6 +101,9 @@ class Binner:
         self._drop = drop
         self._threads = threads
         self._jobs: deque[Job] = deque()
+        info = run._stream.segment_info()
+        self._raw = RawPool(info["path"]) if info["survives_crash"] and info["path"] else None
+        self._raw_id = 0
         self._held = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -100,7 +111,8 @@ class Binner:
         """``background``: histograms binned here and queued; ``changed``: dropped because a guarded tensor changed
         before its fence; ``dropped``: refused by ``policy="drop"`` with ``max_bytes`` waiting; ``errors``:
         binning failures (the first message in ``error``); ``waits``/``wait_s``: times and seconds a caller
-        waited (for room, or at a barrier)."""
+        waited (for room, or at a barrier); ``shm_full``: histograms binned on the caller's thread because /dev/shm
+        had no room for their raw-values file."""
         self.error = ""
         self.approvable = False
         """True when a guarded job was binned since the last fence: a cheap check before calling ``fence``."""
@@ -128,10 +140,37 @@ class Binner:
                 if any(j.guards is not None and not (j.approved or j.dropped) for j in self._jobs):
                     return False  # room would wait for a fence, which only this (training) thread reaches
                 self._wait(lambda: self._held + job.nbytes <= self._max_bytes)
+            if job.raw is not None:  # ids in the order jobs are queued: a survivor's "done up to" is a max
+                self._raw_id += 1
+                job.raw.commit(self._raw_id)
             self._jobs.append(job)
             self._held += job.nbytes
             self._cond.notify_all()
         return True
+
+    def submit_copy(self, series: int, name: str, step: int, arr: npt.NDArray[Any], bf16: bool,
+                    source: object) -> bool:
+        """Bin a private copy of ``arr`` (values of ``source``, a caller's logging call) in the background: in a
+        raw-values file beside the run's segment when it has one, else in process memory (``private_copy``).
+        False when the caller bins it itself (as ``submit``; or no room in /dev/shm for the copy)."""
+        if self._raw is None:
+            return self.submit(Job([series], [name], step, [private_copy(arr, source)], [bf16]))
+        if arr.nbytes > self._max_bytes:
+            return False
+        try:
+            raw = self._raw.take(series, step, self._run._k, arr, bf16)
+        except OSError as exc:
+            if not self.counts["shm_full"]:
+                log.warning("no room in /dev/shm for the values of histogram %r (%s): histograms that find none "
+                            "are binned on the logging thread (stats()['binning_shm_full'])", name, exc)
+            self.counts["shm_full"] += 1
+            return False
+        try:
+            accepted = self.submit(Job([series], [name], step, [raw.values], [bf16], raw=raw))
+        finally:
+            if raw.id == 0:  # refused or dropped: never queued
+                self._raw.give_back(raw)
+        return accepted
 
     def fence(self, barrier: Callable[[Job], bool] | None = None) -> None:
         """On the training thread, where it runs no tensor operation: approve guarded jobs that are binned and
@@ -152,10 +191,11 @@ class Binner:
             self._cond.notify_all()
 
     def join(self) -> None:
-        """Fence with a barrier for everything, then wait until every job is queued or dropped."""
+        """Fence with a barrier for everything, then wait until every job is queued or dropped, and its arrays
+        released (a raw-values file free for the next call)."""
         self.fence(lambda job: True)
         with self._cond:
-            self._wait(lambda: not self._jobs)
+            self._wait(lambda: not self._jobs and self._held == 0)
 
     def close(self) -> None:
         """``join``, then stop the thread."""
@@ -164,6 +204,8 @@ class Binner:
             self._closed = True
             self._cond.notify_all()
         self._thread.join()
+        if self._raw is not None:
+            self._raw.close()
 
     def stats(self) -> dict[str, Any]:
         """The counts as ``run.stats()`` reports them (``binning_*``)."""
@@ -220,6 +262,8 @@ class Binner:
                 except Exception as exc:
                     self._failed(done, exc)
                 done.arrays, done.tensors, done.guards = [], None, None  # freed here, not on the training thread
+                if done.raw is not None and self._raw is not None:
+                    self._raw.give_back(done.raw)  # after the push: queued (or counted), and the segment says so
                 with self._cond:
                     self._held -= done.nbytes
                     self._cond.notify_all()
@@ -244,7 +288,10 @@ class Binner:
         """Queue the histograms (one native call, the GIL released once) and the scalars beside them."""
         run = self._run
         stats = results.stats() if job.scalars_of is not None else []
-        run._stream.push_binned_set(job.series, job.step, results)
+        if job.raw is not None:
+            run._stream.push_binned_set(job.series, job.step, results, raw=job.raw.id, wall_time=job.raw.wall_time)
+        else:
+            run._stream.push_binned_set(job.series, job.step, results)
         if job.scalars_of is not None:
             scalars: dict[str, float] = {}
             for name, h in zip(job.names, stats, strict=True):

@@ -87,12 +87,18 @@ def cmd_collector(args: argparse.Namespace) -> int:
         print(f"stepwire collector: {mask(_error_line(exc, args) or str(exc))}", file=sys.stderr)
         return 2
     collector.start()
-    _stop_on_signals(collector.stop)
+    _stop_on_signals(collector.request_stop)
     print(f"stepwire collector listening on {collector.address}, store {describe(collector.store)}", flush=True)
     if collector.http_url:
         print(f"stepwire dashboard: {collector.http_url}", flush=True)
     collector.serve(exit_when_idle=args.exit_when_idle)
     return 0
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from stepwire.agent import cmd_agent
+
+    return cmd_agent(args)
 
 
 def _stop_on_signals(stop: Callable[[], None]) -> None:
@@ -170,7 +176,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"stepwire ui: {_error_line(exc, args)}", file=sys.stderr)
         return 2
     collector.start()
-    _stop_on_signals(collector.stop)
+    _stop_on_signals(collector.request_stop)
     print(f"stepwire dashboard for {directory}: {url_with_token(collector.http_url or '', token)} "
           f"(collector {collector.address}; Ctrl-C stops it)", flush=True)
     collector.serve()
@@ -450,6 +456,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--tls-ca", help="PEM file of the CA that signed the collector's certificate (TLS)")
     p.set_defaults(fn=cmd_sync)
+
+    p = sub.add_parser("agent", help="store what dead processes logging to a remote collector left in shared "
+                                     "memory (runs start it)")
+    p.add_argument("--dir", required=True, help="the data directory of the runs it serves")
+    p.add_argument("--address", required=True, help="host:port of the remote collector (token: $STEPWIRE_TOKEN)")
+    p.add_argument("--tls-ca", help="PEM file of the CA that signed the collector's certificate (TLS)")
+    p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                   help="exit once no run has left a segment for this long (default: $STEPWIRE_IDLE_EXIT or 10)")
+    p.set_defaults(fn=_cmd_agent)
 
     p = sub.add_parser("bench", help="logging overhead of stepwire against W&B, MLflow, TensorBoard and ClearML")
     p.add_argument("--full", action="store_true", help="the long version (ten times the quick sizes)")

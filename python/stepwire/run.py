@@ -17,9 +17,9 @@ import grpc
 import numpy.typing as npt
 from google.protobuf.message import Message
 
-from stepwire import _core, spool
+from stepwire import _core, agent, spool
 from stepwire.artifacts import stage_file
-from stepwire.binning import BACKGROUND_MIN_VALUES, Binner, Job, private_copy
+from stepwire.binning import BACKGROUND_MIN_VALUES, Binner
 from stepwire.collector.embedded import data_dir, recorded_address
 from stepwire.console import ConsoleCapture
 from stepwire.lifecycle import live_runs
@@ -118,7 +118,7 @@ class Run(_core.Producer):
 
         # the rings, the journal of what was drained and the series table in shared memory, so that a survivor
         # stores what a crash of this process leaves (stepwire.survivor; docs/segment.md)
-        shm_path, self._shm_reason = segment_path(self._stream_id, remote=address is not None) if active \
+        shm_path, self._shm_reason = segment_path(self._stream_id, address is not None, agent.allowed()) if active \
             else ("", "this rank does not log")
         self._stream = _core.Stream(ring_capacity=ring_capacity, drop_when_full=policy == "drop",
                                     batch_bytes=batch_bytes, flush_interval=flush_interval, discard=not active,
@@ -136,7 +136,14 @@ class Run(_core.Producer):
         self._staging = self.spool_dir / "files"
         self._stream.set_segment_meta(json.dumps({
             "run_id": self.id, "rank": self.rank, "stream_id": self._stream_id, "directory": str(data_dir(dir)),
-            "spool_dir": str(self.spool_dir), "pid": os.getpid(), "start_time": start_time(os.getpid())}))
+            "spool_dir": str(self.spool_dir), "pid": os.getpid(), "start_time": start_time(os.getpid()),
+            "remote": address or ""}))
+        if address and shm_path:  # no collector on this node: its agent stores what a crash leaves
+            try:
+                agent.ensure(data_dir(dir), address, token, tls_ca)
+            except (RuntimeError, OSError) as exc:
+                log.warning("%s: a crash of this process would lose what it logged last", exc)
+                self._shm_reason = f"the node agent did not start: {exc}"
         self._text_seq = 0
         self._token, self._tls_ca = token, tls_ca
         self._quiet = quiet
@@ -159,10 +166,18 @@ class Run(_core.Producer):
         # to the spool at once instead of waiting in memory for retries
         # the directory's local collector is started again if it stops answering (the embedded default)
         self._restart = LocalRestart(self.dir, self.address) if self.dir is not None and self.address else None
-        self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id, Spool(self.spool_dir),
+        run_spool = Spool(self.spool_dir)
+        spool_open = not self._opened
+        if spool_open:  # the collector learns of the run when the spool reaches it: written before init returns,
+            try:        # so that a process dying at its first call leaves its run's project, name and config
+                run_spool.append(spool.OPEN_RUN, info.SerializeToString())
+                spool_open = False
+            except OSError as exc:  # the sender tries again (and counts it lost if it cannot)
+                log.warning("cannot spool the run's opening record now: %s", exc)
+        self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id, run_spool,
                               offline=self._channel is None, answering=self._opened, restart=self._restart)
-        if not self._opened:
-            self._sender.submit(spool.OPEN_RUN, info)  # the collector learns of the run when the spool reaches it
+        if spool_open:
+            self._sender.submit(spool.OPEN_RUN, info)
         live_runs.add(self)
         if console:
             self._console = ConsoleCapture(self)
@@ -261,11 +276,11 @@ class Run(_core.Producer):
     def _push_histogram(self, sid: int, name: str, step: int, arr: npt.NDArray[Any], bf16: bool,
                         source: object) -> None:
         """Bin ``arr`` here if small (or refused by the background thread), else in the background: copied
-        first if it is the caller's memory (``source``'s), so that later changes do not reach what is logged."""
-        if arr.size >= BACKGROUND_MIN_VALUES and self.active:
-            if self._background().submit(Job([sid], [name], step, [private_copy(arr, source)],
-                                              [bf16])):
-                return
+        first (into a raw-values file beside the segment, or if it is the caller's memory, ``source``'s), so that
+        later changes do not reach what is logged and a crash before it is binned does not lose it."""
+        if arr.size >= BACKGROUND_MIN_VALUES and self.active and self._background().submit_copy(
+                sid, name, step, arr, bf16, source):
+            return
         self._stream.push_histogram(sid, step, arr, self._k, bf16)
 
     def _background(self) -> Binner:
@@ -444,14 +459,15 @@ class Run(_core.Producer):
         copies not made because too many results waited for the waiter thread under ``policy="drop"``,
         ``device_waited``/``device_waited_s`` times and seconds a caller waited for it under ``policy="block"``,
         ``device_errors`` results whose waiting or logging failed, ``device_error`` the first such error, "" if none);
-        ``binning_*``: histograms binned in the background (``stepwire.binning``: ``binning_background`` binned
-        there, ``binning_changed`` dropped because their tensor changed before it was binned, ``binning_dropped``
-        refused under ``policy="drop"``, ``binning_errors`` failed, ``binning_waits``/``binning_wait_s`` times
-        and seconds a caller waited for it, ``binning_held_bytes`` waiting now); ``media_*``: images and other media
-        records (``stepwire.media``: ``media_logged`` accepted, ``media_sent`` encoded and handed to the sender,
-        ``media_dropped`` dropped because more than 256 MiB waited for the media thread, ``media_errors`` that
-        failed to encode or were not what they claimed, ``media_error`` the first such error,
-        ``media_held_bytes`` waiting now). And the cost of logging:
+        ``binning_*``: histograms binned in the background (``stepwire.binning``: ``binning_background`` binned there,
+        ``binning_changed`` dropped because their tensor changed before it was binned, ``binning_dropped`` refused under
+        ``policy="drop"``, ``binning_errors`` failed, ``binning_waits``/``binning_wait_s`` times and seconds a caller
+        waited for it, ``binning_held_bytes`` waiting now, ``binning_shm_full`` binned on the caller's thread because
+        /dev/shm had no room for their raw-values file: docs/segment.md); ``media_*``: images and other media records
+        (``stepwire.media``: ``media_logged`` accepted, ``media_sent`` encoded and handed to the sender,
+        ``media_dropped`` dropped because more than 256 MiB waited for the media thread, ``media_errors`` that failed to
+        encode or were not what they claimed, ``media_error`` the first such error, ``media_held_bytes`` waiting now).
+        And the cost of logging:
         ``logging_s``, the seconds calling threads spent inside stepwire's logging calls, and
         ``logging_fraction``, that time over the wall time since ``init`` (approximate while several threads
         log at once)."""

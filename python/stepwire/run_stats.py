@@ -33,7 +33,7 @@ def collect_stats(run: Run) -> dict[str, Any]:
         out.update({key: core[key] for key in ("logged", "dropped", "timed_out", "blocked")})
         out.update(run._sender.counts())
         seg = run._stream.segment_info()
-        out.update({"survives_crash": bool(seg["survives_crash"]),
+        out.update({"survives_crash": bool(seg["survives_crash"]) and not run._shm_reason,
                     "survives_crash_reason": str(run._shm_reason or seg["reason"]),
                     "segment_path": str(seg["path"]), "segment_bytes": int(seg["bytes"])})
     else:

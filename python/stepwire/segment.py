@@ -22,8 +22,10 @@ from stepwire import _core
 
 SHM_DIR = Path("/dev/shm")
 SHM_ENV = "STEPWIRE_SHM"
-"""``$STEPWIRE_SHM=1`` puts a run's rings, journal and series table in shared memory, so that what it logged
-survives its crash; off by default for now (docs/segment.md, "Status")."""
+"""A run's rings, journal and series table live in shared memory, so that what it logged survives its crash
+(docs/segment.md); ``$STEPWIRE_SHM=0`` keeps them in process memory instead."""
+OFF_VALUES = ("0", "false", "no", "off")
+"""Values of ``$STEPWIRE_SHM`` (and ``$STEPWIRE_AGENT``) that turn it off."""
 
 RECORD = np.dtype([("series", "<u4"), ("reserved", "<u4"), ("step", "<i8"), ("value", "<f8"), ("wall", "<f8")])
 """One scalar record as the rings and the journal hold it (scheme.hpp's ``Record``)."""
@@ -34,6 +36,7 @@ _HIST_FIXED = struct.Struct("<QIB3xqdqdddqqqII")
 _SLOT_HEADER = 256
 _NO_SLOT = 0xFFFFFFFF
 _META_OFFSET = 1024
+_RAW_DONE_OFFSET = 176
 
 
 def prefix() -> str:
@@ -41,22 +44,23 @@ def prefix() -> str:
     return f"stepwire-{os.getuid()}-"
 
 
-def segment_path(stream_id: str, remote: bool) -> tuple[str, str]:
-    """(path, "") for a new stream's segment, or ("", why there is none): ``$STEPWIRE_SHM`` not 1, a run that logs
-    to a remote collector (no process on this node would drain it), or no writable ``/dev/shm``."""
-    if os.environ.get(SHM_ENV, "0") != "1":
-        return "", f"${SHM_ENV} is not 1"
-    if remote:
-        return "", "the run logs to a remote collector: no process on this node drains a dead run's segment"
+def segment_path(stream_id: str, remote: bool, agent_allowed: bool = True) -> tuple[str, str]:
+    """(path, "") for a new stream's segment, or ("", why there is none): ``$STEPWIRE_SHM=0``, a run that logs
+    to a remote collector with no node agent allowed (nothing on this node would drain it: ``stepwire.agent``),
+    or no writable ``/dev/shm``."""
+    if os.environ.get(SHM_ENV, "1").strip().lower() in OFF_VALUES:
+        return "", f"${SHM_ENV}={os.environ[SHM_ENV]}"
+    if remote and not agent_allowed:
+        return "", "the run logs to a remote collector and $STEPWIRE_AGENT=0: nothing on this node would drain it"
     if not SHM_DIR.is_dir() or not os.access(SHM_DIR, os.W_OK):
         return "", f"{SHM_DIR} is not a writable directory"
     return str(SHM_DIR / f"{prefix()}{stream_id}"), ""
 
 
 def segments() -> list[Path]:
-    """This user's segment files, oldest first."""
+    """This user's segment files, oldest first (not the raw-values files beside them: ``stepwire.segment_raw``)."""
     try:
-        found = [p for p in SHM_DIR.iterdir() if p.name.startswith(prefix())]
+        found = [p for p in SHM_DIR.iterdir() if p.name.startswith(prefix()) and ".raw" not in p.name]
     except OSError:
         return []
     return sorted(found, key=lambda p: p.name)
@@ -106,6 +110,14 @@ class Recovered:
     open_histograms: list[dict[str, Any]] = field(default_factory=list)
     next_sequence: int = 1
     retired_sequence: int = 0
+    raw_done: int = 0
+    """Raw-values files (``stepwire.segment_raw``) up to this id are settled: queued, sent or counted dropped."""
+    raw_queued: set[int] = field(default_factory=set)
+    """Ids of raw-values files whose histogram the histogram queue holds (``raw_done`` may not say so yet)."""
+    raw_binned: int = 0
+    """Raw-values files the survivor binned (their histograms are in ``open_histograms``)."""
+    raw_damaged: int = 0
+    """Raw-values files the survivor found damaged and removed without storing anything from them."""
 
 
 DAMAGED = -1
@@ -149,15 +161,35 @@ def read(path: Path) -> Recovered | None:
         os.close(fd)
 
 
-def _damaged(buf: memoryview) -> Recovered:
-    """What a segment that does not parse still says of its owner: its pid, and its metadata if that parses."""
+def read_meta(path: Path) -> tuple[dict[str, Any], int] | None:
+    """The metadata and owner pid of the segment at ``path`` from its first page alone (cheap: for deciding
+    whether to read it whole); None if it is not this user's segment file, too short, or gone."""
+    fd = open_own(path)
+    if fd is None:
+        return None
+    try:
+        head = os.pread(fd, _META_OFFSET + 3072, 0)
+    finally:
+        os.close(fd)
+    if len(head) < _META_OFFSET + 3072:
+        return None
+    return _meta(memoryview(head))
+
+
+def _meta(buf: memoryview) -> tuple[dict[str, Any], int]:
     pid = struct.unpack_from("<q", buf, 16)[0]
     try:
         meta_bytes = struct.unpack_from("<I", buf, _HEADER.size - 36)[0]
         meta = json.loads(bytes(buf[_META_OFFSET:_META_OFFSET + min(meta_bytes, 3072)]))
     except (struct.error, ValueError):
         meta = {}
-    return Recovered(meta=meta if isinstance(meta, dict) else {}, pid=pid, state=DAMAGED, defs=[])
+    return meta if isinstance(meta, dict) else {}, pid
+
+
+def _damaged(buf: memoryview) -> Recovered:
+    """What a segment that does not parse still says of its owner: its pid, and its metadata if that parses."""
+    meta, pid = _meta(buf)
+    return Recovered(meta=meta, pid=pid, state=DAMAGED, defs=[])
 
 
 def _parse(buf: memoryview) -> Recovered | None:
@@ -178,7 +210,8 @@ def _parse(buf: memoryview) -> Recovered | None:
     except ValueError:
         meta = {}
     defs = _table(bytes(buf[table_off:table_off + table_used]))
-    out = Recovered(meta=meta, pid=pid, state=state, defs=defs, retired_sequence=retired_seq)
+    out = Recovered(meta=meta, pid=pid, state=state, defs=defs, retired_sequence=retired_seq,
+                    raw_done=struct.unpack_from("<Q", buf, _RAW_DONE_OFFSET)[0])
 
     # the journal between the retired cursor and the write cursor, unrolled
     data = _unroll(buf, journal_off, journal_bytes, retired, write)
@@ -233,6 +266,7 @@ def _parse(buf: memoryview) -> Recovered | None:
         h = _histogram(queued, pos + 8)
         if h["index"] not in journaled:
             hists.append(h)
+        out.raw_queued.add(h["raw"])
         pos += 8 + count
     out.open_histograms = hists
     out.next_sequence = max(next_seq, last_seal + 1, retired_seq + 1)
@@ -263,11 +297,11 @@ def _table(raw: bytes) -> list[tuple[int, str, int]]:
 
 def _histogram(data: bytes, pos: int) -> dict[str, Any]:
     (index, series, k, step, wall, count, total, lo, hi, nan, pos_inf, neg_inf,
-     buckets, _pad) = _HIST_FIXED.unpack_from(data, pos)
+     buckets, raw) = _HIST_FIXED.unpack_from(data, pos)
     at = pos + _HIST_FIXED.size
     indices = np.frombuffer(data, "<i4", buckets, at).copy()
     at += (buckets * 4 + 7) & ~7
     counts = np.frombuffer(data, "<i8", buckets, at).copy()
-    return {"index": index, "series": series, "k": k, "step": step, "wall": wall, "count": count, "sum": total,
-            "min": lo, "max": hi, "nan": nan, "pos_inf": pos_inf, "neg_inf": neg_inf, "indices": indices,
-            "counts": counts}
+    return {"index": index, "raw": raw, "series": series, "k": k, "step": step, "wall": wall, "count": count,
+            "sum": total, "min": lo, "max": hi, "nan": nan, "pos_inf": pos_inf, "neg_inf": neg_inf,
+            "indices": indices, "counts": counts}

@@ -6,6 +6,10 @@ segment's lock, replays that stream's spool first (what the dead sender spooled)
 sealed and never retired under their own sequence numbers (a batch the sender had delivered is a duplicate the
 collector ignores), then what it took in and never sealed under the next sequence numbers, and removes the
 segment. The dead process can never send again, so no batch goes out twice under different sequences.
+
+Histograms the process accepted and had not binned yet are in raw-values files beside the segment
+(``stepwire.segment_raw``): those the segment does not say are settled are binned here with the binning thread's
+kernel and delivered with the unsealed rest; all of them are removed with the segment.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import lz4.block
 import numpy as np
 import numpy.typing as npt
 
-from stepwire import segment, spool
+from stepwire import segment, segment_raw, spool
 from stepwire.segment import Recovered
 from stepwire.spool import Spool
 from stepwire.sync import SyncReport, _deliver_with_retries, replay
@@ -39,22 +43,34 @@ POINTS_PER_BATCH = 200_000
 
 
 def recover_all(directory: Path, stub: ingest_pb2_grpc.IngestStub, target: str,
-                on_recovered: Callable[[Recovered], None] | None = None) -> list[Path]:
+                on_recovered: Callable[[Recovered], None] | None = None, remote: str | None = "") -> list[Path]:
     """Recover every segment of a dead process logging to ``directory``; returns the segments removed. A segment
-    that cannot be finished now (the collector does not answer, another survivor holds it) stays for later."""
+    that cannot be finished now (the collector does not answer, another survivor holds it) stays for later.
+    ``remote``: only the segments of runs that logged to that remote collector ("": the directory's own, the
+    embedded default; None: any)."""
     done = []
     for path in segment.segments():
         try:
-            if recover(path, directory, stub, target, on_recovered):
+            if recover(path, directory, stub, target, on_recovered, remote):
                 done.append(path)
         except (OSError, grpc.RpcError) as exc:
             log.warning("segment %s: cannot recover it now (%s); trying again later", path, exc)
     return done
 
 
+def _ours(meta: dict[str, Any], directory: Path, remote: str | None) -> bool:
+    """True if a segment's metadata names ``directory`` (and ``remote``, unless None) as where its run logs."""
+    return Path(str(meta.get("directory", ""))) == directory.resolve() and (
+        remote is None or str(meta.get("remote", "")) == remote)
+
+
 def recover(path: Path, directory: Path, stub: ingest_pb2_grpc.IngestStub, target: str,
-            on_recovered: Callable[[Recovered], None] | None = None) -> bool:
-    """Recover one segment if its producer is dead and it logs to ``directory``; True once it is removed."""
+            on_recovered: Callable[[Recovered], None] | None = None, remote: str | None = "") -> bool:
+    """Recover one segment if its producer is dead and it logs to ``directory`` (and ``remote``, see
+    ``recover_all``); True once it is removed."""
+    head = segment.read_meta(path)  # the first page only: a live process's segment is not read whole
+    if head is None or not _ours(head[0], directory, remote) or not segment.owner_dead(*head):
+        return False
     fd = segment.open_own(path, os.O_RDWR)  # this user's regular file only: /dev/shm is world-writable
     if fd is None:
         return False
@@ -66,7 +82,7 @@ def recover(path: Path, directory: Path, stub: ingest_pb2_grpc.IngestStub, targe
         if not path.exists():  # removed while we waited for it
             return False
         rec = segment.read(path)
-        if rec is None or Path(str(rec.meta.get("directory", ""))) != directory.resolve():
+        if rec is None or not _ours(rec.meta, directory, remote):
             return False
         if not segment.owner_dead(rec.meta, rec.pid):
             return False
@@ -75,14 +91,18 @@ def recover(path: Path, directory: Path, stub: ingest_pb2_grpc.IngestStub, targe
         rec = segment.read(path)
         if rec is None:
             return False
+        raws = segment_raw.raw_paths(path)
         if rec.state == 1:  # it finished and was removing the segment when it died
+            _remove(raws)
             path.unlink(missing_ok=True)
             return True
         if rec.state != 0:
             log.error("segment %s is damaged or marked broken: its journal cannot be trusted; removed without "
                       "recovering it", path)
+            _remove(raws)
             path.unlink(missing_ok=True)
             return True
+        _bin_raw(rec, raws)
         spool_dir = Path(str(rec.meta.get("spool_dir", "")))
         if spool_dir.name and spool_dir.is_dir():
             sp = Spool(spool_dir)
@@ -93,14 +113,42 @@ def recover(path: Path, directory: Path, stub: ingest_pb2_grpc.IngestStub, targe
             finally:
                 sp.unlock()
         delivered = _deliver(rec, stub, target)
-        log.warning("run %s rank %s: its process %d died; stored the %d items it left in %s", rec.meta.get("run_id"),
-                    rec.meta.get("rank"), rec.pid, delivered, path)
+        log.warning("run %s rank %s: its process %d died; stored the %d items it left in %s (%d histograms binned "
+                    "from its raw-values files, %d damaged ones removed)", rec.meta.get("run_id"),
+                    rec.meta.get("rank"), rec.pid, delivered, path, rec.raw_binned, rec.raw_damaged)
         if on_recovered is not None:
             on_recovered(rec)
+        _remove(raws)  # first: a survivor that dies here leaves the segment, delivered again (duplicates) later
         path.unlink(missing_ok=True)
         return True
     finally:
         os.close(fd)
+
+
+def _bin_raw(rec: Recovered, raws: list[Path]) -> None:
+    """Add to ``rec``'s unsealed histograms those of the raw-values files ``raws`` that it does not hold yet."""
+    for raw_path in raws:
+        try:
+            raw = segment_raw.read(raw_path)
+        except ValueError as exc:  # damaged: nothing of it can be trusted
+            log.error("%s", exc)
+            rec.raw_damaged += 1
+            continue
+        except OSError:  # gone, a link, or another user's file: not ours to read
+            continue
+        if raw is None or raw.id <= rec.raw_done or raw.id in rec.raw_queued:
+            continue  # never committed (its call had not returned), or queued, sent or counted already
+        rec.open_histograms.append(segment_raw.histogram(raw))
+        rec.raw_binned += 1
+
+
+def _remove(raws: list[Path]) -> None:
+    """Remove raw-values files: those ``segment.open_own`` would not open (links, another user's) are left."""
+    for raw_path in raws:
+        fd = segment.open_own(raw_path)
+        if fd is not None:
+            os.close(fd)
+            raw_path.unlink(missing_ok=True)
 
 
 def _deliver(rec: Recovered, stub: ingest_pb2_grpc.IngestStub, target: str) -> int:

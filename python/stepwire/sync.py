@@ -74,7 +74,8 @@ def _recover_segments(directory: Path, address: str | None, tls_ca: str | None) 
         return
     target = address or local_collector(directory)
     with open_channel(target, tls_ca=tls_ca if address else None) as channel:
-        recover_all(directory.resolve(), ingest_pb2_grpc.IngestStub(channel), target)
+        # to the directory's collector: the embedded default's segments; to an address: any (as with spools)
+        recover_all(directory.resolve(), ingest_pb2_grpc.IngestStub(channel), target, remote=None if address else "")
 
 
 def _sync(pending: list[tuple[Path, Spool]], directory: Path, address: str | None, show_progress: bool,

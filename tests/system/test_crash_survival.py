@@ -9,15 +9,10 @@ from __future__ import annotations
 import os
 import random
 import signal
-import struct
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from crash_child import check, my_segments, returned, run_kills, settle, start, stored_all, wait_until
 
 import stepwire
 from stepwire import segment
@@ -28,127 +23,8 @@ pytestmark = pytest.mark.skipif(not os.access(segment.SHM_DIR, os.W_OK), reason=
 
 @pytest.fixture(autouse=True)
 def shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Segments are opt-in for now ($STEPWIRE_SHM=1); the children inherit it."""
-    monkeypatch.setenv(segment.SHM_ENV, "1")
-
-KEYS = 1000
-
-CHILD = textwrap.dedent("""
-    import os, signal, struct, sys
-    import stepwire
-    directory, run_id, kind, out, segv_at = sys.argv[1:6]
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    run = stepwire.init(project="survive", dir=directory, run_id=run_id, quiet=True, flush_interval=0.05,
-                        system_metrics=False, console=False)
-    assert run.stats()["survives_crash"], run.stats()["survives_crash_reason"]
-    os.write(fd, struct.pack("<q", -1))  # initialised
-    keys = [f"k{i:04d}" for i in range(KEYS)]
-    step = 0
-    while True:
-        if kind == "dict":
-            run.log({k: float(step) for k in keys}, step=step)
-        else:
-            run.log_scalar("loss", float(step), step=step)
-            run.log_scalar("lr", 0.5 * step, step=step)
-        os.write(fd, struct.pack("<q", step))  # this call returned
-        if step == int(segv_at):
-            os.kill(os.getpid(), signal.SIGSEGV)
-        step += 1
-""").replace("KEYS", str(KEYS))
-
-
-def my_segments(pids: set[int]) -> list[Path]:
-    """The segments left by the given processes."""
-    left = []
-    for path in segment.segments():
-        rec = segment.read(path)
-        if rec is not None and rec.pid in pids:
-            left.append(path)
-    return left
-
-
-def start(directory: Path, run_id: str, kind: str, out: Path, segv_at: int = -2,
-          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(directory), run_id, kind, str(out), str(segv_at)],
-                            env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL)
-
-
-def returned(out: Path) -> list[int]:
-    raw = out.read_bytes() if out.exists() else b""
-    return [v for (v,) in struct.iter_unpack("<q", raw[:len(raw) // 8 * 8])]
-
-
-def kill_after(proc: subprocess.Popen[bytes], out: Path, rng: random.Random, min_calls: int) -> int:
-    """SIGKILL ``proc`` at a random moment after it made ``min_calls`` calls; the last step that returned."""
-    deadline = time.monotonic() + 60
-    while len(returned(out)) < min_calls + 1 and time.monotonic() < deadline:
-        assert proc.poll() is None, "the child died by itself"
-        time.sleep(0.01)
-    time.sleep(rng.uniform(0.0, 0.3))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return returned(out)[-1]
-
-
-def stored_all(api: stepwire.Api, results: dict[str, tuple[str, int]]) -> bool:
-    """True once every run passes ``check`` (what the survivor delivered is acknowledged as committed; reads
-    follow within moments)."""
-    try:
-        for run_id, (kind, last) in results.items():
-            check(api, run_id, kind, last)
-    except (AssertionError, KeyError):
-        return False
-    return True
-
-
-def check(api: stepwire.Api, run_id: str, kind: str, last: int) -> None:
-    """Every call up to ``last`` stored exactly once; the next one whole or not at all; nothing after it."""
-    view = api.run(run_id)
-    names = [f"k{i:04d}" for i in range(KEYS)] if kind == "dict" else ["loss", "lr"]
-    stored = [view.scalars(name) for name in names]
-    for name, s in zip(names, stored, strict=True):
-        steps = s["step"].tolist()
-        # each call up to the last that returned exactly once; the interrupted one whole or not at all
-        assert steps in (list(range(last + 1)), list(range(last + 2))), (run_id, name, last, steps[-3:], len(steps))
-        scale = 0.5 if name == "lr" else 1.0
-        np.testing.assert_array_equal(s["value"], scale * np.asarray(steps, dtype=np.float64))
-    if kind == "dict":  # every key of a call, or none: the same steps for all 1,000 keys
-        assert all(s["step"].tolist() == stored[0]["step"].tolist() for s in stored), run_id
-
-
-def settle(ok: object, timeout: float = 20.0) -> None:
-    """Poll ``ok`` until it holds or ``timeout`` passes (the assertions that follow say what did not hold)."""
-    deadline = time.monotonic() + timeout
-    while not ok() and time.monotonic() < deadline:  # type: ignore[operator]
-        time.sleep(0.5)
-
-
-def wait_until(what: str, ok: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ok():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
-def run_kills(directory: Path, tmp: Path, kinds: list[str], rng: random.Random, offline: bool
-              ) -> tuple[dict[str, tuple[str, int]], set[int]]:
-    """Start one child per kind (two at a time) and kill each; {run id: (kind, last step returned)}, pids."""
-    env = {"STEPWIRE_MODE": "offline"} if offline else None
-    results: dict[str, tuple[str, int]] = {}
-    pids: set[int] = set()
-    for i in range(0, len(kinds), 2):
-        procs = []
-        for j, kind in enumerate(kinds[i:i + 2]):
-            run_id = f"{'off' if offline else 'on'}-{i + j}-{kind}"
-            out = tmp / f"{run_id}.steps"
-            procs.append((run_id, kind, out, start(directory, run_id, kind, out, env=env)))
-        for run_id, kind, out, proc in procs:
-            pids.add(proc.pid)
-            # some are killed inside their very first calls, most later
-            results[run_id] = (kind, kill_after(proc, out, rng, rng.choice([0, 1, 5, 50, 200])))
-    return results, pids
+    """Segments are on by default: no $STEPWIRE_SHM from the caller's environment turns them off here."""
+    monkeypatch.delenv(segment.SHM_ENV, raising=False)
 
 
 def test_sigkill_at_random_moments_loses_nothing_that_returned(tmp_path: Path) -> None:
@@ -203,12 +79,12 @@ def test_a_normal_run_leaves_nothing_in_dev_shm(tmp_path: Path) -> None:
 
 
 def test_without_shared_memory_the_run_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STEPWIRE_SHM", "0")  # as when unset
+    monkeypatch.setenv("STEPWIRE_SHM", "0")
     run = stepwire.init(project="survive", dir=tmp_path / "data")
     run.log({"a": 1.0})
     stats = run.stats()
     run.finish()
     assert stats["survives_crash"] is False
-    assert stats["survives_crash_reason"] == "$STEPWIRE_SHM is not 1"
+    assert stats["survives_crash_reason"] == "$STEPWIRE_SHM=0"
     assert stats["segment_path"] == ""
     assert stepwire.Api(dir=tmp_path / "data").run(run.id).scalars("a")["value"].tolist() == [1.0]

@@ -8,11 +8,6 @@ Every test here needs a PostgreSQL server (``$STEPWIRE_TEST_PG_URL``: ``.ci/post
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -24,6 +19,7 @@ import grpc
 import numpy as np
 import psycopg
 import pytest
+from pg_cluster import Cluster
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2, query_pb2_grpc
 from test_postgres import sealed_batches, terminate_backends
 
@@ -134,53 +130,6 @@ def test_a_batch_the_database_refuses_is_refused_alone_and_database_errors_are_u
     assert np.array_equal(x["value"], np.arange(3000.0))
     log = (pg_collector.dir / "test-collector.log").read_text()
     assert "permission denied" in log  # an error that needs an operator is logged
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Cluster:
-    """A PostgreSQL cluster of the test's own (initdb as the user postgres, trust on loopback), stopped and
-    started by the test without disturbing the shared one."""
-
-    def __init__(self) -> None:
-        bindir = Path("/usr/lib/postgresql")
-        versions = sorted(bindir.glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
-        if os.geteuid() != 0 or not versions or shutil.which("su") is None:
-            pytest.skip("a cluster of the test's own needs root and Debian's PostgreSQL binaries")
-        self.bin = versions[-1].parent
-        self.dir = Path(tempfile.mkdtemp(prefix="stepwire-pg-"))
-        os.chmod(self.dir, 0o755)
-        shutil.chown(self.dir, "postgres", "postgres")
-        self.data = self.dir / "data"
-        self.port = free_port()
-        self._as_postgres(f"{self.bin}/initdb -A trust -U postgres -D {self.data} >/dev/null")
-        self.start()
-
-    def _as_postgres(self, command: str) -> None:
-        out = subprocess.run(["su", "postgres", "-c", command], capture_output=True, text=True, timeout=120)
-        if out.returncode != 0:
-            raise RuntimeError(f"{command}: {out.stdout}{out.stderr}")
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        self._as_postgres(f"{self.bin}/pg_ctl -D {self.data} -l {self.dir}/log -w -o "
-                          f"\"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1\" start >/dev/null")
-
-    def stop(self) -> None:
-        self._as_postgres(f"{self.bin}/pg_ctl -D {self.data} -m fast -w stop >/dev/null")
-
-    def remove(self) -> None:
-        try:
-            self._as_postgres(f"{self.bin}/pg_ctl -D {self.data} -m immediate -w stop >/dev/null 2>&1 || true")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """A node cut off from the database for longer than the store's TCP time-out (``tcp_user_timeout``, 15 s): its
 collector's statements fail instead of hanging (the error-then-retry path: UNAVAILABLE, the ranks spool), the
 connection is replaced once the link is back, and the run comes out whole. The three-node job of
-``test_nodes.py`` (network namespaces, veth links, a relay to PostgreSQL), its helpers imported.
+``test_nodes.py`` (network namespaces, veth links, PostgreSQL in a fourth namespace), its helpers imported.
 
 Needs root, ``ip netns`` (iproute2) and ``$STEPWIRE_TEST_PG_URL`` (``.ci/postgres.sh``); skips without them."""
 

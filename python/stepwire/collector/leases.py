@@ -75,14 +75,15 @@ class Activity:
                     self._owners[client_id] = run
                     self._died.discard(run)
 
-    def release(self, client_id: str, died: bool = False) -> None:
-        """Drop a lease: the client has finished (or, with ``died``, its process is known to be dead: the run rank
-        it logged for is silent from now on, not only once the lease would have expired)."""
+    def release(self, client_id: str) -> None:
+        """Drop a lease: the client has finished, or its process is known to be dead (a survivor released it).
+        Either way the run rank it logged for is silent from now on, not only once the lease would have expired:
+        a rank still running then has crashed."""
         with self._lock:
             self._leases.pop(client_id, None)
             owner = self._owners.pop(client_id, None)
             self.last_rpc = time.monotonic()
-            if died and owner is not None:
+            if owner is not None:
                 self._died.add(owner)
 
     def _prune(self, now: float) -> None:

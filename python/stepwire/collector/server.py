@@ -364,7 +364,7 @@ class Collector:
     def _died(self, rec: Recovered) -> None:
         """A process that logged here died and what it left is stored: its run rank is crashed (if running)."""
         run_id, rank = str(rec.meta.get("run_id", "")), int(rec.meta.get("rank", 0))
-        self.activity.release(str(rec.meta.get("stream_id", "")), died=True)
+        self.activity.release(str(rec.meta.get("stream_id", "")))
         for run in self.store.runs():
             if run.id == run_id and dict(run.meta.get("ranks", {})).get(str(rank)) == "running":
                 log.warning("run %s rank %d: its process %d died, marked crashed", run_id, rank, rec.pid)
@@ -384,6 +384,11 @@ class Collector:
                 log.info("idle for %.1f s: exiting", exit_when_idle)
                 break
         self.stop()
+
+    def request_stop(self) -> None:
+        """Have ``serve`` stop (a signal handler's way: the handler runs on ``serve``'s thread, maybe inside a
+        query of the crash check, and closing the store under it failed that query)."""
+        self._stopped.set()
 
     def stop(self) -> None:
         """Stop serving, remove the address file if it is ours, and close the store."""
