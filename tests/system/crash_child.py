@@ -30,10 +30,10 @@ KEY_NAMES = [f"k{i:04d}" for i in range(KEYS)]
 CHILD = textwrap.dedent("""
     import os, signal, struct, sys
     import stepwire
-    directory, run_id, kind, out, segv_at = sys.argv[1:6]
+    directory, run_id, kind, out, segv_at, address = sys.argv[1:7]
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     run = stepwire.init(project="survive", dir=directory, run_id=run_id, quiet=True, flush_interval=0.05,
-                        system_metrics=False, console=False)
+                        system_metrics=False, console=False, address=address or None)
     assert run.stats()["survives_crash"], run.stats()["survives_crash_reason"]
     os.write(fd, struct.pack("<q", -1))  # initialised
     keys = [f"k{i:04d}" for i in range(KEYS)]
@@ -49,7 +49,8 @@ CHILD = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGSEGV)
         step += 1
 """).replace("KEYS", str(KEYS))
-"""One call a step: a 1,000-key dict (``kind`` "dict") or ``loss`` and ``lr`` scalars; SIGSEGV after ``segv_at``."""
+"""One call a step: a 1,000-key dict (``kind`` "dict") or ``loss`` and ``lr`` scalars; SIGSEGV after ``segv_at``;
+to the embedded default, or to a remote collector's ``address``."""
 
 
 def my_segments(pids: set[int]) -> list[Path]:
@@ -63,10 +64,11 @@ def my_segments(pids: set[int]) -> list[Path]:
 
 
 def start(directory: Path, run_id: str, kind: str, out: Path, segv_at: int = -2,
-          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a ``CHILD`` logging run ``run_id`` to ``directory``."""
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(directory), run_id, kind, str(out), str(segv_at)],
-                            env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL)
+          env: dict[str, str] | None = None, address: str = "") -> subprocess.Popen[bytes]:
+    """Start a ``CHILD`` logging run ``run_id`` to ``directory`` (or to the collector at ``address``, ``directory``
+    holding its spool)."""
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(directory), run_id, kind, str(out), str(segv_at),
+                             address], env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL)
 
 
 def returned(out: Path) -> list[int]:
