@@ -21,9 +21,8 @@ STEPS = 400
 
 def held_slot(address: str, release: threading.Event) -> threading.Thread:
     """Take the collector's only RPC slot with an upload that sends nothing until ``release`` is set (it is then
-    refused, as an upload without a chunk is); returns once the collector pushes back on other RPCs."""
-    channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
-    stub = ingest_pb2_grpc.IngestStub(channel)
+    refused, as an upload without a chunk is); returns once the collector pushes back on other RPCs. An upload
+    that came while another RPC (the run's heartbeat) held the slot is itself pushed back: it is started again."""
 
     def nothing() -> Iterator[ingest_pb2.ArtifactChunk]:
         release.wait(30)
@@ -31,12 +30,11 @@ def held_slot(address: str, release: threading.Event) -> threading.Thread:
         yield  # a generator that yields nothing
 
     def upload() -> None:
-        try:
-            stub.PutArtifact(nothing(), timeout=60)
-        except grpc.RpcError:
-            pass
-        finally:
-            channel.close()
+        with grpc.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+            try:
+                ingest_pb2_grpc.IngestStub(channel).PutArtifact(nothing(), timeout=60)
+            except grpc.RpcError:
+                pass
 
     thread = threading.Thread(target=upload, daemon=True)
     thread.start()
@@ -44,6 +42,9 @@ def held_slot(address: str, release: threading.Event) -> threading.Thread:
     with grpc.insecure_channel(address, options=GRPC_OPTIONS) as probe_channel:
         probe = ingest_pb2_grpc.IngestStub(probe_channel)
         while True:
+            if not thread.is_alive():
+                thread = threading.Thread(target=upload, daemon=True)
+                thread.start()
             try:
                 probe.Heartbeat(ingest_pb2.Lease(client_id="probe"), timeout=5)
             except grpc.RpcError as exc:
