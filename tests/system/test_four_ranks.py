@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from crash_child import wait_until
+
 import stepwire
 from conftest import CollectorProcess
 
@@ -65,7 +67,11 @@ def test_four_ranks_system_series_and_console_with_one_rank_killed(dashboard: Co
     out, _ = procs[3].communicate(timeout=30)
     assert "rank 3 last words" in out  # still printed as before
 
-    view = stepwire.Api(address=dashboard.address).run("four-ranks")
+    api = stepwire.Api(address=dashboard.address)
+    # rank 3's segment still holds system samples taken after the ready file: the run is crashed only once the
+    # collector's survivor has delivered them, and both reads below must see the same, final data
+    wait_until("the run is crashed", lambda: api.run("four-ranks").status == "crashed")
+    view = api.run("four-ranks")
     series = {s.name: s for s in view.series()}
     for name in PROCESS:
         assert series[name].ranks == [0, 1, 2, 3], name
