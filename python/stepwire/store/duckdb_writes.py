@@ -152,17 +152,30 @@ class DuckDBWrites:
         """Rows of one query."""
 
     def open_run(self, run: RunRecord, rank: int = 0, world_size: int = 1) -> RunRecord:
+        """Create the run or join it (as ``Store.open_run``) in one transaction: one commit, not one per
+        statement (a commit is most of an OpenRun's cost, and every rank of a job sends one)."""
         with self._lock:
-            row = self._con.execute("SELECT run_id FROM runs WHERE run_id = ?", [run.id]).fetchone()
-            if row is None:
-                self._con.execute(
-                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [run.id, run.project, run.name, json.dumps(run.tags), json.dumps(run.config), run.created,
-                     "running", 0.0, json.dumps(run.meta)])
-            current = self._run(run.id)
-            run_merge.join(current, run, rank, world_size, created=row is None)
-            self._save_run(current)
-            return self._run(run.id)
+            con = self._live()
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    row = con.execute("SELECT run_id FROM runs WHERE run_id = ?", [run.id]).fetchone()
+                    if row is None:
+                        con.execute(
+                            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [run.id, run.project, run.name, json.dumps(run.tags), json.dumps(run.config),
+                             run.created, "running", 0.0, json.dumps(run.meta)])
+                    current = self._run(run.id)
+                    run_merge.join(current, run, rank, world_size, created=row is None)
+                    self._save_run(current)
+                    opened = self._run(run.id)
+                    con.execute("COMMIT")
+                except BaseException:
+                    _rollback(con)
+                    raise
+            except duckdb.Error as exc:
+                self._fail(exc)
+            return opened
 
     def _save_run(self, r: RunRecord) -> None:
         self._con.execute(
