@@ -214,3 +214,22 @@ def test_a_thinned_sample_keeps_evenly_spaced_values() -> None:
     kept = np.concatenate(sample.parts)
     assert sample.stride == 16 and np.array_equal(kept, values[::16])
     assert sample.median(0.0) == np.median(values[::16])
+
+
+def test_live_runs_are_those_with_a_rank_running_and_those_named(make_store: Callable[[], Store]) -> None:
+    """The crash check's read: runs with a rank still running (whatever the run's own status says), and the runs it
+    names; not the finished and crashed history of the store."""
+    store = make_store()
+    ranks = {"running": ["running"], "finished": ["finished"], "mixed": ["crashed", "running"], "crashed": ["crashed"],
+             "failed": ["failed", "finished"]}
+    for i, (run_id, statuses) in enumerate(ranks.items()):
+        for rank, status in enumerate(statuses):
+            store.open_run(RunRecord(id=run_id, project="running", name="running", tags=["running"],
+                                     config={"running": "running"}, created=100.0 + i, status="running", meta={}),
+                           rank, len(statuses))
+            if status != "running":
+                store.update_run(run_id, status=status, finished=200.0, rank=rank)
+    assert {r.id: r.status for r in store.runs()}["mixed"] == "crashed"
+    assert [r.id for r in store.live_runs()] == ["running", "mixed"]
+    assert [r.id for r in store.live_runs(["crashed", "nosuch", "running"])] == ["running", "mixed", "crashed"]
+    assert store.live_runs(["mixed"])[1].meta["ranks"] == {"0": "crashed", "1": "running"}

@@ -17,6 +17,8 @@ import stepwire
 from conftest import CollectorProcess, start_collector
 from stepwire.api import RunView
 from stepwire.collector.leases import LEASE_TTL_S
+from stepwire.store import open_store
+from stepwire.store.base import RunRecord
 
 TRAIN = textwrap.dedent("""
     import sys, time, stepwire
@@ -95,3 +97,60 @@ def test_the_embedded_collector_records_the_crash_before_it_exits(tmp_path: Path
         time.sleep(0.5)
     assert not (data / "collector.json").exists()
     assert stepwire.Api(dir=data).run("crash-run").status == "crashed"
+
+
+def test_a_collector_starting_on_old_crashed_runs_leaves_them_crashed(tmp_path: Path) -> None:
+    """A rank crashed long ago is running again only when its client speaks, not during the 15 s a new collector
+    gives the clients of running ranks to come back (the embedded default starts on every first ``init``)."""
+    (tmp_path / "server").mkdir()
+    store = open_store(None, tmp_path / "server")
+    for run_id in ("old-crash", "old-finish"):
+        store.open_run(RunRecord(id=run_id, project="p", name=run_id, tags=[], config={}, created=1000.0,
+                                 status="running", meta={}), 0, 1)
+    store.update_run("old-crash", status="crashed", finished=1500.0)
+    store.update_run("old-finish", status="finished", finished=1600.0)
+    store.close()
+    collector = start_collector(tmp_path / "server")
+    try:
+        api = stepwire.Api(address=collector.address)
+        for _ in range(8):  # the crash check runs every second
+            old = api.run("old-crash")
+            assert (old.status, old.meta["ranks"], old.finished) == ("crashed", {"0": "crashed"}, 1500.0)
+            assert api.run("old-finish").status == "finished"
+            time.sleep(0.5)
+    finally:
+        collector.stop()
+
+
+STALLED = textwrap.dedent("""
+    import os, sys, time, stepwire
+    run = stepwire.init(project="crash", address=sys.argv[1], dir=sys.argv[2], run_id="stalled-run")
+    print("started", flush=True)
+    step, deadline = 0, time.monotonic() + 180
+    while not os.path.exists(sys.argv[3]) and time.monotonic() < deadline:
+        run.log({"loss": 1.0 / (step + 1)}, step=step)
+        step += 1
+        time.sleep(0.2)
+    run.finish()
+""")
+
+
+def test_a_rank_stalled_past_its_lease_is_crashed_then_running_again_when_its_client_speaks(
+        collector: CollectorProcess, tmp_path: Path) -> None:
+    stop = tmp_path / "stop"
+    proc = subprocess.Popen([sys.executable, "-c", STALLED, collector.address, str(tmp_path / "client"), str(stop)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+        api = stepwire.Api(address=collector.address)
+        wait_status(api, "stalled-run", "running", 30)
+        proc.send_signal(signal.SIGSTOP)  # a debugger, or a machine swapping: no heartbeat for longer than the lease
+        wait_status(api, "stalled-run", "crashed", LEASE_TTL_S + 30)
+        proc.send_signal(signal.SIGCONT)
+        wait_status(api, "stalled-run", "running", 30)
+        stop.touch()
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert api.run("stalled-run").status == "finished"

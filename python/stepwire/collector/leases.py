@@ -127,7 +127,8 @@ class Activity:
 
 def mark_crashed(store: Store, activity: Activity) -> list[tuple[str, int]]:
     """Mark "crashed" every rank of a running run that no client has renewed a lease for in ``LEASE_TTL_S``,
-    with the time of its last data as the run's end; a rank whose client speaks again is running again. On a
+    with the time of its last data as the run's end; a crashed rank whose client holds a lease here again is
+    running again. Only the runs with a rank running, and those this collector's clients log to, are read. On a
     store other collectors share, only the ranks whose clients this collector has served are judged: another
     node's live rank never renews a lease here; such a store (``SharedLiveness``) hears this collector's heartbeat
     and which ranks it serves, and this collector marks the ranks of a collector silent for ``collector_ttl()``
@@ -138,12 +139,13 @@ def mark_crashed(store: Store, activity: Activity) -> list[tuple[str, int]]:
         for key in store.heartbeat(activity.serving(), ttl):
             log.warning("run %s rank %s: its collector was not heard of for %.0f s, marked crashed", *key, ttl)
             marked.append(key)
-    for run in store.runs():
+    serving = activity.serving()
+    for run in store.live_runs({run_id for run_id, _ in serving}):
         for rank_key, status in dict(run.meta.get("ranks", {})).items():
             key = (run.id, int(rank_key))
             if store.shared and not activity.heard_of(key):
                 continue
-            if status == "crashed" and not activity.silent(key):
+            if status == "crashed" and key in serving:  # its client speaks again (not merely: not silent yet)
                 _switch(store, run.id, key[1], "crashed", "running", None)
             elif status == "running" and activity.silent(key):
                 if _switch(store, run.id, key[1], "running", "crashed", store.last_data(run.id, key[1])):

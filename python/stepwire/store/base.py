@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -264,6 +264,12 @@ class Store(ABC):
     @abstractmethod
     def runs(self, project: str | None = None) -> list[RunRecord]:
         """Runs, oldest first."""
+
+    @abstractmethod
+    def live_runs(self, run_ids: Collection[str] = ()) -> list[RunRecord]:
+        """The runs a crash check looks at, oldest first: every run with a rank still running (and perhaps a few
+        without one: callers check the ranks), and the runs ``run_ids`` whatever their status. Unlike ``runs``
+        it does not grow with every run the store ever kept."""
 
     @abstractmethod
     def series(self, run_id: str) -> list[SeriesRecord]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -156,6 +156,15 @@ class ChunkReads:
         """Runs, oldest first."""
         where, params = (f"WHERE project = {self._P}", [project]) if project else ("", [])
         rows = self._query(f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY created, run_id{self._C}", params)
+        return [run_record(r) for r in rows]
+
+    def live_runs(self, run_ids: Collection[str] = ()) -> list[RunRecord]:
+        """Runs whose meta holds the status "running" (a superset of those with a rank running: the JSON of
+        ``meta["ranks"]`` spells it so), and the runs ``run_ids``, oldest first."""
+        ids = sorted(set(run_ids))
+        named = f" OR run_id IN ({', '.join([self._P] * len(ids))})" if ids else ""
+        rows = self._query(f"SELECT {RUN_COLUMNS} FROM runs WHERE meta LIKE {self._P}{named} "
+                           f"ORDER BY created, run_id{self._C}", ['%"running"%', *ids])
         return [run_record(r) for r in rows]
 
     def series(self, run_id: str) -> list[SeriesRecord]:
