@@ -18,7 +18,7 @@ import grpc
 import lz4.block
 import pytest
 from stepwire.v1 import ingest_pb2, ingest_pb2_grpc
-from test_group_commit import batch, code, commits, in_process_collector, push, push_all, steps_of, wait_until
+from test_group_commit import batch, code, commits, in_process_collector, push, steps_of, wait_until
 
 from stepwire.collector.admission import MEMORY_ENV, Busy, ByteBudget, max_held_bytes, push_bytes
 from stepwire.collector.decode import decode_batch
@@ -115,7 +115,14 @@ def test_a_collector_with_a_tiny_budget_stores_every_batch_once(tmp_path: Path,
     random.Random(5).shuffle(msgs)
     with in_process_collector(tmp_path) as (collector, stub):
         stub.OpenRun(ingest_pb2.RunInfo(run_id=run_id, project="p"))
-        results = push_all(stub, msgs)
+
+        def retrying(msg: ingest_pb2.Batch) -> ingest_pb2.Ack | grpc.RpcError:
+            while code(result := push(stub, msg)) == grpc.StatusCode.RESOURCE_EXHAUSTED:  # as clients retry
+                time.sleep(0.01)  # one push waits already, holding more than the whole budget
+            return result
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(retrying, msgs))
         assert [code(r) for r in results] == [grpc.StatusCode.OK] * len(msgs)
         assert sum(not r.duplicate for r in results if isinstance(r, ingest_pb2.Ack)) == 40
         assert collector.ingest.budget.peak == max(push_bytes(m) for m in msgs)  # never two at once
@@ -169,3 +176,37 @@ def test_pushes_never_take_the_workers_that_answer_heartbeats(tmp_path: Path) ->
             assert len(steps_of(collector.address, run_id)) == 2 * 50
     finally:
         collector.stop()
+
+
+def test_pushes_waiting_for_room_hold_at_most_the_budget_again() -> None:
+    """A waiting push's request is in memory already: past a budget's worth of them, a push is answered at once."""
+    budget = ByteBudget(100, wait_s=30)
+    admitted: list[int] = []
+    release = threading.Event()
+
+    def take(nbytes: int) -> None:
+        with budget.hold(nbytes):
+            admitted.append(nbytes)
+            release.wait()
+
+    with budget.hold(80):
+        waiting = [threading.Thread(target=take, args=(n,)) for n in (50, 40)]
+        for i, t in enumerate(waiting):
+            t.start()
+            while len(budget._waiting) <= i:
+                time.sleep(0.001)
+        assert budget.waiting_bytes == 90
+        with pytest.raises(Busy, match="pushes waiting for room"):  # 110 would wait: refused, not after 30 s
+            with budget.hold(20):
+                pass
+        assert budget.waiting_bytes == 90
+        extra = threading.Thread(target=take, args=(10,))  # 100 may wait
+        extra.start()
+        while len(budget._waiting) < 3:
+            time.sleep(0.001)
+    while len(admitted) < 3:
+        time.sleep(0.001)
+    release.set()
+    for t in [*waiting, extra]:
+        t.join()
+    assert sorted(admitted) == [10, 40, 50] and budget.held == 0 and budget.waiting_bytes == 0

@@ -7,7 +7,8 @@ collector answers RESOURCE_EXHAUSTED, which clients retry, spooling meanwhile). 
 budget is let in alone, so that no batch a client may send is refused for ever.
 
 This bounds the collector's memory by bytes rather than by RPCs: how many clients push at once then changes how
-long they wait, not how much the collector holds.
+long they wait, not how much the collector holds. The requests of waiting pushes are in memory already, so they
+are bounded too: a push that would make them hold more than the budget is answered at once.
 """
 
 from __future__ import annotations
@@ -66,14 +67,20 @@ class ByteBudget:
         self.peak = 0  # the most held at once
         self._cond = threading.Condition()
         self._waiting: list[object] = []  # tickets of waiting pushes, oldest first
+        self.waiting_bytes = 0  # what the waiting pushes' requests hold already (received, not yet admitted)
 
     @contextlib.contextmanager
     def hold(self, nbytes: int) -> Iterator[None]:
-        """Inside: ``nbytes`` of the budget are held. Waits for room (oldest waiter first); raises ``Busy``."""
+        """Inside: ``nbytes`` of the budget are held. Waits for room (oldest waiter first); raises ``Busy``, at once
+        when the pushes already waiting hold the whole budget again: a waiting push's request is in memory too."""
         ticket = object()
         with self._cond:
+            if self._waiting and self.waiting_bytes + nbytes > self.limit:
+                raise Busy(f"pushes waiting for room hold {self.waiting_bytes >> 20} MiB already (the limit is "
+                           f"{self.limit >> 20} MiB): retry later")
             deadline = time.monotonic() + self.wait_s
             self._waiting.append(ticket)
+            self.waiting_bytes += nbytes
             try:
                 while not (self._waiting[0] is ticket and (self.held == 0 or self.held + nbytes <= self.limit)):
                     left = deadline - time.monotonic()
@@ -83,6 +90,7 @@ class ByteBudget:
                     self._cond.wait(left)
             finally:
                 self._waiting.remove(ticket)
+                self.waiting_bytes -= nbytes
                 self._cond.notify_all()  # the next waiter may now be first
             self.held += nbytes
             self.peak = max(self.peak, self.held)

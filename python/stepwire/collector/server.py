@@ -34,6 +34,15 @@ from stepwire.v1 import ingest_pb2, ingest_pb2_grpc, query_pb2_grpc
 
 log = logging.getLogger("stepwire.collector")
 
+WORKERS = 80
+"""gRPC worker threads: each push holds one from its arrival until its batch committed (a push waits in the group
+commit and for room in the byte budget), so a collector takes as many clients' pushes at once as it has workers
+(less uploads and ``FREE_WORKERS``). With 20, 64 clients saw half their pushes refused, spooled and replayed
+(docs/ingest.md); memory stays bounded by bytes (collector/admission.py), not by this."""
+
+MAX_CONCURRENT_RPCS = 200
+"""RPCs in progress or queued for a worker at once; more are answered RESOURCE_EXHAUSTED, which clients retry."""
+
 MAX_UPLOADS = 2
 """Artifact and media uploads at once; more get RESOURCE_EXHAUSTED."""
 
@@ -303,8 +312,8 @@ class Collector:
     """A running collector: store, gRPC server, and (for the embedded default) its address file. Concurrent
     pushes are stored in one transaction per group (``group_commit``; None: unless $STEPWIRE_GROUP_COMMIT=0)."""
 
-    def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = 20,
-                 max_concurrent_rpcs: int = 32, token: str | None = None, tls_cert: str | None = None,
+    def __init__(self, directory: str | Path, listen: str = "127.0.0.1:0", workers: int = WORKERS,
+                 max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS, token: str | None = None, tls_cert: str | None = None,
                  tls_key: str | None = None, insecure: bool = False, http: str | None = None,
                  store: str | None = None, blob_dir: str | None = None, group_commit: bool | None = None) -> None:
         if not is_loopback(listen) and not token and not insecure:
