@@ -3,8 +3,8 @@ console tee (``stepwire.console``).
 
 Training-step overhead: one run trains a CPU MLP (4 x Linear(1024, 1024), batch 64, SGD, torch on one thread,
 ``run.log`` every step) in blocks of ``--block`` seconds that rotate through the modes in the same process, so that
-machine noise hits all alike: sampler off (the reference), stepwire's sampler at the default 2 s interval and at
-0.1 s, and, where they import, the peers' monitors:
+machine noise hits all alike: sampler off (the reference), stepwire's sampler every 2 s (its default is 10 s)
+and every 0.1 s, and, where they import, the peers' monitors:
 
 - ClearML: ``ResourceMonitor`` on an offline task (``Task.init(auto_resource_monitoring=False,
   auto_connect_frameworks=False, auto_connect_streams=False)``, so that only the monitor started here runs), as a

@@ -31,7 +31,7 @@ from stepwire.run_stats import collect_stats
 from stepwire.segment import segment_path, start_time
 from stepwire.sender import Sender
 from stepwire.spool import Spool
-from stepwire.system import SystemSampler
+from stepwire.system import DEFAULT_INTERVAL, SystemSampler
 from stepwire.tensors import check_tensor, cpu_view, is_tensor
 from stepwire.transport import open_channel
 from stepwire.v1 import ingest_pb2
@@ -80,7 +80,7 @@ class Run(_core.Producer):
                  batch_bytes: int,
                  flush_interval: float, ring_capacity: int, k: int, finish_timeout: float,
                  connect_timeout: float, block_timeout: float = 60.0, system_metrics: bool = False,
-                 system_interval: float = 2.0, console: bool = False) -> None:
+                 system_interval: float = DEFAULT_INTERVAL, console: bool = False) -> None:
         if policy not in ("block", "drop"):
             raise ValueError(f"policy must be 'block' or 'drop', got {policy!r}")
         if not 0 <= k <= _core.MAX_K:

@@ -11,7 +11,7 @@ from stepwire.histogram import DEFAULT_K
 from stepwire.lifecycle import install_signal_handlers
 from stepwire.ranks import RankInfo, agree_run_id, detect_ranks
 from stepwire.run import Run
-from stepwire.system import MIN_INTERVAL
+from stepwire.system import DEFAULT_INTERVAL, MIN_INTERVAL
 from stepwire.system import enabled as system_enabled
 from stepwire.transport import TOKEN_ENV, check_token
 
@@ -24,7 +24,8 @@ def init(project: str = "default", name: str | None = None, config: Mapping[str,
          policy: str = "block",
          batch_bytes: int = 1 << 20, flush_interval: float = 0.1, ring_capacity: int = 1 << 16, k: int = DEFAULT_K,
          finish_timeout: float = 60.0, connect_timeout: float = 10.0, block_timeout: float = 60.0,
-         system_metrics: bool | None = None, system_interval: float = 2.0, console: bool | None = None) -> Run:
+         system_metrics: bool | None = None, system_interval: float = DEFAULT_INTERVAL,
+         console: bool | None = None) -> Run:
     """Start a run and return it.
 
     With no ``address`` the run goes to the local collector of the data directory (``dir``, else
