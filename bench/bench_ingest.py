@@ -173,7 +173,8 @@ def one_case(clients: int, points: int, keys: int, batch_bytes: int, group_commi
     """``clients`` processes each logging ``points`` points into one collector process (group commit on or off,
     by $STEPWIRE_GROUP_COMMIT); figures: points/s stored (from the first ``log`` call until every point is
     acknowledged, i.e. committed; what the collector pushed back on and the clients spooled counts once
-    ``stepwire sync`` delivered it), collector peak RSS, and a check that every point is stored once."""
+    ``stepwire sync`` delivered it), the points pushed back into the clients' spools on the way (``finish()``
+    replays them), collector peak RSS, and a check that every point is stored once."""
     directory = Path(tempfile.mkdtemp(prefix="stepwire-ingest-"))
     os.environ[GROUP_COMMIT_ENV] = "1" if group_commit else "0"  # the collector process inherits it
     try:
@@ -205,6 +206,7 @@ def one_case(clients: int, points: int, keys: int, batch_bytes: int, group_commi
     return {"case": f"{clients} client(s), log() of {keys} keys, {batch_bytes >> 10} KiB batches",
             "group commit": "on" if group_commit else "off", "points": total, "seconds": elapsed,
             "points/s": total / elapsed, "log() points/s": total / log_elapsed, "spooled": spooled,
+            "pushed back": sum(s["spooled_total"] for s in stats),
             "collector peak RSS MiB": rss.peak / 2**20, "collector CPU s": cpu.user + cpu.system,
             "clients CPU s": sum(o["cpu"] for o in outs)}
 
