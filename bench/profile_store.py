@@ -59,7 +59,7 @@ class TimedConnection:
     def execute(self, sql: str, *args: Any) -> Any:
         words = sql.split()
         dedupe = words[0] == "SELECT" and "batches" in sql
-        kind = "SELECT dedupe (stream, sequence) in batches" if dedupe else " ".join(words[:3]) \
+        kind = "SELECT stored (stream, sequence) in batches" if dedupe else " ".join(words[:3]) \
             if words[0] == "INSERT" else words[0]
         return timed(kind, self.con.execute)(sql, *args)
 

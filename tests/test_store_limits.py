@@ -5,6 +5,7 @@ Long runs of one series are cut into small rows in the PostgreSQL store too (tha
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from stepwire import _core
 from stepwire.collector.decode import DecodedBatch
 from stepwire.store.base import Store, StoreUnavailable
 from stepwire.store.duckdb_store import DuckDBStore
+from stepwire.store.sequence_set import SequenceSet
 
 
 def batch(stream: str, rank: int, seq: int, series: dict[int, tuple[str, np.ndarray, np.ndarray]],
@@ -136,3 +138,36 @@ def test_a_store_that_cannot_checkpoint_stays_unavailable_until_given_memory(tmp
     assert bigger._query("SELECT count(*) FROM scalar_chunks WHERE run_id = 'old'")[0][0] >= committed
     assert bigger.append(batch("s", 0, 1, {0: ("a", np.arange(1000, 2000), np.arange(1000.0))}, False))
     assert len(bigger.scalars("run", "a")) == 2000
+
+
+def test_each_batch_is_stored_once_across_gaps_retries_and_a_reopened_store(make_store: Callable[[], Store]) -> None:
+    """Exactly-once by (stream, sequence), whatever the store remembers of earlier transactions: sequences with
+    gaps, a batch sent again in the same group, and the same batches again after the store was closed."""
+    def one(seq: int) -> DecodedBatch:
+        return batch("s", 0, seq, {7: ("x", np.array([seq]), np.array([float(seq)]))}, seq == 1)
+
+    first = [1, 2, 3, 5, 9, 10]
+    store = make_store()
+    assert [store.append(one(seq)) for seq in first] == [True] * len(first)
+    assert store.append_many([one(3), one(4), one(4), one(11)]) == [False, True, False, True]
+    store.close()
+    store = make_store()  # nothing of the first in memory: what is stored says it
+    assert [store.append(one(seq)) for seq in range(1, 14)] == [seq in (6, 7, 8, 12, 13) for seq in range(1, 14)]
+    assert [store.append(one(seq)) for seq in range(1, 14)] == [False] * 13
+    assert store.scalars("run", "x").step.tolist() == list(range(1, 14))
+
+
+def test_a_sequence_set_is_the_set_of_what_was_added() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        values = [int(v) for v in rng.integers(0, 60, rng.integers(0, 50))]
+        added = SequenceSet()
+        for v in values:
+            added.add(v)
+        loaded = SequenceSet((v, v) for v in values)  # as ranges read back from a store, one per value
+        for s in (added, loaded):
+            assert [v for v in range(-1, 62) if v in s] == sorted(set(values))
+            ranges = s.ranges()
+            assert all(hi >= lo for lo, hi in ranges)
+            assert all(b[0] > a[1] + 1 for a, b in itertools.pairwise(ranges))  # disjoint, never adjacent
+        assert added.ranges() == loaded.ranges()

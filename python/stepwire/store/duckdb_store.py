@@ -49,6 +49,7 @@ from stepwire.store.duckdb_schema import (
     store_uncompressed,
 )
 from stepwire.store.duckdb_writes import MAX_CHUNK_POINTS, MAX_SERIES_PER_STREAM, DuckDBWrites
+from stepwire.store.sequence_set import SequenceSet
 
 log = logging.getLogger("stepwire.store")
 T = TypeVar("T")
@@ -89,6 +90,7 @@ class DuckDBStore(ChunkReads, DuckDBWrites, Store):
         self._lock = threading.RLock()
         self._defs: dict[str, dict[int, tuple[str, int]]] = {}  # stream -> series id -> (name, kind)
         self._streams: dict[str, tuple[str, int]] = {}  # stream -> (run, rank)
+        self._sequences: dict[str, SequenceSet] = {}  # stream -> the batch sequences stored
         self._failure: str | None = None  # why the database is closed, while it is (see _reopen)
         self._retry_at = 0.0
         self._backoff = 0.0
@@ -185,6 +187,7 @@ class DuckDBStore(ChunkReads, DuckDBWrites, Store):
         """Open the database again (DuckDB replays its WAL: everything committed is back) and checkpoint it."""
         self._defs.clear()
         self._streams.clear()
+        self._sequences.clear()
         try:
             con = self._connect(open_timeout=0.0)
         except duckdb.Error as exc:

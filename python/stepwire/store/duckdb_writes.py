@@ -19,6 +19,7 @@ from stepwire import _core
 from stepwire.collector.decode import BatchError, DecodedBatch
 from stepwire.store import overview, run_merge
 from stepwire.store.base import RunRecord
+from stepwire.store.sequence_set import SequenceSet
 
 MAX_SERIES_PER_STREAM = 1_000_000
 
@@ -134,6 +135,7 @@ class DuckDBWrites:
     _con: duckdb.DuckDBPyConnection
     _defs: dict[str, dict[int, tuple[str, int]]]  # stream -> series id -> (name, kind)
     _streams: dict[str, tuple[str, int]]  # stream -> (run, rank)
+    _sequences: dict[str, SequenceSet]  # stream -> the batch sequences stored (what is in memory of it)
 
     @abstractmethod
     def _live(self) -> duckdb.DuckDBPyConnection:
@@ -247,18 +249,39 @@ class DuckDBWrites:
             _rollback(con)
             for stream in touched:  # streams _ensure_run_and_stream learnt in the rolled-back transaction
                 self._streams.pop(stream, None)
+            self._sequences.clear()  # whatever a failed COMMIT left, the database says it: read it again
             raise
         self._defs.update(staged)
+        for batch, ok in zip(group, stored, strict=True):
+            if ok:
+                self._sequences[batch.stream_id].add(batch.sequence)
         return stored
+
+    def _load_sequences(self, con: duckdb.DuckDBPyConnection, streams: set[str]) -> None:
+        """Read the stored sequences of ``streams`` (none in memory yet) as ranges, in one query: the first
+        transaction of a stream since the store opened asks the database, the next ones ask ``_sequences``."""
+        if not streams:
+            return
+        ordered = sorted(streams)
+        for stream in ordered:
+            self._sequences[stream] = SequenceSet()
+        rows = con.execute(
+            "SELECT stream_id, min(sequence), max(sequence) FROM (SELECT stream_id, sequence, CAST(sequence AS "
+            "HUGEINT) - row_number() OVER (PARTITION BY stream_id ORDER BY sequence) AS island FROM batches "
+            f"WHERE stream_id IN ({', '.join(['?'] * len(ordered))})) GROUP BY stream_id, island",
+            ordered).fetchall()
+        ranges: dict[str, list[tuple[int, int]]] = {}
+        for stream, lo, hi in rows:
+            ranges.setdefault(str(stream), []).append((int(lo), int(hi)))
+        for stream, found in ranges.items():
+            self._sequences[stream] = SequenceSet(found)
 
     def _stage_group(self, con: duckdb.DuckDBPyConnection, group: list[DecodedBatch],
                      staged: dict[str, dict[int, tuple[str, int]]], touched: set[str]) -> list[bool]:
         # statements with parameters, not registered numpy views: a view costs about 2 ms CPU to register and
         # scan, twice per transaction (docs/ingest.md)
-        seen = {(str(r[0]), int(r[1])) for r in con.execute(
-            "SELECT stream_id, sequence FROM batches WHERE (stream_id, sequence) IN ("
-            + ", ".join(["(?, ?)"] * len(group)) + ")",
-            [v for b in group for v in (b.stream_id, b.sequence)]).fetchall()}
+        self._load_sequences(con, {b.stream_id for b in group} - self._sequences.keys())
+        seen = {(b.stream_id, b.sequence) for b in group if b.sequence in self._sequences[b.stream_id]}
         stored: list[bool] = []
         series: list[tuple[str, int, str, int]] = []
         scalars: list[dict[str, npt.NDArray[Any]]] = []
