@@ -147,6 +147,13 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     stop_embedded(d)
 
 
+def segments_of(directory: Path) -> list[Path]:
+    """The shared-memory segments of runs that log into ``directory`` (or below it)."""
+    found = [(path, segment.read_meta(path)) for path in segment.segments()]
+    return [path for path, meta in found
+            if meta is not None and str(meta[0].get("directory", "")).startswith(str(directory))]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_data_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """``$STEPWIRE_DIR`` in a temporary directory for the whole session too: module-scoped fixtures run before

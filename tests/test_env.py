@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import stepwire
+from conftest import segments_of
 from stepwire.collector.embedded import running_collector
 
 
@@ -34,6 +35,8 @@ def test_a_bad_environment_variable_is_named_in_the_error(env: dict[str, str], m
     with pytest.raises(ValueError, match=match):
         stepwire.init(dir=tmp_path / "data", on_unreachable="raise", connect_timeout=1)
     assert not (tmp_path / "data" / "collector.json").exists()  # refused before any collector was started
+    assert not segments_of(tmp_path)  # nor left 89 MiB in /dev/shm for good
+
 
 
 def test_a_data_directory_that_is_a_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

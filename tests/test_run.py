@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import stepwire
-from conftest import CollectorProcess
+from conftest import CollectorProcess, segments_of
 from reference import nasty_values, reference_histogram
 
 
@@ -148,12 +149,14 @@ def test_log_params_and_failed_status(collector: CollectorProcess) -> None:
     assert view.scalars("x")["value"].tolist() == [1.0]
 
 
-def test_unreachable_address_raises_connection_error() -> None:
+def test_unreachable_address_raises_connection_error(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound but not listening: nothing answers there
         with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
-            stepwire.init(address=f"127.0.0.1:{port}", connect_timeout=1.0, on_unreachable="raise")
+            stepwire.init(address=f"127.0.0.1:{port}", connect_timeout=1.0, on_unreachable="raise",
+                          dir=tmp_path)
+    assert not segments_of(tmp_path)  # the failed init took its segment away
 
 
 def test_stats_and_drop_policy(collector: CollectorProcess) -> None:

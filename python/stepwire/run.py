@@ -127,62 +127,68 @@ class Run(_core.Producer):
         self.address: str | None = None
         if not active:
             return
-        info = ingest_pb2.RunInfo(run_id=self.id, project=project, name=self.name, tags=list(tags or []),
-                                  config_json=json.dumps(dict(config or {}), default=str), created=self._t0,
-                                  status="running", client_id=self._stream_id, rank=self.rank,
-                                  world_size=ranks.logging_ranks)
-        self.spool_dir = data_dir(dir) / "spool" / f"{self.id}-r{self.rank}-{self._stream_id[:12]}"
-        """Where records the collector has not acknowledged wait (replayed by the run or ``stepwire sync``)."""
-        self._staging = self.spool_dir / "files"
-        self._stream.set_segment_meta(json.dumps({
-            "run_id": self.id, "rank": self.rank, "stream_id": self._stream_id, "directory": str(data_dir(dir)),
-            "spool_dir": str(self.spool_dir), "pid": os.getpid(), "start_time": start_time(os.getpid()),
-            "remote": address or ""}))
-        if address and shm_path:  # no collector on this node: its agent stores what a crash leaves
-            try:
-                agent.ensure(data_dir(dir), address, token, tls_ca)
-            except (RuntimeError, OSError) as exc:
-                log.warning("%s: a crash of this process would lose what it logged last", exc)
-                self._shm_reason = f"the node agent did not start: {exc}"
-        self._text_seq = 0
-        self._token, self._tls_ca = token, tls_ca
-        self._quiet = quiet
-        self._channel: grpc.Channel | None = None
-        if not offline:
-            try:
-                self.address, self._channel = open_run(info, address, self.dir, connect_timeout, token, tls_ca)
-                self._opened = True
-            except ConnectionError as exc:
-                if on_unreachable == "raise":
-                    raise
-                log.warning("%s; logging to the spool %s until it answers (or run stepwire sync)", exc,
-                            self.spool_dir)
-                # the directory's collector, if one was started, may just be slow to answer (a loaded machine):
-                # the sender delivers to it once it answers, and starts it again if it is gone
-                self.address = address if self.dir is None else recorded_address(self.dir)
-                self._channel = open_channel(self.address, self._token if address else None, self._tls_ca) \
-                    if self.address else None
-        # a collector init could not reach gets no record until a probe finds it answering: everything goes
-        # to the spool at once instead of waiting in memory for retries
-        # the directory's local collector is started again if it stops answering (the embedded default)
-        self._restart = LocalRestart(self.dir, self.address) if self.dir is not None and self.address else None
-        run_spool = Spool(self.spool_dir)
-        spool_open = not self._opened
-        if spool_open:  # the collector learns of the run when the spool reaches it: written before init returns,
-            try:        # so that a process dying at its first call leaves its run's project, name and config
-                run_spool.append(spool.OPEN_RUN, info.SerializeToString())
-                spool_open = False
-            except OSError as exc:  # the sender tries again (and counts it lost if it cannot)
-                log.warning("cannot spool the run's opening record now: %s", exc)
-        self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id, run_spool,
-                              offline=self._channel is None, answering=self._opened, restart=self._restart)
-        if spool_open:
-            self._sender.submit(spool.OPEN_RUN, info)
-        live_runs.add(self)
-        if console:
-            self._console = ConsoleCapture(self)
-        if system_metrics:
-            self._system = SystemSampler(self, system_interval)
+        try:  # a failed init leaves nothing behind: its segment would stay in /dev/shm for good
+            info = ingest_pb2.RunInfo(run_id=self.id, project=project, name=self.name, tags=list(tags or []),
+                                      config_json=json.dumps(dict(config or {}), default=str), created=self._t0,
+                                      status="running", client_id=self._stream_id, rank=self.rank,
+                                      world_size=ranks.logging_ranks)
+            self.spool_dir = data_dir(dir) / "spool" / f"{self.id}-r{self.rank}-{self._stream_id[:12]}"
+            """Where records the collector has not acknowledged wait (replayed by the run or ``stepwire sync``)."""
+            self._staging = self.spool_dir / "files"
+            self._stream.set_segment_meta(json.dumps({
+                "run_id": self.id, "rank": self.rank, "stream_id": self._stream_id, "directory": str(data_dir(dir)),
+                "spool_dir": str(self.spool_dir), "pid": os.getpid(), "start_time": start_time(os.getpid()),
+                "remote": address or ""}))
+            if address and shm_path:  # no collector on this node: its agent stores what a crash leaves
+                try:
+                    agent.ensure(data_dir(dir), address, token, tls_ca)
+                except (RuntimeError, OSError) as exc:
+                    log.warning("%s: a crash of this process would lose what it logged last", exc)
+                    self._shm_reason = f"the node agent did not start: {exc}"
+            self._text_seq = 0
+            self._token, self._tls_ca = token, tls_ca
+            self._quiet = quiet
+            self._channel: grpc.Channel | None = None
+            if not offline:
+                try:
+                    self.address, self._channel = open_run(info, address, self.dir, connect_timeout, token, tls_ca)
+                    self._opened = True
+                except ConnectionError as exc:
+                    if on_unreachable == "raise":
+                        raise
+                    log.warning("%s; logging to the spool %s until it answers (or run stepwire sync)", exc,
+                                self.spool_dir)
+                    # the directory's collector, if one was started, may just be slow to answer (a loaded machine):
+                    # the sender delivers to it once it answers, and starts it again if it is gone
+                    self.address = address if self.dir is None else recorded_address(self.dir)
+                    self._channel = open_channel(self.address, self._token if address else None, self._tls_ca) \
+                        if self.address else None
+            # a collector init could not reach gets no record until a probe finds it answering: everything goes
+            # to the spool at once instead of waiting in memory for retries
+            # the directory's local collector is started again if it stops answering (the embedded default)
+            self._restart = LocalRestart(self.dir, self.address) if self.dir is not None and self.address else None
+            run_spool = Spool(self.spool_dir)
+            spool_open = not self._opened
+            if spool_open:  # the collector learns of the run when the spool reaches it: written before init returns,
+                try:        # so that a process dying at its first call leaves its run's project, name and config
+                    run_spool.append(spool.OPEN_RUN, info.SerializeToString())
+                    spool_open = False
+                except OSError as exc:  # the sender tries again (and counts it lost if it cannot)
+                    log.warning("cannot spool the run's opening record now: %s", exc)
+            self._sender = Sender(self._stream, self._channel, self.id, self.rank, self._stream_id, run_spool,
+                                  offline=self._channel is None, answering=self._opened, restart=self._restart)
+            if spool_open:
+                self._sender.submit(spool.OPEN_RUN, info)
+            live_runs.add(self)
+            if console:
+                self._console = ConsoleCapture(self)
+            if system_metrics:
+                self._system = SystemSampler(self, system_interval)
+        except BaseException:
+            live_runs.discard(self)
+            self._stream.close()
+            self._stream.release_segment()
+            raise
 
     _opened = False
 
